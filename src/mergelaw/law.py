@@ -1,0 +1,206 @@
+"""The merging law of Wang et al. (2025) and its closed forms, as pure vectorised functions.
+
+    E[L | N, k] = L_inf(N) + A(N) / (k + b)
+    L_inf(N)    = L_star + B * N**(-beta)      (the floor, falls with base size N)
+    A(N)        = A0 * N**(-gamma)             (the tail amplitude)
+
+N is the base size in billions of parameters (the paper's unit; see ``size_in_billions``), k the
+number of experts merged. Every function broadcasts over its arguments and accepts numpy or jax
+arrays (the result is of the same kind), so the same code serves least squares, both Bayesian
+backends and the planning queries over posterior draws.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+ArrayLike = Any  # numpy or jax array, or a Python scalar
+
+PARAMS_PER_BILLION = 1e9
+
+
+def _xp(*arrays: ArrayLike):
+    """The array namespace of the inputs: jax.numpy if any input is a jax array, else numpy."""
+    jax = sys.modules.get("jax")
+    if jax is not None and any(isinstance(a, jax.Array) for a in arrays):
+        import jax.numpy as jnp
+
+        return jnp
+    return np
+
+
+def size_in_billions(n_params: ArrayLike) -> ArrayLike:
+    """Base size N in the law's unit (billions of parameters) from a raw parameter count."""
+    return n_params / PARAMS_PER_BILLION
+
+
+class LawParams(NamedTuple):
+    """Parameters of the joint law over base sizes for one (domain, method) curve family."""
+
+    L_star: ArrayLike
+    B: ArrayLike
+    beta: ArrayLike
+    A0: ArrayLike
+    gamma: ArrayLike
+    b: ArrayLike
+
+    def floor(self, n: ArrayLike) -> ArrayLike:
+        return floor_loss(n, self.L_star, self.B, self.beta)
+
+    def amplitude(self, n: ArrayLike) -> ArrayLike:
+        return tail_amplitude(n, self.A0, self.gamma)
+
+    def mean_loss(self, n: ArrayLike, k: ArrayLike) -> ArrayLike:
+        return curve_loss(k, self.floor(n), self.amplitude(n), self.b)
+
+
+LAW_PARAM_NAMES: tuple[str, ...] = LawParams._fields
+CURVE_PARAM_NAMES: tuple[str, ...] = ("floor", "amplitude", "b")
+
+
+def floor_loss(n: ArrayLike, L_star: ArrayLike, B: ArrayLike, beta: ArrayLike) -> ArrayLike:
+    """L_inf(N) = L_star + B * N^-beta: the loss approached as k grows without bound."""
+    return L_star + B * n ** (-beta)
+
+
+def tail_amplitude(n: ArrayLike, A0: ArrayLike, gamma: ArrayLike) -> ArrayLike:
+    """A(N) = A0 * N^-gamma: how far above the floor a single expert sits (times 1 + b)."""
+    return A0 * n ** (-gamma)
+
+
+def curve_loss(k: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Expected merged loss at k experts for one base size: floor + A / (k + b)."""
+    return floor + amplitude / (k + b)
+
+
+def mean_loss(
+    n: ArrayLike,
+    k: ArrayLike,
+    L_star: ArrayLike,
+    B: ArrayLike,
+    beta: ArrayLike,
+    A0: ArrayLike,
+    gamma: ArrayLike,
+    b: ArrayLike,
+) -> ArrayLike:
+    """E[L | N, k] of the joint law."""
+    return curve_loss(k, floor_loss(n, L_star, B, beta), tail_amplitude(n, A0, gamma), b)
+
+
+def k_for_target(
+    target: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike
+) -> ArrayLike:
+    """Continuous k at which the mean curve reaches ``target``; +inf where target <= floor.
+
+    A target at or below the floor is never reached by adding experts: only a larger base (a lower
+    floor) can reach it, so the answer is infinity rather than an error.
+    """
+    xp = _xp(target, floor, amplitude, b)
+    gap = xp.asarray(target - floor, dtype=float)
+    safe_gap = xp.where(gap > 0, gap, 1.0)
+    return xp.where(gap > 0, amplitude / safe_gap - b, xp.inf)
+
+
+def experts_for_target(
+    target: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike
+) -> ArrayLike:
+    """Whole number of experts (at least 1) whose mean loss is at or below ``target``; inf if never."""
+    return _ceil_at_least_one(k_for_target(target, floor, amplitude, b))
+
+
+def marginal_gain(k: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Expected loss drop from adding one more expert: L(k) - L(k+1) = A / ((k+b)(k+b+1))."""
+    return amplitude / ((k + b) * (k + b + 1))
+
+
+def first_k_gain_below(threshold: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Smallest whole k >= 1 whose marginal gain L(k) - L(k+1) is strictly below ``threshold``.
+
+    The stopping rule: at this k, one more expert buys less than ``threshold``. Solves
+    (k+b)(k+b+1) > A/threshold for k in closed form.
+    """
+    xp = _xp(threshold, amplitude, b)
+    ratio = amplitude / threshold
+    x_star = (-1.0 + xp.sqrt(1.0 + 4.0 * ratio)) / 2.0  # (x)(x+1) = ratio at x = x_star
+    return xp.maximum(xp.floor(x_star - b) + 1.0, 1.0)
+
+
+def k_epsilon(epsilon: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Continuous k_eps = A/eps - b: experts needed to come within ``epsilon`` of the floor."""
+    return amplitude / epsilon - b
+
+
+def experts_within_epsilon(epsilon: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Whole number of experts (at least 1) that brings the mean loss within ``epsilon`` of the floor.
+
+    The paper's worked example: eps = 0.01 gives 8 experts for code at 0.5B and 5 at 32B.
+    """
+    return _ceil_at_least_one(k_epsilon(epsilon, amplitude, b))
+
+
+def gain_fraction(k: ArrayLike, b: ArrayLike, k_max: ArrayLike = np.inf) -> ArrayLike:
+    """Share of the k=1 -> k_max loss drop already reached at k: (L(1)-L(k)) / (L(1)-L(k_max)).
+
+    Independent of the floor and amplitude. ``k_max = inf`` measures against the floor itself.
+    """
+    total = 1.0 / (1.0 + b) - 1.0 / (k_max + b)
+    return (1.0 / (1.0 + b) - 1.0 / (k + b)) / total
+
+
+def k_for_gain_fraction(
+    fraction: ArrayLike, b: ArrayLike, k_max: ArrayLike = np.inf
+) -> ArrayLike:
+    """Continuous k at which ``fraction`` of the k=1 -> k_max gain is reached (inverse of gain_fraction)."""
+    total = 1.0 / (1.0 + b) - 1.0 / (k_max + b)
+    return 1.0 / (1.0 / (1.0 + b) - fraction * total) - b
+
+
+def experts_for_gain_fraction(
+    fraction: ArrayLike, b: ArrayLike, k_max: ArrayLike = np.inf
+) -> ArrayLike:
+    """Whole k reaching ``fraction`` of the gain: k80 = experts_for_gain_fraction(0.8, b, 9)."""
+    return _ceil_at_least_one(k_for_gain_fraction(fraction, b, k_max))
+
+
+class ThreePointSolution(NamedTuple):
+    floor: ArrayLike
+    amplitude: ArrayLike
+    b: ArrayLike
+
+
+def three_point_solution(
+    loss_k1: ArrayLike, loss_k2: ArrayLike, loss_k4: ArrayLike
+) -> ThreePointSolution:
+    """The curve floor + A/(k+b) passing exactly through the mean losses at k = 1, 2, 4.
+
+    With d1 = L1 - L2 = A/((1+b)(2+b)) and d2 = L2 - L4 = 2A/((2+b)(4+b)), the ratio
+    r = d1/d2 = (4+b)/(2(1+b)) gives b = (4 - 2r)/(2r - 1). Points that are not strictly
+    decreasing, or whose ratio implies b <= -1, have no such curve: all three outputs are NaN.
+    """
+    xp = _xp(loss_k1, loss_k2, loss_k4)
+    d1 = xp.asarray(loss_k1 - loss_k2, dtype=float)
+    d2 = xp.asarray(loss_k2 - loss_k4, dtype=float)
+    ok = (d1 > 0) & (d2 > 0)
+    ratio = d1 / xp.where(ok, d2, 1.0)
+    ok = ok & (ratio > 0.5)
+    b = (4.0 - 2.0 * ratio) / xp.where(ok, 2.0 * ratio - 1.0, 1.0)
+    ok = ok & (b > -1.0)
+    amplitude = d1 * (1.0 + b) * (2.0 + b)
+    floor = loss_k1 - amplitude / (1.0 + b)
+    nan = xp.nan
+    return ThreePointSolution(
+        xp.where(ok, floor, nan), xp.where(ok, amplitude, nan), xp.where(ok, b, nan)
+    )
+
+
+def _ceil_at_least_one(k: ArrayLike) -> ArrayLike:
+    xp = _xp(k)
+    k = xp.asarray(k)
+    # A relative tolerance keeps k = 5.0000001 (rounding noise on an exact 5) from becoming 6;
+    # float32 (jax's default) needs a wider one than float64.
+    rel = 1e-9 if k.dtype == xp.float64 else 1e-5
+    tolerance = xp.where(xp.isfinite(k), rel * xp.maximum(xp.abs(k), 1.0), 0.0)
+    return xp.maximum(xp.ceil(k - tolerance), 1.0)
