@@ -1,4 +1,4 @@
-"""Test environment: set before jax/pytensor are imported, so `pytest` alone behaves like `make test`."""
+"""Test environment, set before jax/pytensor are imported: `pytest` alone acts like `make test`."""
 
 import os
 from pathlib import Path

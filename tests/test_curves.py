@@ -72,7 +72,10 @@ MALFORMED = {
     "text in loss": (_set("loss", 3, "abc"), "column 'loss' row 3: 'abc' is not a number"),
     "fractional k": (_set("k", 1, 2.5), "column 'k' row 1: 2.5 is not a whole number"),
     "number as method": (_set("method", 0, 7), "column 'method' row 0: 7 is not text"),
-    "bad bool": (_set("in_domain", 2, "maybe"), "column 'in_domain' row 2: 'maybe' is not true or false"),
+    "bad bool": (
+        _set("in_domain", 2, "maybe"),
+        "column 'in_domain' row 2: 'maybe' is not true or false",
+    ),
     "NaN loss": (_set("loss", 4, float("nan")), "column 'loss' row 4: missing value (NaN)"),
     "inf loss": (_set("loss", 5, float("inf")), "column 'loss' row 5: inf is not a finite loss"),
     "negative loss": (_set("loss", 6, -0.1), "column 'loss' row 6: -0.1 is negative"),
@@ -80,14 +83,26 @@ MALFORMED = {
     "k above pool": (_set("k", 8, 12), "column 'k' row 8: 12 exceeds the pool size 9"),
     "pool size 0": (_k_above_pool, "column 'pool_size' row 2: 0 is not a pool size >= 1"),
     "subset size != k": (_wrong_subset_size, "holds 1 experts but k is 2"),
-    "two experts at k=1": (_swap_subset, "column 'subset' row 3: 'code|algebra' holds 2 experts but k is 1"),
+    "two experts at k=1": (
+        _swap_subset,
+        "column 'subset' row 3: 'code|algebra' holds 2 experts but k is 1",
+    ),
     "duplicate key": (_duplicate, "repeats the key of row 5"),
     "unknown method": (_set("method", 1, "slerp"), "'slerp' is not a known merge method"),
-    "params not JSON": (_set("method_params", 0, "c=0.8"), "column 'method_params' row 0: 'c=0.8' is not a JSON object"),
-    "zero n_params": (_set("n_params", 0, 0), "column 'n_params' row 0: 0 is not a positive parameter count"),
+    "params not JSON": (
+        _set("method_params", 0, "c=0.8"),
+        "column 'method_params' row 0: 'c=0.8' is not a JSON object",
+    ),
+    "zero n_params": (
+        _set("n_params", 0, 0),
+        "column 'n_params' row 0: 0 is not a positive parameter count",
+    ),
     "no tokens": (_set("n_tokens", 9, 0), "column 'n_tokens' row 9: 0 is not a token count"),
     "empty text": (_set("eval_domain", 1, ""), "column 'eval_domain' row 1: empty text"),
-    "wrong subset_id": (_set("subset_id", 2, "deadbeef"), "column 'subset_id' row 2: 'deadbeef' does not match"),
+    "wrong subset_id": (
+        _set("subset_id", 2, "deadbeef"),
+        "column 'subset_id' row 2: 'deadbeef' does not match",
+    ),
     "two sizes, one base": (_inconsistent_size, "column 'n_params' row 7: 123 differs from"),
 }
 

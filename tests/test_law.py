@@ -1,4 +1,4 @@
-"""The law's closed forms against hand-derived values, brute force, and the paper's worked example."""
+"""The law's closed forms against hand-derived values, brute force and the paper's example."""
 
 import math
 
@@ -72,7 +72,7 @@ def test_first_k_gain_below_by_hand():
     [("code", 0.5, 8), ("code", 32.0, 5), ("biology", 0.5, 18), ("biology", 32.0, 18)],
 )
 def test_paper_worked_example_k_epsilon(domain, size_b, expected):
-    """Paper, Table 12 worked example: eps = 0.01 -> code 8 experts at 0.5B, 5 at 32B; biology ~18."""
+    """Paper, Table 12 worked example: eps = 0.01: code 8 experts at 0.5B, 5 at 32B; biology ~18."""
     row = paper_table("two_stage_average").set_index("domain").loc[domain]
     amplitude = law.tail_amplitude(size_b, row["A0"], row["gamma"])
     assert law.experts_within_epsilon(0.01, amplitude, row["b"]) == expected
@@ -132,7 +132,8 @@ def test_functions_keep_jax_arrays():
     assert "jax" in type(out).__module__
     assert float(out) == 4.0
     np.testing.assert_allclose(
-        np.asarray(law.curve_loss(k, 0.3, 0.2, 1.0)), law.curve_loss(np.arange(1.0, 10.0), 0.3, 0.2, 1.0)
+        np.asarray(law.curve_loss(k, 0.3, 0.2, 1.0)),
+        law.curve_loss(np.arange(1.0, 10.0), 0.3, 0.2, 1.0),
     )
     sol = law.three_point_solution(jnp.asarray(3.0), 2.0, 1.5)
     assert float(sol.amplitude) == pytest.approx(2.0)

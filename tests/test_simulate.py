@@ -51,9 +51,10 @@ def test_exhaustive_subsets_reproduce_law_mean_and_finite_pool_variance():
 def test_spread_shrinks_roughly_like_one_over_k_with_interactions():
     table = simulate_curves(**SMALL, subsets_per_k=200, seed=1)
     agg = aggregate_curves(table)
-    ratio = agg[agg.k == 1].set_index(["base_model", "method", "eval_domain"])["var"] / agg[
-        agg.k == 4
-    ].set_index(["base_model", "method", "eval_domain"])["var"]
+    ratio = (
+        agg[agg.k == 1].set_index(["base_model", "method", "eval_domain"])["var"]
+        / agg[agg.k == 4].set_index(["base_model", "method", "eval_domain"])["var"]
+    )
     expected = finite_pool_variance(1.0, 1, 9) / finite_pool_variance(1.0, 4, 9)  # = 5.33
     assert np.median(ratio) == pytest.approx(expected, rel=0.35)
 

@@ -43,7 +43,9 @@ SCHEMA: tuple[Column, ...] = (
     Column("base_model", "str", "name of the base checkpoint the experts were fine-tuned from"),
     Column("n_params", "int", "base size N as a raw parameter count (> 0)"),
     Column("method", "str", "merge method, one of KNOWN_METHODS"),
-    Column("method_params", "str", "the method's parameters as a JSON object (e.g. '{\"c\": 0.8}')"),
+    Column(
+        "method_params", "str", "the method's parameters as a JSON object (e.g. '{\"c\": 0.8}')"
+    ),
     Column("pool_size", "int", "M, the number of experts the subset was drawn from (>= 1)"),
     Column("k", "int", "number of experts merged, 1 <= k <= pool_size"),
     Column("subset", "str", "the merged experts' ids, sorted, unique, joined by '|'"),
@@ -53,7 +55,9 @@ SCHEMA: tuple[Column, ...] = (
     Column("in_domain", "bool", "whether the subset holds the eval domain's own expert"),
     Column("loss", "float", "token-mean cross-entropy on the eval text, nats/token (finite, >= 0)"),
     Column("n_tokens", "int", "number of predicted tokens the loss averages over (>= 1)"),
-    Column("eval_set_hash", "str", "hash of the tokenized eval text, so losses compare like with like"),
+    Column(
+        "eval_set_hash", "str", "hash of the tokenized eval text, so losses compare like with like"
+    ),
     Column("package_version", "str", "mergelaw version that wrote the row"),
     Column("timestamp", "str", "when the row was measured, ISO 8601"),
 )
@@ -211,13 +215,20 @@ def _check_values(t: pd.DataFrame, source: str) -> None:
     row = _first(~t["method"].isin(KNOWN_METHODS))
     if row is not None:
         _row_error(
-            source, "method", row, t["method"][row],
+            source,
+            "method",
+            row,
+            t["method"][row],
             f"is not a known merge method (expected one of: {', '.join(KNOWN_METHODS)})",
         )
     for row, text in enumerate(t["method_params"]):
         if not _is_json_object(text):
             _row_error(
-                source, "method_params", row, text, 'is not a JSON object (expected e.g. {"c": 0.8})'
+                source,
+                "method_params",
+                row,
+                text,
+                'is not a JSON object (expected e.g. {"c": 0.8})',
             )
     checks = [
         ("n_params", t["n_params"] <= 0, "is not a positive parameter count"),
@@ -235,7 +246,10 @@ def _check_values(t: pd.DataFrame, source: str) -> None:
     row = _first(t["k"] > t["pool_size"])
     if row is not None:
         _row_error(
-            source, "k", row, t["k"][row],
+            source,
+            "k",
+            row,
+            t["k"][row],
             f"exceeds the pool size {t['pool_size'][row]} (expected 1 <= k <= pool_size)",
         )
     _check_subsets(t, source)
@@ -258,21 +272,31 @@ def _check_subsets(t: pd.DataFrame, source: str) -> None:
     row = _first(sizes != t["k"])
     if row is not None:
         _row_error(
-            source, "subset", row, t["subset"][row],
-            f"holds {sizes[row]} experts but k is {t['k'][row]} (expected k expert ids joined by '|')",
+            source,
+            "subset",
+            row,
+            t["subset"][row],
+            f"holds {sizes[row]} experts but k is {t['k'][row]} "
+            "(expected k expert ids joined by '|')",
         )
     canonical = members.map(lambda ids: ids == sorted(set(ids)) and all(ids))
     row = _first(~canonical)
     if row is not None:
         _row_error(
-            source, "subset", row, t["subset"][row],
+            source,
+            "subset",
+            row,
+            t["subset"][row],
             "is not canonical (expected sorted, unique, non-empty expert ids joined by '|')",
         )
     expected_ids = t["subset"].map(subset_key)
     row = _first(expected_ids != t["subset_id"])
     if row is not None:
         _row_error(
-            source, "subset_id", row, t["subset_id"][row],
+            source,
+            "subset_id",
+            row,
+            t["subset_id"][row],
             f"does not match its subset (expected {expected_ids[row]!r} = subset_key(subset))",
         )
 
@@ -282,7 +306,10 @@ def _check_sizes_consistent(t: pd.DataFrame, source: str) -> None:
     row = _first(sizes != t["n_params"])
     if row is not None:
         _row_error(
-            source, "n_params", row, t["n_params"][row],
+            source,
+            "n_params",
+            row,
+            t["n_params"][row],
             f"differs from {sizes[row]} given earlier for base_model {t['base_model'][row]!r} "
             "(expected one size per base model)",
         )

@@ -107,7 +107,7 @@ def k_for_target(
 def experts_for_target(
     target: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike
 ) -> ArrayLike:
-    """Whole number of experts (at least 1) whose mean loss is at or below ``target``; inf if never."""
+    """Whole number of experts (>= 1) whose mean loss is at or below ``target``; inf if never."""
     return _ceil_at_least_one(k_for_target(target, floor, amplitude, b))
 
 
@@ -134,7 +134,7 @@ def k_epsilon(epsilon: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLi
 
 
 def experts_within_epsilon(epsilon: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
-    """Whole number of experts (at least 1) that brings the mean loss within ``epsilon`` of the floor.
+    """Whole number of experts (>= 1) that brings the mean loss within ``epsilon`` of the floor.
 
     The paper's worked example: eps = 0.01 gives 8 experts for code at 0.5B and 5 at 32B.
     """
@@ -150,10 +150,8 @@ def gain_fraction(k: ArrayLike, b: ArrayLike, k_max: ArrayLike = np.inf) -> Arra
     return (1.0 / (1.0 + b) - 1.0 / (k + b)) / total
 
 
-def k_for_gain_fraction(
-    fraction: ArrayLike, b: ArrayLike, k_max: ArrayLike = np.inf
-) -> ArrayLike:
-    """Continuous k at which ``fraction`` of the k=1 -> k_max gain is reached (inverse of gain_fraction)."""
+def k_for_gain_fraction(fraction: ArrayLike, b: ArrayLike, k_max: ArrayLike = np.inf) -> ArrayLike:
+    """Continuous k at which ``fraction`` of the k=1 -> k_max gain is reached (gain_fraction^-1)."""
     total = 1.0 / (1.0 + b) - 1.0 / (k_max + b)
     return 1.0 / (1.0 / (1.0 + b) - fraction * total) - b
 

@@ -41,7 +41,7 @@ SIMULATED_TOKENS = 100_000
 
 
 def spread_at_k1(spread_params: pd.Series, size_b: float) -> float:
-    """Across-subset variance of single-expert losses, from the paper's variance-law form at k = 1."""
+    """Across-subset variance of single-expert losses: the paper's variance-law form at k = 1."""
     p = spread_params
     return float(
         p["V_star"]
@@ -132,9 +132,7 @@ def simulate_curves(
                 effects = _expert_effects(pool, domain, v1, interaction_share, in_domain_shift, rng)
                 for k in k_values:
                     mu = float(mean_loss(size_b, k, *law))
-                    inter_sd = math.sqrt(
-                        interaction_share * finite_pool_variance(v1, k, pool_size)
-                    )
+                    inter_sd = math.sqrt(interaction_share * finite_pool_variance(v1, k, pool_size))
                     for members in subsets[k]:
                         loss = mu + np.mean([effects[e] for e in members])
                         loss += inter_sd * rng.standard_normal()
@@ -164,7 +162,7 @@ def _row(arch, size_b, method, pool_size, k, members, seed, domain, loss) -> dic
     return {
         "arch": arch,
         "base_model": base_model_name(size_b),
-        "n_params": int(round(size_b * 1e9)),
+        "n_params": round(size_b * 1e9),
         "method": method,
         "method_params": canonical_method_params(PAPER_METHOD_PARAMS.get(method, {})),
         "pool_size": pool_size,
