@@ -275,8 +275,8 @@ def _print_fits(fits, scope: str, level: float) -> None:
     )
     for column in group_columns:
         table.add_column(column.removeprefix("eval_"), no_wrap=True, overflow="ellipsis")
-    for column in ["param", "estimate", "interval", "bound", "R²"]:
-        table.add_column(column, justify="right", no_wrap=True)
+    for column, width in [("param", 6), ("estimate", 8), ("interval", 19), ("bound", 5), ("R²", 5)]:
+        table.add_column(column, justify="right", no_wrap=True, min_width=width)
     groups = list(fits.groupby(group_columns, sort=False))
     for g, (key, rows) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
@@ -298,5 +298,5 @@ def _print_fits(fits, scope: str, level: float) -> None:
 
 
 def _number(value: float, digits: int = 4) -> str:
-    """Significant digits; values below 1e-4 (bound-hugging exponents) print as 0."""
-    return "0" if abs(value) < 1e-4 else f"{value:.{digits}g}"
+    """Significant digits; below 1e-8 (an optimiser's rendering of a bound at 0) prints as 0."""
+    return "0" if abs(value) < 1e-8 else f"{value:.{digits}g}"

@@ -191,7 +191,21 @@ class _Solver:
             )
             if result.cost < best_cost:
                 best, best_cost = result.x, result.cost
-        return best
+        return _snap_to_bounds(best, shape)
+
+
+BOUND_TOLERANCE = 1e-9
+
+
+def _snap_to_bounds(theta: np.ndarray, shape: _LawShape) -> np.ndarray:
+    """Put values within BOUND_TOLERANCE of a bound exactly on it.
+
+    trf stays strictly inside the box, so a parameter whose optimum is the bound comes back as
+    1e-20 or so; snapping makes "on the bound" exact, which the bootstrap's tie counting relies on.
+    """
+    tol = BOUND_TOLERANCE * np.maximum(1.0, np.abs(theta))
+    theta = np.where(theta - shape.lower <= tol, shape.lower, theta)
+    return np.where(shape.upper - theta <= tol, shape.upper, theta)
 
 
 def _weights(k: np.ndarray, weighting: Weighting) -> np.ndarray:
@@ -208,11 +222,10 @@ def _summarise(shape, theta, n, k, y, w) -> LeastSquaresFit:
     r2 = 1.0 - np.sum(resid**2) / np.sum((y - y.mean()) ** 2)
     y_w = np.sum(w * y) / np.sum(w)
     r2_weighted = 1.0 - np.sum(w * resid**2) / np.sum(w * (y - y_w) ** 2)
-    tol = 1e-6 * np.maximum(1.0, np.abs(theta))
     at_bound = tuple(
         name
-        for name, value, lo, hi, t in zip(shape.names, theta, shape.lower, shape.upper, tol)
-        if value - lo <= t or hi - value <= t
+        for name, value, lo, hi in zip(shape.names, theta, shape.lower, shape.upper)
+        if value in (lo, hi)
     )
     return LeastSquaresFit(
         params={name: float(v) for name, v in zip(shape.names, theta)},
@@ -224,19 +237,34 @@ def _summarise(shape, theta, n, k, y, w) -> LeastSquaresFit:
     )
 
 
-def fit_curve(
-    k: np.ndarray, mean: np.ndarray, *, weighting: Weighting = "k", n_starts: int = 4
-) -> LeastSquaresFit:
-    """Fit floor + A/(k+b) to one curve's subset-averaged losses."""
-    k, mean = np.asarray(k, dtype=float), np.asarray(mean, dtype=float)
+def _check_points(shape: _LawShape, n: np.ndarray, k: np.ndarray) -> None:
+    if shape is JOINT and len(np.unique(n)) < 3:
+        raise MergelawError(
+            f"the joint law needs >= 3 base sizes to separate L_star, B and beta; got "
+            f"{len(np.unique(n))} (fit per curve instead)"
+        )
     if len(np.unique(k)) < 3:
         raise MergelawError(
             f"a curve needs losses at >= 3 distinct k to fit floor, amplitude and b; got k = "
             f"{sorted(set(k.tolist()))}"
         )
+
+
+def _fit(
+    shape: _LawShape, n, k, mean, weighting: Weighting, n_starts: int
+) -> tuple[LeastSquaresFit, _Solver]:
+    n, k, mean = (np.asarray(a, dtype=float) for a in (n, k, mean))
+    _check_points(shape, n, k)
     w = _weights(k, weighting)
-    theta = _Solver(CURVE, np.ones_like(k), k, w).solve(mean, n_starts)
-    return _summarise(CURVE, theta, np.ones_like(k), k, mean, w)
+    solver = _Solver(shape, n, k, w)
+    return _summarise(shape, solver.solve(mean, n_starts), n, k, mean, w), solver
+
+
+def fit_curve(
+    k: np.ndarray, mean: np.ndarray, *, weighting: Weighting = "k", n_starts: int = 4
+) -> LeastSquaresFit:
+    """Fit floor + A/(k+b) to one curve's subset-averaged losses."""
+    return _fit(CURVE, np.ones_like(k, dtype=float), k, mean, weighting, n_starts)[0]
 
 
 def fit_joint(
@@ -248,15 +276,7 @@ def fit_joint(
     n_starts: int = 4,
 ) -> LeastSquaresFit:
     """Fit the joint law over base sizes ``n`` (billions) to subset-averaged losses."""
-    n, k, mean = (np.asarray(a, dtype=float) for a in (n, k, mean))
-    if len(np.unique(n)) < 3:
-        raise MergelawError(
-            f"the joint law needs >= 3 base sizes to separate L_star, B and beta; got "
-            f"{len(np.unique(n))} (fit per curve instead)"
-        )
-    w = _weights(k, weighting)
-    theta = _Solver(JOINT, n, k, w).solve(mean, n_starts)
-    return _summarise(JOINT, theta, n, k, mean, w)
+    return _fit(JOINT, n, k, mean, weighting, n_starts)[0]
 
 
 class _Cells:
@@ -290,7 +310,16 @@ class _Cells:
 class BootstrapResult:
     fit: LeastSquaresFit
     draws: np.ndarray  # (n_boot, n_params)
-    names: tuple[str, ...]
+    shape: _LawShape
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.shape.names
+
+    def on_bound_share(self) -> np.ndarray:
+        """Per parameter, the share of bootstrap fits that sat exactly on a bound."""
+        on_bound = (self.draws == self.shape.lower) | (self.draws == self.shape.upper)
+        return on_bound.mean(axis=0)
 
     def interval(
         self, level: float, method: IntervalMethod = "bc"
@@ -335,17 +364,13 @@ def bootstrap_group(
     """Fit one group's subset rows and bootstrap the fit by resampling subsets within cells."""
     cells = _Cells(rows)
     shape = JOINT if scope == "joint" else CURVE
-    if scope == "joint":
-        fit = fit_joint(cells.n, cells.k, cells.mean, weighting=weighting)
-    else:
-        fit = fit_curve(cells.k, cells.mean, weighting=weighting)
-    solver = _Solver(shape, cells.n, cells.k, _weights(cells.k, weighting))
+    fit, solver = _fit(shape, cells.n, cells.k, cells.mean, weighting, n_starts=4)
     draws = np.empty((n_boot, len(shape.names)))
     for i in range(n_boot):
         means = cells.resampled_means(rng, inflate=inflate)
         # Warm start from the full-data fit, plus the best grid points, so no replicate stalls.
         draws[i] = solver.solve(means, n_starts=2, extra_starts=(fit.theta,))
-    return BootstrapResult(fit=fit, draws=draws, names=shape.names)
+    return BootstrapResult(fit=fit, draws=draws, shape=shape)
 
 
 def fit_least_squares(
@@ -378,10 +403,7 @@ def fit_least_squares(
     for i, (key, rows) in enumerate(groups):
         result = bootstrap_group(rows, scope=scope, n_boot=n_boot, rng=rng, weighting=weighting)
         lower, upper = result.interval(level, interval)
-        shape = JOINT if scope == "joint" else CURVE
-        on_bound = (result.draws - shape.lower <= 1e-6 * np.maximum(1, np.abs(result.draws))) | (
-            shape.upper - result.draws <= 1e-6 * np.maximum(1, np.abs(result.draws))
-        )
+        on_bound = result.on_bound_share()
         for j, name in enumerate(result.names):
             records.append(
                 {
@@ -392,7 +414,7 @@ def fit_least_squares(
                     "upper": float(upper[j]),
                     "level": level,
                     "interval": interval,
-                    "boot_on_bound": float(on_bound[:, j].mean()),
+                    "boot_on_bound": float(on_bound[j]),
                     "r2": result.fit.r2,
                     "r2_weighted": result.fit.r2_weighted,
                     "n_points": result.fit.n_points,
