@@ -259,6 +259,15 @@ def fit_ls(
         console.print(f"wrote {out_json}", markup=False)
 
 
+def _register_measure() -> None:
+    from mergelaw.measure.command import measure  # imports no torch until the command runs
+
+    app.command("measure")(one_line_errors(measure))
+
+
+_register_measure()
+
+
 def _print_fits(fits, scope: str, level: float) -> None:
     from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS
 

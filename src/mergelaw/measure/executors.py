@@ -1,0 +1,26 @@
+"""Executors map the unit of work over units and yield (unit, rows) as units finish.
+
+The sweep runner only needs ``map(fn, units)``; ``fn`` is ``functools.partial(run_unit, context)``.
+A distributed executor (e.g. Ray: build the context once per worker, map units, yield results as
+they complete, in any order) implements the same method without touching the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
+
+U = TypeVar("U")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R]]: ...
+
+
+class SerialExecutor:
+    """Run units one after another in this process (CPU or one GPU)."""
+
+    def map(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R]]:
+        for unit in units:
+            yield unit, fn(unit)

@@ -1,0 +1,367 @@
+"""Sweeps: a declarative sweep file -> resumable measurement -> the curves table.
+
+A sweep file (TOML or YAML; relative paths are relative to the file) names the base, the experts,
+the held-out text per eval domain, the methods with their parameters, the k range, the subset
+sampler and the seeds::
+
+    base = "ckpt/base"              # Hugging Face checkpoint dir (safetensors)
+    name = "tiny-llama"             # base_model column (default: the base dir's name)
+    tokenizer = "bytes"             # "bytes" or a tokenizer dir (default: the base dir)
+    k = [1, 2, 3]                   # or {min = 1, max = 3}; default 1..M
+    seeds = [0]                     # each seed: its own subset sample and DARE drops
+    sampler = {name = "uniform", n = 4}   # exhaustive | uniform | nested | diverse (n, candidates)
+    exclude = "rotary"              # optional regex: tensors never merged (keep base values)
+    subsets_per_unit = 8            # subsets per unit of work (and per part file)
+
+    [experts]                       # expert id -> checkpoint dir; an id equal to an eval
+    code = "ckpt/code"              # domain's name marks that domain in_domain
+    math = "ckpt/math"
+
+    [eval]
+    max_length = 512                # window length; longer documents are split, not truncated
+    batch_tokens = 8192             # padded tokens per forward
+    dtype = "auto"                  # auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16
+    models_per_forward = 1          # >1: evaluate that many merged models per forward (vmap)
+    [eval.domains]
+    code = "heldout/code.txt"       # .txt (one document) or .jsonl ({"text": ...} per line)
+    math = "heldout/math.jsonl"
+
+    [[methods]]
+    name = "task_arithmetic"
+    c = 0.8
+    [[methods]]
+    name = "ties"
+    density = 0.2
+
+``run_sweep`` measures every (method, seed, subset) not yet in ``OUT/parts`` and then writes the
+whole table to ``OUT/curves.parquet`` (atomically).
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mergelaw.curves import KEY_COLUMNS, format_subset, write_curves
+from mergelaw.errors import MergelawError
+from mergelaw.measure.methods import MethodSpec, method_spec
+from mergelaw.measure.samplers import SAMPLERS, sample_subsets
+from mergelaw.measure.store import RowStore
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    source: str
+    base: Path
+    experts: dict[str, Path]
+    domains: dict[str, Path]
+    methods: tuple[MethodSpec, ...]
+    ks: tuple[int, ...]
+    seeds: tuple[int, ...] = (0,)
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "exhaustive"})
+    name: str | None = None
+    tokenizer: str | None = None
+    exclude: str | None = None
+    max_length: int = 512
+    batch_tokens: int = 8192
+    dtype: str = "auto"
+    models_per_forward: int = 1
+    subsets_per_unit: int = 8
+
+
+def read_sweep(path: str | Path) -> SweepSpec:
+    """Parse and check a sweep file; one-line MergelawError naming the file and field at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise MergelawError(f"{path}: no such sweep file (expected a .toml or .yaml file)")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raise MergelawError(
+                f"{path}: unknown sweep file type {suffix or '(none)'!r} (expected .toml or .yaml)"
+            )
+    except MergelawError:
+        raise
+    except Exception as exc:  # tomllib / yaml parse errors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MergelawError(f"{path}: cannot be parsed ({first})") from None
+    if not isinstance(raw, dict):
+        raise MergelawError(f"{path}: expected a table of settings at the top level")
+    return parse_sweep(raw, path)
+
+
+def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
+    src = str(path)
+    root = path.parent
+    known = {
+        "base", "name", "tokenizer", "experts", "eval", "methods", "k", "seeds", "sampler",
+        "exclude", "subsets_per_unit",
+    }  # fmt: skip
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise MergelawError(
+            f"{src}: unknown setting {unknown[0]!r} (expected some of: {', '.join(sorted(known))})"
+        )
+    if "base" not in raw:
+        raise MergelawError(f"{src}: missing 'base' (expected the base checkpoint directory)")
+    experts = raw.get("experts")
+    if not isinstance(experts, dict) or not experts:
+        raise MergelawError(f"{src}: 'experts' must map expert ids to checkpoint directories")
+    ev = raw.get("eval")
+    if not isinstance(ev, dict) or not isinstance(ev.get("domains"), dict) or not ev["domains"]:
+        raise MergelawError(
+            f"{src}: missing 'eval.domains' (expected a table: domain name -> eval text file)"
+        )
+    eval_known = {"domains", "max_length", "batch_tokens", "dtype", "models_per_forward"}
+    unknown = sorted(set(ev) - eval_known)
+    if unknown:
+        raise MergelawError(
+            f"{src}: unknown setting 'eval.{unknown[0]}' "
+            f"(expected some of: {', '.join(sorted(eval_known))})"
+        )
+    methods = raw.get("methods")
+    if not isinstance(methods, list) or not methods:
+        raise MergelawError(f"{src}: 'methods' must be a list of tables with a 'name'")
+    specs = []
+    for i, m in enumerate(methods):
+        if not isinstance(m, dict) or "name" not in m:
+            raise MergelawError(f"{src}: methods[{i}] has no 'name' (expected e.g. name = 'ties')")
+        params = {key: value for key, value in m.items() if key != "name"}
+        specs.append(method_spec(str(m["name"]), params, source=f"{src}: methods[{i}]"))
+    if len({(s.name, s.params_json) for s in specs}) != len(specs):
+        raise MergelawError(f"{src}: 'methods' lists the same method and parameters twice")
+    m_size = len(experts)
+    ks = _ks(raw.get("k"), m_size, src)
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) for s in seeds):
+        raise MergelawError(f"{src}: 'seeds' = {seeds!r} (expected a list of whole numbers)")
+    sampler = raw.get("sampler", {"name": "exhaustive"})
+    if isinstance(sampler, str):
+        sampler = {"name": sampler}
+    if not isinstance(sampler, dict) or sampler.get("name") not in SAMPLERS:
+        raise MergelawError(
+            f"{src}: 'sampler' = {sampler!r} (expected a table with name one of "
+            f"{', '.join(SAMPLERS)})"
+        )
+    dtype = ev.get("dtype", "auto")
+    if dtype not in DTYPES:
+        raise MergelawError(f"{src}: 'eval.dtype' = {dtype!r} (expected one of {DTYPES})")
+    ints = {
+        "eval.max_length": ev.get("max_length", 512),
+        "eval.batch_tokens": ev.get("batch_tokens", 8192),
+        "eval.models_per_forward": ev.get("models_per_forward", 1),
+        "subsets_per_unit": raw.get("subsets_per_unit", 8),
+    }
+    for key, value in ints.items():
+        if not _is_int(value) or value < (2 if key == "eval.max_length" else 1):
+            raise MergelawError(f"{src}: '{key}' = {value!r} (expected a positive whole number)")
+    tokenizer = raw.get("tokenizer")
+    if tokenizer is not None and tokenizer != "bytes":
+        tokenizer = str(root / tokenizer)
+    return SweepSpec(
+        source=src,
+        base=root / str(raw["base"]),
+        experts={str(e): root / str(p) for e, p in experts.items()},
+        domains={str(d): root / str(p) for d, p in ev["domains"].items()},
+        methods=tuple(specs),
+        ks=ks,
+        seeds=tuple(int(s) for s in seeds),
+        sampler=dict(sampler),
+        name=raw.get("name"),
+        tokenizer=tokenizer,
+        exclude=raw.get("exclude"),
+        max_length=int(ints["eval.max_length"]),
+        batch_tokens=int(ints["eval.batch_tokens"]),
+        dtype=dtype,
+        models_per_forward=int(ints["eval.models_per_forward"]),
+        subsets_per_unit=int(ints["subsets_per_unit"]),
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ks(value: Any, m: int, src: str) -> tuple[int, ...]:
+    if value is None:
+        return tuple(range(1, m + 1))
+    if isinstance(value, dict) and set(value) <= {"min", "max"}:
+        value = list(range(int(value.get("min", 1)), int(value.get("max", m)) + 1))
+    if not isinstance(value, list) or not value or not all(_is_int(k) for k in value):
+        raise MergelawError(f"{src}: 'k' = {value!r} (expected a list or {{min, max}})")
+    bad = [k for k in value if not 1 <= k <= m]
+    if bad:
+        raise MergelawError(f"{src}: 'k' = {bad[0]} (expected 1 <= k <= {m}, the pool size)")
+    return tuple(sorted(set(value)))
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Item:
+    method: MethodSpec
+    seed: int
+    subset: tuple[str, ...]
+
+
+def plan_items(spec: SweepSpec) -> list[Item]:
+    """Every (method, seed, subset) the sweep measures, in a fixed order."""
+    items = []
+    ids = list(spec.experts)
+    for seed in spec.seeds:
+        subsets = sample_subsets(
+            spec.sampler["name"],
+            ids,
+            spec.ks,
+            seed=seed,
+            n=spec.sampler.get("n"),
+            candidates=int(spec.sampler.get("candidates", 64)),
+            source=f"{spec.source}: sampler",
+        )
+        for method in spec.methods:
+            for k in spec.ks:
+                items.extend(Item(method, seed, s) for s in subsets[k])
+    return items
+
+
+def item_keys(item: Item, arch: str, base: str, eval_hashes: dict[str, str]) -> list[tuple]:
+    """The curves-table keys (KEY_COLUMNS order) of one item's rows."""
+    subset = format_subset(item.subset)
+    return [
+        (arch, base, item.method.name, item.method.params_json, subset, item.seed, d, h)
+        for d, h in eval_hashes.items()
+    ]
+
+
+def make_units(items: list[Item], per_unit: int) -> list:
+    from mergelaw.measure.work import WorkUnit
+
+    units, groups = [], {}
+    for it in items:
+        groups.setdefault((it.method, it.seed), []).append(it.subset)
+    for (method, seed), subsets in groups.items():
+        for i in range(0, len(subsets), per_unit):
+            units.append(WorkUnit(method, seed, tuple(subsets[i : i + per_unit])))
+    return units
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def auto_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_context(spec: SweepSpec, out: Path, device: str):
+    """Load the pool and tokenize the eval text (cached in OUT/tokens)."""
+    from mergelaw import __version__
+    from mergelaw.measure.evaluate import build_eval_set, load_tokenizer, make_batches
+    from mergelaw.measure.experts import load_pool
+    from mergelaw.measure.work import MeasureContext
+
+    for domain, path in spec.domains.items():
+        if not path.is_file():
+            raise MergelawError(
+                f"{spec.source}: eval domain {domain!r}: no such file {path} "
+                "(expected its held-out text, .txt or .jsonl)"
+            )
+    pool = load_pool(
+        spec.base, spec.experts, device=device, exclude=spec.exclude, base_name=spec.name
+    )
+    tokenizer = load_tokenizer(spec.tokenizer if spec.tokenizer is not None else spec.base)
+    vocab = int(getattr(pool.model.config, "vocab_size", 0)) or None
+    eval_sets = tuple(
+        build_eval_set(d, p, tokenizer, spec.max_length, vocab_size=vocab, cache_dir=out / "tokens")
+        for d, p in spec.domains.items()
+    )
+    dtype = spec.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+    return MeasureContext(
+        pool=pool,
+        eval_sets=eval_sets,
+        batches=make_batches(eval_sets, spec.batch_tokens, device),
+        dtype=dtype,
+        models_per_forward=spec.models_per_forward,
+        package_version=__version__,
+    )
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    executor=None,
+    on_unit: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Measure what is not yet stored in ``out``, then write ``out/curves.parquet``; return it."""
+    from mergelaw.measure.executors import SerialExecutor
+    from mergelaw.measure.work import run_unit
+
+    out = Path(out)
+    device = auto_device() if device == "auto" else device
+    items = plan_items(spec)  # sampler errors surface before anything is loaded
+    store = RowStore(out)
+    context = build_context(spec, out, device)
+    hashes = {es.domain: es.hash for es in context.eval_sets}
+    pool = context.pool
+    done = store.keys()
+    todo = [
+        it
+        for it in items
+        if not all(k in done for k in item_keys(it, pool.arch, pool.base_name, hashes))
+    ]
+    units = make_units(todo, spec.subsets_per_unit)
+    executor = executor or SerialExecutor()
+    bar = _progress(len(items), len(items) - len(todo), progress)
+    try:
+        for i, (unit, rows) in enumerate(
+            executor.map(functools.partial(run_unit, context), iter(units))
+        ):
+            store.write(unit.unit_id, rows)
+            bar.update(len(unit.subsets))
+            if on_unit is not None:
+                on_unit(i)
+    finally:
+        bar.close()
+    table = store.read()
+    table = table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+    return write_curves(table, out / "curves.parquet")
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        unit="model",
+        desc="merged models",
+        dynamic_ncols=True,
+    )
+
+
+def iter_units(spec: SweepSpec) -> Iterator:
+    """All units of a sweep from scratch (for executors that plan ahead)."""
+    yield from make_units(plan_items(spec), spec.subsets_per_unit)
