@@ -99,6 +99,7 @@ def simulate_curves(
     spread_scale: float = 1.0,
     in_domain_shift: float = 2.0,
     interaction_share: float = 0.2,
+    eval_noise_sd: float = 0.003,
     arch: str = "qwen2",
 ) -> pd.DataFrame:
     """A validated curves table simulated from known per-(method, domain) law parameters.
@@ -118,6 +119,8 @@ def simulate_curves(
     _check_request(law_params, spread_params, methods, domains, k_values, pool_size, sizes_b)
     if not 0.0 <= interaction_share < 1.0:
         raise MergelawError(f"interaction_share {interaction_share} is not in [0, 1)")
+    if eval_noise_sd < 0:
+        raise MergelawError(f"eval_noise_sd {eval_noise_sd} is negative")
 
     rng = np.random.default_rng(seed)
     pool = expert_pool(pool_size)
@@ -136,6 +139,7 @@ def simulate_curves(
                     for members in subsets[k]:
                         loss = mu + np.mean([effects[e] for e in members])
                         loss += inter_sd * rng.standard_normal()
+                        loss += eval_noise_sd * rng.standard_normal()
                         rows.append(
                             _row(arch, size_b, method, pool_size, k, members, seed, domain, loss)
                         )

@@ -1,0 +1,140 @@
+"""From a curves table to the arrays the model needs: indices, sizes, k, observations.
+
+Two forms are accepted: subset rows (the curves table of ``mergelaw.curves``), and per-k means with
+standard errors (the paper's form: FAMILY columns, n_params, k, pool_size, mean, se).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from mergelaw.curves import FAMILY_COLUMNS, table_hash, validate_curves
+from mergelaw.errors import MergelawError
+from mergelaw.law import size_in_billions
+
+MEANS_COLUMNS = (*FAMILY_COLUMNS, "n_params", "k", "pool_size", "mean", "se")
+
+
+@dataclass(frozen=True)
+class ModelData:
+    form: Literal["subsets", "means"]
+    family: np.ndarray  # (n_obs,) family index of each observation
+    curve: np.ndarray  # (n_obs,) curve index (family x size)
+    x: np.ndarray  # (n_obs,) log(N / N_ref)
+    log_n: np.ndarray  # (n_obs,) log N, N in billions
+    k: np.ndarray  # (n_obs,) experts merged
+    pool_size: np.ndarray  # (n_obs,) M
+    y: np.ndarray  # (n_obs,) subset loss, or per-k mean loss
+    se: np.ndarray | None  # (n_obs,) standard error of a mean (means form only)
+    families: pd.DataFrame  # one row per family: FAMILY_COLUMNS, label
+    curves: pd.DataFrame  # one row per curve: family index, n_params, label
+    n_ref: float  # reference base size, billions (geometric mean of the sizes)
+    x_lo: float
+    x_hi: float
+    k_anchor: float  # the largest k in the table
+    data_hash: str
+
+    @property
+    def coords(self) -> dict[str, list[str]]:
+        return {
+            "family": list(self.families["label"]),
+            "curve": list(self.curves["label"]),
+            "obs": [str(i) for i in range(len(self.y))],
+        }
+
+
+def family_label(row) -> str:
+    return f"{row['arch']}/{row['method']}/{row['eval_domain']}"
+
+
+def prepare(table: pd.DataFrame, source: str = "curves table") -> ModelData:
+    """Index a curves table (subset rows) or a per-k means table for the model."""
+    if "loss" in table.columns:
+        table = validate_curves(table, source=source)
+        form, y, se = "subsets", table["loss"].to_numpy(float), None
+        data_hash = table_hash(table)
+    elif "mean" in table.columns:
+        table = _validate_means(table, source)
+        form, y, se = "means", table["mean"].to_numpy(float), table["se"].to_numpy(float)
+        data_hash = _means_hash(table)
+    else:
+        raise MergelawError(
+            f"{source}: neither subset rows (a 'loss' column) nor per-k means ('mean' and 'se')"
+        )
+    families = table[list(FAMILY_COLUMNS)].drop_duplicates().sort_values(list(FAMILY_COLUMNS))
+    families = families.reset_index(drop=True)
+    families["label"] = families.apply(family_label, axis=1)
+    family = table.merge(families.reset_index(), on=list(FAMILY_COLUMNS), how="left")["index"]
+    curves = (
+        pd.DataFrame({"family": family.to_numpy(), "n_params": table["n_params"].to_numpy()})
+        .drop_duplicates()
+        .sort_values(["family", "n_params"])
+        .reset_index(drop=True)
+    )
+    curves["label"] = [
+        f"{families['label'][f]}@{size_in_billions(n):g}B"
+        for f, n in zip(curves["family"], curves["n_params"])
+    ]
+    curve = pd.DataFrame({"family": family.to_numpy(), "n_params": table["n_params"].to_numpy()})
+    curve = curve.merge(curves.reset_index(), on=["family", "n_params"], how="left")["index"]
+    sizes = size_in_billions(table["n_params"].to_numpy(float))
+    distinct = np.unique(sizes)
+    if len(distinct) < 3:
+        raise MergelawError(
+            f"{source}: {len(distinct)} base size(s); the size laws of the floor and tail need "
+            ">= 3 distinct n_params"
+        )
+    n_ref = float(np.exp(np.mean(np.log(distinct))))
+    x = np.log(sizes / n_ref)
+    return ModelData(
+        form=form,
+        family=family.to_numpy(int),
+        curve=curve.to_numpy(int),
+        x=x,
+        log_n=np.log(sizes),
+        k=table["k"].to_numpy(float),
+        pool_size=table["pool_size"].to_numpy(float),
+        y=y,
+        se=se,
+        families=families,
+        curves=curves,
+        n_ref=n_ref,
+        x_lo=float(x.min()),
+        x_hi=float(x.max()),
+        k_anchor=float(table["k"].max()),
+        data_hash=data_hash,
+    )
+
+
+def _validate_means(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    missing = [c for c in MEANS_COLUMNS if c not in table.columns]
+    if missing:
+        raise MergelawError(
+            f"{source}: missing column '{missing[0]}' (a per-k means table needs: "
+            f"{', '.join(MEANS_COLUMNS)})"
+        )
+    table = table.reset_index(drop=True)
+    for column in ("mean", "se", "k", "pool_size", "n_params"):
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(values) | (values < 0) | ((values <= 0) & (column != "se"))
+        if column == "se":
+            bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise MergelawError(
+                f"{source}: column '{column}' row {row}: {table[column][row]!r} is not a finite "
+                f"{'non-negative' if column == 'se' else 'positive'} number"
+            )
+    return table
+
+
+def _means_hash(table: pd.DataFrame) -> str:
+    import hashlib
+
+    ordered = table.sort_values([*FAMILY_COLUMNS, "n_params", "k"]).reset_index(drop=True)
+    hashed = pd.util.hash_pandas_object(ordered[list(MEANS_COLUMNS)], index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]

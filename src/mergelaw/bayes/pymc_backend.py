@@ -1,0 +1,93 @@
+"""PyMC translation of the model program. PyMC-version-specific calls live here and only here."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from mergelaw.bayes.data import ModelData
+from mergelaw.bayes.model import merging_law
+from mergelaw.bayes.spec import ModelSpec
+
+warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+
+
+@dataclass
+class PymcBackend:
+    """Adapter: each declaration becomes a PyMC variable with named dims."""
+
+    math = pt
+
+    def normal(self, name, loc, scale, dims=()):
+        return pm.Normal(name, loc, scale, dims=dims or None)
+
+    def half_normal(self, name, scale, dims=()):
+        return pm.HalfNormal(name, scale, dims=dims or None)
+
+    def gamma(self, name, shape, rate):
+        return pm.Gamma(name, alpha=shape, beta=rate)
+
+    def deterministic(self, name, value, dims=()):
+        return pm.Deterministic(name, value, dims=dims or None)
+
+    def likelihood(self, name, loc, scale, observed):
+        return pm.Normal(name, loc, scale, observed=observed, dims="obs")
+
+
+def build_model(spec: ModelSpec, data: ModelData, observed: bool = True) -> pm.Model:
+    with pm.Model(coords=data.coords) as model:
+        merging_law(spec, data, PymcBackend(), observed=observed)
+    return model
+
+
+@dataclass
+class PymcRun:
+    idata: object  # arviz.InferenceData
+    wall_time: float
+
+
+def sample(
+    spec: ModelSpec,
+    data: ModelData,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int,
+    target_accept: float,
+    max_tree_depth: int,
+    progress: bool,
+    sampler: str = "pymc",
+) -> PymcRun:
+    """NUTS via PyMC's own sampler, or nutpie / numpyro through pm.sample's nuts_sampler."""
+    model = build_model(spec, data)
+    kwargs = {}
+    if sampler == "pymc":
+        kwargs["max_treedepth"] = max_tree_depth
+    start = time.perf_counter()
+    with model:
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=min(chains, 2),
+            random_seed=seed,
+            target_accept=target_accept,
+            nuts_sampler=sampler,
+            progressbar=progress,
+            idata_kwargs={"log_likelihood": True},
+            compute_convergence_checks=False,
+            **kwargs,
+        )
+    return PymcRun(idata, time.perf_counter() - start)
+
+
+def prior_draws(spec: ModelSpec, data: ModelData, draws: int, seed: int) -> dict[str, np.ndarray]:
+    with build_model(spec, data, observed=False):
+        prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)
+    return {name: prior.prior[name].to_numpy()[0] for name in prior.prior.data_vars}

@@ -1,0 +1,184 @@
+"""Model specifications: the TOML files under ``models/`` that both backends build from.
+
+A spec says how the mean is parameterised, what the noise looks like, and each group parameter's
+prior and pooling. Its ``digest`` hashes the parsed content (not comments or layout), so a saved
+fit can tell whether the spec it was made with has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mergelaw.errors import MergelawError
+
+TRANSFORMS = ("log", "identity")
+CHOICES = {
+    "parameterisation": ("anchored", "natural"),
+    "tail_exponent": ("fixed", "free"),
+    "offset": ("family", "curve", "none"),
+    "exponent_scope": ("family", "curve"),
+    "spread": ("finite_pool", "inverse_k", "homoscedastic"),
+}
+
+
+@dataclass(frozen=True)
+class ParamPrior:
+    """Prior of one group parameter: transform(raw), raw ~ Normal(mean, scale) across groups,
+    mean ~ N(prior_mean, prior_sd), scale ~ HalfNormal(pool_scale).
+
+    ``centred`` samples raw directly (right for parameters the data pin down tightly); otherwise
+    raw = mean + scale * z with z ~ N(0, 1) (right for weakly identified ones, avoiding funnels).
+    """
+
+    transform: str
+    prior_mean: float
+    prior_sd: float
+    pool_scale: float
+    centred: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    pool: bool
+    parameterisation: str
+    tail_exponent: str
+    offset: str
+    exponent_scope: str
+    spread: str
+    nugget_prior_mode: float
+    sigma_slope_prior_sd: float
+    params: dict[str, ParamPrior] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def digest(self) -> str:
+        content = asdict(self)
+        content.pop("source")
+        text = json.dumps(content, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        content = asdict(self)
+        content.pop("source")
+        return json.dumps(content, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "") -> ModelSpec:
+        content = json.loads(text)
+        content["params"] = {k: ParamPrior(**v) for k, v in content["params"].items()}
+        return cls(**content, source=source)
+
+    def required_params(self) -> list[str]:
+        """Group parameters this spec's mean and noise need, in a fixed order."""
+        if self.parameterisation == "anchored":
+            names = ["level", "drop", "floor_drop", "beta", "gamma"]
+        else:
+            names = ["L_star", "B", "beta", "A0", "gamma"]
+        if self.offset != "none":
+            names.append("b")
+        if self.tail_exponent == "free":
+            names.append("alpha")
+        return [*names, "sigma"]
+
+
+def models_dir() -> Path:
+    """The source tree's models/ folder, or the copy inside an installed wheel."""
+    source_tree = Path(__file__).resolve().parents[3] / "models"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(__file__).resolve().parents[1] / "_models"
+
+
+def available_specs() -> list[str]:
+    return sorted(p.stem for p in models_dir().glob("*.toml"))
+
+
+def load_spec(name_or_path: str | Path) -> ModelSpec:
+    """Load a spec by name (a file in models/) or by path; one-line errors on anything off."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = models_dir() / f"{name_or_path}.toml"
+    if not path.exists():
+        raise MergelawError(
+            f"{path}: no such model spec (expected a .toml path or one of: "
+            f"{', '.join(available_specs())})"
+        )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise MergelawError(f"{path}: not valid TOML ({exc})") from None
+    return _parse(raw, str(path))
+
+
+def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
+    def get(table: dict, key: str, where: str, kind: type | tuple[type, ...]):
+        if key not in table:
+            raise MergelawError(f"{source}: missing key '{key}' in {where}")
+        value = table[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise MergelawError(f"{source}: {where}.{key} = {value!r} has the wrong type")
+        return value
+
+    mean = raw.get("mean", {})
+    noise = raw.get("noise", {})
+    settings = {
+        "parameterisation": get(mean, "parameterisation", "[mean]", str),
+        "tail_exponent": get(mean, "tail_exponent", "[mean]", str),
+        "offset": get(mean, "offset", "[mean]", str),
+        "exponent_scope": mean.get("exponent_scope", "family"),
+        "spread": get(noise, "spread", "[noise]", str),
+    }
+    for key, value in settings.items():
+        if value not in CHOICES[key]:
+            raise MergelawError(
+                f"{source}: {key} = {value!r} (expected one of: {', '.join(CHOICES[key])})"
+            )
+    params = {}
+    for name, table in raw.get("params", {}).items():
+        where = f"[params.{name}]"
+        prior = ParamPrior(
+            transform=get(table, "transform", where, str),
+            prior_mean=float(get(table, "prior_mean", where, (int, float))),
+            prior_sd=float(get(table, "prior_sd", where, (int, float))),
+            pool_scale=float(get(table, "pool_scale", where, (int, float))),
+            centred=bool(table.get("centred", False)),
+        )
+        if prior.transform not in TRANSFORMS:
+            raise MergelawError(
+                f"{source}: {where}.transform = {prior.transform!r} "
+                f"(expected one of: {', '.join(TRANSFORMS)})"
+            )
+        if prior.prior_sd <= 0 or prior.pool_scale <= 0:
+            raise MergelawError(f"{source}: {where} prior_sd and pool_scale must be > 0")
+        params[name] = prior
+    spec = ModelSpec(
+        name=get(raw, "name", "the top level", str),
+        description=raw.get("description", ""),
+        pool=get(raw, "pool", "the top level", bool),
+        nugget_prior_mode=float(get(noise, "nugget_prior_mode", "[noise]", (int, float))),
+        sigma_slope_prior_sd=float(get(noise, "sigma_slope_prior_sd", "[noise]", (int, float))),
+        params=params,
+        source=source,
+        **settings,
+    )
+    required = spec.required_params()
+    missing = [p for p in required if p not in params]
+    unused = [p for p in params if p not in required]
+    if missing:
+        raise MergelawError(
+            f"{source}: missing [params.{missing[0]}] "
+            f"(this spec's mean needs: {', '.join(required)})"
+        )
+    if unused:
+        raise MergelawError(
+            f"{source}: [params.{unused[0]}] is not used by this spec's mean "
+            f"(it needs: {', '.join(required)})"
+        )
+    return spec

@@ -1,0 +1,135 @@
+"""The model program: its mean is the law at the true parameters, in both parameterisations,
+and PyMC and NumPyro define the same log density from the same spec."""
+
+import numpy as np
+import pytest
+
+from mergelaw import law
+from mergelaw.bayes.data import prepare
+from mergelaw.bayes.model import mean_curve, spread_factor
+from mergelaw.bayes.spec import load_spec
+from mergelaw.curves import aggregate_curves
+from mergelaw.errors import MergelawError
+from mergelaw.paper import paper_law_params
+from mergelaw.simulate import simulate_curves
+
+
+class NumpyMath:
+    math = np
+
+    def deterministic(self, name, value, dims=()):
+        return value
+
+
+@pytest.fixture(scope="module")
+def data():
+    table = simulate_curves(
+        sizes_b=(0.5, 3.0, 14.0), domains=("code", "biology"), methods=("average", "ties"), seed=0
+    )
+    return prepare(table)
+
+
+def _truth(data):
+    truth = paper_law_params().set_index(["method", "domain"])
+    fam = data.families
+    return {
+        n: np.array([truth.loc[(m, d), n] for m, d in zip(fam.method, fam.eval_domain)])
+        for n in law.LAW_PARAM_NAMES
+    }
+
+
+def test_anchored_mean_equals_law_at_truth(data):
+    t = _truth(data)
+    k_anchor, n_ref = data.k_anchor, data.n_ref
+    amplitude_ref = t["A0"] * n_ref ** (-t["gamma"])
+    gap = t["B"] * n_ref ** (-t["beta"])
+    anchored = {
+        "level": t["L_star"] + gap + amplitude_ref / (k_anchor + t["b"]),
+        "drop": amplitude_ref * (1 / (1 + t["b"]) - 1 / (k_anchor + t["b"])),
+        "floor_drop": gap * (np.exp(-t["beta"] * data.x_lo) - np.exp(-t["beta"] * data.x_hi)),
+        "beta": t["beta"],
+        "gamma": t["gamma"],
+        "b": t["b"],
+    }
+    mu = mean_curve(load_spec("default"), data, anchored, NumpyMath())
+    expected = law.mean_loss(
+        np.exp(data.log_n), data.k, *[t[n][data.family] for n in law.LAW_PARAM_NAMES]
+    )
+    np.testing.assert_allclose(mu, expected, rtol=1e-12)
+
+
+def test_natural_mean_equals_law_at_truth(data):
+    t = _truth(data)
+    per_curve_b = t["b"][data.curves["family"].to_numpy()]
+    natural = {**t, "b": per_curve_b, "alpha": np.ones(len(data.curves))}
+    mu = mean_curve(load_spec("naive"), data, natural, NumpyMath())
+    expected = law.mean_loss(
+        np.exp(data.log_n), data.k, *[t[n][data.family] for n in law.LAW_PARAM_NAMES]
+    )
+    np.testing.assert_allclose(mu, expected, rtol=1e-12)
+
+
+def test_spread_factor_closed_forms():
+    k = np.array([1.0, 3.0, 9.0])
+    np.testing.assert_allclose(spread_factor("finite_pool", k, np.full(3, 9.0)), [1, 6 / 24, 0])
+    np.testing.assert_allclose(spread_factor("inverse_k", k, np.full(3, 9.0)), 1 / k)
+    np.testing.assert_allclose(spread_factor("homoscedastic", k, np.full(3, 9.0)), 1.0)
+    assert spread_factor("finite_pool", np.array([1.0]), np.array([1.0]))[0] == 0.0
+
+
+def test_data_indexing(data):
+    assert len(data.families) == 4 and len(data.curves) == 12
+    assert data.k_anchor == 9 and data.n_ref == pytest.approx((0.5 * 3 * 14) ** (1 / 3))
+    labels = data.families["label"][data.family]
+    assert all(label.split("/")[1] in ("average", "ties") for label in labels)
+    first = data.curves.iloc[data.curve[0]]
+    assert first["family"] == data.family[0]
+
+
+def test_means_form_and_size_errors():
+    table = simulate_curves(sizes_b=(0.5, 3.0, 14.0), domains=("code",), methods=("average",))
+    means = aggregate_curves(table).rename(columns={"se_fpc": "se_given"})
+    means["se"] = means["se_given"].fillna(0.0)
+    data = prepare(means)
+    assert data.form == "means" and len(data.y) == 27 and data.se is not None
+    bad = means.copy()
+    bad.loc[3, "se"] = -1.0
+    with pytest.raises(MergelawError, match="column 'se' row 3"):
+        prepare(bad)
+    with pytest.raises(MergelawError, match=">= 3 distinct n_params"):
+        prepare(simulate_curves(sizes_b=(0.5, 3.0), domains=("code",), methods=("average",)))
+
+
+@pytest.mark.parametrize("spec_name", ["default", "naive", "free_exponent", "homoscedastic"])
+def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
+    """Same spec, same point: the two backends' joint log densities agree to float precision."""
+    from numpyro.infer.util import log_density
+
+    from mergelaw.bayes import numpyro_backend, pymc_backend
+
+    spec = load_spec(spec_name)
+    model = pymc_backend.build_model(spec, data)
+    rng = np.random.default_rng(3)
+    point = {}
+    for rv in model.free_RVs:
+        shape = tuple(model.initial_point()[model.rvs_to_values[rv].name].shape)
+        point[rv.name] = np.abs(rng.normal(0.3, 0.2, size=shape)) + 0.01
+    values = {}
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        transform = model.rvs_to_transforms[rv]
+        values[value.name] = np.log(point[rv.name]) if transform is not None else point[rv.name]
+    pymc_logp = model.compile_logp(jacobian=False)(values)
+    numpyro_model, _ = numpyro_backend.model_fn(spec, data)
+    numpyro_logp, _ = log_density(numpyro_model, (), {}, point)
+    assert np.isfinite(pymc_logp)
+    assert float(numpyro_logp) == pytest.approx(float(pymc_logp), rel=1e-9)
+
+
+def test_anchored_spec_refuses_per_curve_offsets(data):
+    from mergelaw.bayes import numpyro_backend
+    from mergelaw.bayes.spec import ModelSpec
+
+    bad = ModelSpec(**{**load_spec("default").__dict__, "offset": "curve"})
+    with pytest.raises(MergelawError, match="anchored parameterisation needs b and alpha"):
+        numpyro_backend.model_fn(bad, data)
