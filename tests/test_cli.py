@@ -99,7 +99,18 @@ def test_fit_ls_prints_and_writes(table_path, tmp_path):
     csv, js = tmp_path / "fit.csv", tmp_path / "fit.json"
     result = runner.invoke(
         app,
-        ["fit-ls", str(table_path), "--n-boot", "10", "--out-csv", str(csv), "--out-json", str(js)],
+        [
+            "fit-ls",
+            str(table_path),
+            "--n-boot",
+            "10",
+            "--interval",
+            "percentile",
+            "--out-csv",
+            str(csv),
+            "--out-json",
+            str(js),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "least-squares fit (joint)" in result.stdout and "L_star" in result.stdout

@@ -1,6 +1,7 @@
 """The curves table: schema validation with one-line errors, atomic I/O, per-k aggregates."""
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -209,3 +210,11 @@ def test_aggregate_against_numpy(good):
             assert row["se_fpc"] == pytest.approx(row["se"] * math.sqrt(fpc))
     full = agg[agg.k == 9]
     assert (full["count"] == 1).all() and full["var"].isna().all() and (full["se_fpc"] == 0).all()
+
+
+def test_written_files_get_the_usual_permissions(good, tmp_path):
+    path = tmp_path / "curves.parquet"
+    write_curves(good, path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

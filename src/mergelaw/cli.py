@@ -259,6 +259,150 @@ def fit_ls(
         console.print(f"wrote {out_json}", markup=False)
 
 
+class BackendChoice(StrEnum):
+    numpyro = "numpyro"
+    pymc = "pymc"
+
+
+@app.command()
+@one_line_errors
+def fit(
+    table: Annotated[Path, typer.Argument(help="Curves table (.parquet/.csv), or per-k means.")],
+    out: Annotated[Path, typer.Option(help="Where to write the fit (netCDF, .nc).")],
+    spec: Annotated[
+        str,
+        typer.Option(
+            help="Model spec: a name in models/ (default, naive, free_exponent, "
+            "no_offset, unpooled, homoscedastic) or a .toml path."
+        ),
+    ] = "default",
+    backend: Annotated[BackendChoice, typer.Option(help="numpyro (parallel chains) or pymc.")] = (
+        BackendChoice.numpyro
+    ),
+    sampler: Annotated[
+        str, typer.Option(help="With --backend pymc: pymc, nutpie or numpyro.")
+    ] = "pymc",
+    draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up draws per chain.")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains (one XLA host device each).")] = 4,
+    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same posterior.")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Fit the hierarchical Bayesian merging law; print the parameters and the diagnostics.
+
+    A fit that misses a diagnostic threshold (R-hat <= 1.01, bulk/tail ESS >= 400, no
+    divergences, tree depth not saturated, BFMI >= 0.3) is saved all the same, but flagged: the
+    flag is printed here and travels with every answer made from the fit.
+    """
+    from mergelaw.bayes.fit import fit as run_fit
+    from mergelaw.curves import read_curves
+    from mergelaw.errors import MergelawError
+
+    if out.suffix != ".nc":
+        raise MergelawError(f"{out}: a fit is written as netCDF (expected a .nc path)")
+    curves = _read_fit_input(table, read_curves)
+    result = run_fit(
+        curves,
+        spec,
+        backend.value,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
+        progress=progress,
+        sampler=sampler,
+        source=str(table),
+    )
+    result.save(out)
+    _print_law_summary(result)
+    _print_diagnostics(result)
+    console.print(f"wrote {out}", markup=False)
+
+
+def _read_fit_input(table: Path, read_curves):
+    import pandas as pd
+
+    if table.suffix == ".csv":
+        head = pd.read_csv(table, nrows=1)
+        if "mean" in head.columns and "loss" not in head.columns:
+            return pd.read_csv(table)  # a per-k means table; prepare() validates it
+    return read_curves(table)
+
+
+@app.command()
+@one_line_errors
+def diagnose(
+    fit_path: Annotated[Path, typer.Argument(metavar="FIT", help="A fit written by mergelaw fit.")],
+) -> None:
+    """Print a saved fit's diagnostics and provenance; exit 1 if it failed them."""
+    from mergelaw.bayes.fit import Fit
+
+    result = Fit.load(fit_path)
+    _print_diagnostics(result)
+    meta = result.meta
+    console.print(
+        f"spec {result.spec.name} ({result.spec.digest}), {meta['sampler']}, data "
+        f"{meta['data_hash']} ({meta['n_obs']} rows, {len(result.families)} families), "
+        f"{meta['wall_time_s']:.0f} s",
+        markup=False,
+    )
+    if not result.diagnostics.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@one_line_errors
+def loo(
+    fits: Annotated[list[Path], typer.Argument(metavar="FIT...", help="Fits of the same table.")],
+) -> None:
+    """Compare fits by PSIS-LOO (expected log predictive density; higher is better)."""
+    from mergelaw.bayes import diagnostics as diag
+    from mergelaw.bayes.fit import Fit
+    from mergelaw.errors import MergelawError
+
+    loaded = {str(p): Fit.load(p) for p in fits}
+    hashes = {f.meta["data_hash"] for f in loaded.values()}
+    if len(hashes) > 1:
+        raise MergelawError(f"the fits were made on different data ({', '.join(sorted(hashes))})")
+    table = Table(title="PSIS-LOO", box=box.SIMPLE_HEAD)
+    for column in ("fit", "spec", "elpd_loo", "se", "p_loo", "Pareto k > 0.7", "diagnostics"):
+        table.add_column(column)
+    for name, result in loaded.items():
+        scores = diag.loo(result.idata)
+        table.add_row(
+            name,
+            result.spec.name,
+            f"{scores['elpd_loo']:.1f}",
+            f"{scores['se']:.1f}",
+            f"{scores['p_loo']:.1f}",
+            f"{scores['n_high_pareto_k']} of {scores['n_points']}",
+            result.flag,
+        )
+    console.print(table)
+    if len(loaded) > 1:
+        comparison = diag.compare({name: f.idata for name, f in loaded.items()})
+        console.print(comparison[["rank", "elpd_loo", "elpd_diff", "dse", "weight"]].to_string())
+
+
+def _print_law_summary(result) -> None:
+    summary = result.law_summary().rename(columns={"mean": "estimate"})
+    _print_param_table("posterior: mean [90% interval]", summary, ["family"])
+
+
+def _print_diagnostics(result) -> None:
+    d = result.diagnostics
+    console.print(
+        f"diagnostics: max R-hat {d.max_rhat:.3f}, min ESS bulk {d.min_ess_bulk:.0f} / tail "
+        f"{d.min_ess_tail:.0f}, {d.divergences} divergences in {d.n_draws} draws, "
+        f"{d.saturated_share:.1%} at max tree depth, mean tree steps {d.mean_tree_steps:.0f}, "
+        f"min BFMI {d.min_bfmi:.2f}",
+        markup=False,
+    )
+    console.print(f"flag: {d.flag}", markup=False, style=None if d.ok else "bold red")
+
+
 def _register_measure() -> None:
     from mergelaw.measure.command import measure  # imports no torch until the command runs
 
@@ -279,31 +423,42 @@ def _print_fits(fits, scope: str, level: float) -> None:
     ]
     if fits.groupby("method")["method_params"].nunique().max() > 1:
         group_columns.insert(group_columns.index("method") + 1, "method_params")
-    table = Table(
-        title=f"least-squares fit ({scope}), {level:.0%} bootstrap intervals", box=box.SIMPLE_HEAD
+    _print_param_table(
+        f"least-squares fit ({scope}), {level:.0%} bootstrap intervals",
+        fits,
+        group_columns,
+        extras=[
+            ("bound", 5, lambda row, first: f"{row.boot_on_bound:.0%}"),
+            ("R²", 5, lambda row, first: f"{row.r2:.3f}" if first else ""),
+        ],
     )
+    console.print(
+        "bound: share of bootstrap fits with the parameter on its bound (beta, gamma, b >= 0).",
+        markup=False,
+    )
+
+
+def _print_param_table(title: str, rows, group_columns: list[str], extras=()) -> None:
+    """One line per parameter (estimate and interval), one section per group: fits 80 columns."""
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for column in group_columns:
         table.add_column(column.removeprefix("eval_"), no_wrap=True, overflow="ellipsis")
-    for column, width in [("param", 6), ("estimate", 8), ("interval", 19), ("bound", 5), ("R²", 5)]:
+    columns = [("param", 6), ("estimate", 8), ("interval", 19)]
+    for column, width in [*columns, *((name, width) for name, width, _ in extras)]:
         table.add_column(column, justify="right", no_wrap=True, min_width=width)
-    groups = list(fits.groupby(group_columns, sort=False))
-    for g, (key, rows) in enumerate(groups):
+    groups = list(rows.groupby(group_columns, sort=False))
+    for g, (key, group) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
-        for i, row in enumerate(rows.itertuples()):
+        for i, row in enumerate(group.itertuples()):
             table.add_row(
                 *(map(str, key) if i == 0 else [""] * len(key)),
                 row.param,
                 _number(row.estimate),
                 f"[{_number(row.lower, 3)}, {_number(row.upper, 3)}]",
-                f"{row.boot_on_bound:.0%}",
-                f"{row.r2:.3f}" if i == 0 else "",
-                end_section=(i == len(rows) - 1 and g < len(groups) - 1),
+                *(render(row, i == 0) for _, _, render in extras),
+                end_section=(i == len(group) - 1 and g < len(groups) - 1),
             )
     console.print(table)
-    console.print(
-        "bound: share of bootstrap fits with the parameter on its bound (beta, gamma, b >= 0).",
-        markup=False,
-    )
 
 
 def _number(value: float, digits: int = 4) -> str:

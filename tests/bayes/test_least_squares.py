@@ -80,6 +80,12 @@ def test_weighting_k_matches_paper_definition():
     assert plain.r2 == pytest.approx(1 - np.sum(residual**2) / np.sum((y - y.mean()) ** 2))
 
 
+def test_bias_correction_needs_enough_replicates():
+    table = simulate_curves(domains=("code",), methods=("average",), seed=0)
+    with pytest.raises(MergelawError, match="need >= 50 bootstrap fits, got n_boot 10"):
+        fit_least_squares(table, n_boot=10)
+
+
 def test_input_errors():
     with pytest.raises(MergelawError, match=">= 3 base sizes"):
         fit_joint(np.array([1.0, 1, 1, 2, 2, 2]), np.array([1.0, 2, 3] * 2), np.ones(6))
@@ -89,13 +95,13 @@ def test_input_errors():
 
 def test_fit_table_is_seeded_and_tidy():
     table = simulate_curves(domains=("code",), methods=("average",), seed=0)
-    a = fit_least_squares(table, n_boot=20, seed=1)
-    b = fit_least_squares(table, n_boot=20, seed=1)
+    a = fit_least_squares(table, n_boot=50, seed=1)
+    b = fit_least_squares(table, n_boot=50, seed=1)
     pd.testing.assert_frame_equal(a, b)
     assert list(a["param"]) == list(LAW_PARAM_NAMES)
     assert ((a.lower <= a.estimate + 1e-12) | (a.param.isin(["gamma", "b"]))).all()
     assert (a.lower <= a.upper).all() and (a.r2 > 0.9).all()
-    per_curve = fit_least_squares(table, scope="curve", n_boot=10, seed=1)
+    per_curve = fit_least_squares(table, scope="curve", n_boot=10, seed=1, interval="percentile")
     assert per_curve.groupby("base_model").ngroups == len(PAPER_SIZES_B)
     assert set(per_curve["param"]) == {"floor", "amplitude", "b"}
 

@@ -195,6 +195,8 @@ class _Solver:
 
 
 BOUND_TOLERANCE = 1e-9
+#: Below this many replicates the bias correction's z0 rests on too few draws to trust.
+MIN_BOOT_BC = 50
 
 
 def _snap_to_bounds(theta: np.ndarray, shape: _LawShape) -> np.ndarray:
@@ -396,6 +398,11 @@ def fit_least_squares(
         raise MergelawError(f"level {level} is not strictly between 0 and 1")
     if n_boot < 1:
         raise MergelawError(f"n_boot {n_boot} is below 1")
+    if interval == "bc" and n_boot < MIN_BOOT_BC:
+        raise MergelawError(
+            f"bias-corrected intervals need >= {MIN_BOOT_BC} bootstrap fits, got n_boot {n_boot} "
+            "(raise it, or ask for percentile intervals)"
+        )
     group_columns = list(FAMILY_COLUMNS if scope == "joint" else CURVE_COLUMNS)
     rng = np.random.default_rng(seed)
     groups = list(table.groupby(group_columns, sort=True))

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+
+import numpyro
+
+# One XLA host device per chain, so chains run in parallel; effective only before jax starts its
+# backend, which is why this module sets it on import (tests set XLA_FLAGS themselves).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    numpyro.set_host_device_count(4)
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS, Predictive, init_to_median
 

@@ -1,0 +1,163 @@
+"""Everything that calls ArviZ: conversion, netCDF I/O, convergence diagnostics, LOO.
+
+Keeping ArviZ in one module keeps its version-specific calls in one place (ArviZ 1.x, on Python
+3.12, reorganises them). Note: ArviZ 0.23 with pandas 3 breaks ``az.summary`` when a dimension is
+named ``method``; our dimensions are ``family``, ``curve`` and ``obs``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
+warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+
+#: Thresholds a fit must meet; a fit that misses any is flagged in every answer made from it.
+MAX_RHAT = 1.01
+MIN_ESS = 400
+MIN_BFMI = 0.3
+MAX_SATURATED_SHARE = 0.01
+MAX_PARETO_K = 0.7
+
+#: Sites that are bookkeeping, not parameters (non-centred draws are covered by what they feed).
+_SKIP_SUFFIXES = ("_z",)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence summary of one fit; ``failures`` lists every threshold missed, in words."""
+
+    max_rhat: float
+    worst_rhat: str
+    min_ess_bulk: float
+    min_ess_tail: float
+    worst_ess: str
+    divergences: int
+    n_draws: int
+    saturated_share: float
+    mean_tree_steps: float
+    min_bfmi: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def flag(self) -> str:
+        """One line that travels with every answer made from the fit."""
+        return "ok" if self.ok else "FAILED: " + "; ".join(self.failures)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def from_numpyro(mcmc, coords: dict, dims: dict):
+    """InferenceData of a NumPyro run, with named coords and the pointwise log-likelihood."""
+    return az.from_numpyro(mcmc, coords=coords, dims=dims, log_likelihood=True)
+
+
+def parameter_names(idata) -> list[str]:
+    return [
+        name
+        for name in idata.posterior.data_vars
+        if not name.endswith(_SKIP_SUFFIXES) and idata.posterior[name].size > 0
+    ]
+
+
+def diagnose(idata, max_tree_depth: int) -> Diagnostics:
+    """R-hat, bulk/tail ESS, divergences, tree-depth saturation, BFMI, against the thresholds."""
+    names = parameter_names(idata)
+    rhat = _flat(az.rhat(idata, var_names=names))
+    bulk = _flat(az.ess(idata, var_names=names, method="bulk"))
+    tail = _flat(az.ess(idata, var_names=names, method="tail"))
+    stats = idata.sample_stats
+    diverging = stats["diverging"].to_numpy()
+    steps = stats["n_steps"].to_numpy()
+    saturated = float(np.mean(steps >= 2**max_tree_depth - 1))
+    bfmi = float(np.min(az.bfmi(idata))) if "energy" in stats else float("nan")
+    ess = pd.concat([bulk, tail], axis=1).min(axis=1)
+    diagnostics = dict(
+        max_rhat=float(rhat.max()),
+        worst_rhat=str(rhat.idxmax()),
+        min_ess_bulk=float(bulk.min()),
+        min_ess_tail=float(tail.min()),
+        worst_ess=str(ess.idxmin()),
+        divergences=int(diverging.sum()),
+        n_draws=int(diverging.size),
+        saturated_share=saturated,
+        mean_tree_steps=float(steps.mean()),
+        min_bfmi=bfmi,
+    )
+    failures = []
+    if diagnostics["max_rhat"] > MAX_RHAT:
+        failures.append(
+            f"R-hat {diagnostics['max_rhat']:.3f} > {MAX_RHAT} ({diagnostics['worst_rhat']})"
+        )
+    if min(diagnostics["min_ess_bulk"], diagnostics["min_ess_tail"]) < MIN_ESS:
+        failures.append(
+            f"ESS bulk {diagnostics['min_ess_bulk']:.0f} / tail {diagnostics['min_ess_tail']:.0f} "
+            f"< {MIN_ESS} ({diagnostics['worst_ess']})"
+        )
+    if diagnostics["divergences"] > 0:
+        failures.append(f"{diagnostics['divergences']} divergent transitions")
+    if saturated > MAX_SATURATED_SHARE:
+        failures.append(f"{saturated:.0%} of draws hit the maximum tree depth {max_tree_depth}")
+    if bfmi < MIN_BFMI:
+        failures.append(f"BFMI {bfmi:.2f} < {MIN_BFMI}")
+    return Diagnostics(**diagnostics, failures=failures)
+
+
+def _flat(dataset) -> pd.Series:
+    """One value per scalar element of each variable, labelled 'L_star[qwen2/average/code]'."""
+    values = {}
+    for name, array in dataset.data_vars.items():
+        if array.ndim == 0:
+            values[name] = float(array)
+            continue
+        dim = array.dims[0]
+        for label, value in zip(array[dim].to_numpy(), array.to_numpy().ravel()):
+            values[f"{name}[{label}]"] = float(value)
+    return pd.Series(values).dropna()  # constants have no R-hat or ESS
+
+
+def loo(idata) -> dict:
+    """PSIS-LOO: elpd, its standard error, p_loo, and how many points have Pareto k > 0.7."""
+    with warnings.catch_warnings():  # high Pareto k is reported in the result, not as a warning
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        result = az.loo(idata, pointwise=True)
+    pareto_k = result.pareto_k.to_numpy()
+    return {
+        "elpd_loo": float(result.elpd_loo),
+        "se": float(result.se),
+        "p_loo": float(result.p_loo),
+        "n_points": int(pareto_k.size),
+        "n_high_pareto_k": int(np.sum(pareto_k > MAX_PARETO_K)),
+        "max_pareto_k": float(np.max(pareto_k)),
+    }
+
+
+def compare(idatas: dict[str, object]) -> pd.DataFrame:
+    """ArviZ's LOO comparison of several fits of the same data."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        warnings.filterwarnings("ignore", message="The inplace keyword")  # arviz 0.23, pandas 3
+        return az.compare(idatas, ic="loo")
+
+
+def summary(idata, var_names: list[str], hdi_prob: float = 0.9) -> pd.DataFrame:
+    return az.summary(idata, var_names=var_names, hdi_prob=hdi_prob, kind="stats")
+
+
+def write_netcdf(idata, path: Path) -> None:
+    idata.to_netcdf(str(path))
+
+
+def read_netcdf(path: Path):
+    return az.from_netcdf(str(path))

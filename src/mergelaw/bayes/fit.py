@@ -1,0 +1,203 @@
+"""Fitting the hierarchical law: ``fit(table, spec, backend)`` returns a self-describing ``Fit``.
+
+A Fit holds the posterior (ArviZ InferenceData with named coords and the pointwise
+log-likelihood), its diagnostics, the spec, the data hash and the versions it was made with.
+``Fit.save``/``Fit.load`` round-trip it through netCDF; loading refuses a fit whose spec or data
+no longer match what the caller has now.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from mergelaw.bayes import diagnostics as diag
+from mergelaw.bayes.data import ModelData, prepare
+from mergelaw.bayes.model import REPORTED
+from mergelaw.bayes.spec import ModelSpec, load_spec
+from mergelaw.errors import MergelawError
+from mergelaw.io import atomic_path
+
+Backend = Literal["numpyro", "pymc"]
+_META_KEY = "mergelaw_meta"
+_SPEC_KEY = "mergelaw_spec"
+
+
+def _versions() -> dict[str, str]:
+    packages = ("mergelaw", "numpyro", "jax", "pymc", "pytensor", "arviz", "numpy")
+    out = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            out[package] = version(package)
+        except Exception:  # a package not installed is recorded as such
+            out[package] = "not installed"
+    return out
+
+
+@dataclass
+class Fit:
+    idata: object  # arviz.InferenceData
+    spec: ModelSpec
+    meta: dict
+    diagnostics: diag.Diagnostics
+
+    @property
+    def flag(self) -> str:
+        return self.diagnostics.flag
+
+    @property
+    def families(self) -> pd.DataFrame:
+        return pd.DataFrame(self.meta["families"])
+
+    def draws(self, name: str) -> np.ndarray:
+        """Posterior draws of one variable, chains stacked: (n_draws, ...)."""
+        values = self.idata.posterior[name].to_numpy()
+        return values.reshape(-1, *values.shape[2:])
+
+    def law_summary(self, level: float = 0.9) -> pd.DataFrame:
+        """Posterior mean and central interval of the paper's parameters, per family."""
+        tail = (1.0 - level) / 2.0
+        rows = []
+        names = [n for n in REPORTED if n in self.idata.posterior]
+        for name in names:
+            draws = self.draws(name)
+            if draws.ndim == 1 or draws.shape[1] != len(self.families):
+                continue  # per-curve parameters are summarised per curve elsewhere
+            lo, hi = np.quantile(draws, [tail, 1.0 - tail], axis=0)
+            for j, label in enumerate(self.families["label"]):
+                rows.append(
+                    {
+                        "family": label,
+                        "param": name,
+                        "mean": float(draws[:, j].mean()),
+                        "lower": float(lo[j]),
+                        "upper": float(hi[j]),
+                        "level": level,
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def save(self, path: str | Path) -> None:
+        """Write to netCDF atomically, with the spec, metadata and diagnostics inside."""
+        posterior = self.idata.posterior
+        posterior.attrs[_META_KEY] = json.dumps(
+            {**self.meta, "diagnostics": self.diagnostics.to_dict()}
+        )
+        posterior.attrs[_SPEC_KEY] = self.spec.to_json()
+        with atomic_path(path) as tmp:
+            diag.write_netcdf(self.idata, tmp)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        spec: ModelSpec | str | None = "current",
+        table: pd.DataFrame | None = None,
+    ) -> Fit:
+        """Read a saved fit. It is refused if its spec differs from ``spec`` ('current': the spec
+        file of the same name as it is now; None: no check) or its data from ``table``."""
+        path = Path(path)
+        if not path.exists():
+            raise MergelawError(
+                f"{path}: no such fit file (expected a .nc written by mergelaw fit)"
+            )
+        try:
+            idata = diag.read_netcdf(path)
+            meta = json.loads(idata.posterior.attrs[_META_KEY])
+            saved_spec = ModelSpec.from_json(idata.posterior.attrs[_SPEC_KEY])
+        except (KeyError, OSError, ValueError) as exc:
+            raise MergelawError(f"{path}: not a mergelaw fit ({type(exc).__name__})") from None
+        if spec is not None:
+            current = load_spec(saved_spec.name if spec == "current" else spec)
+            if current.digest != saved_spec.digest:
+                raise MergelawError(
+                    f"{path}: fitted with spec '{saved_spec.name}' (digest {saved_spec.digest}), "
+                    f"but {current.source or current.name} now has digest {current.digest}; "
+                    "refit, or load with the spec the fit was made with"
+                )
+        if table is not None:
+            data_hash = prepare(table).data_hash
+            if data_hash != meta["data_hash"]:
+                raise MergelawError(
+                    f"{path}: fitted to data {meta['data_hash']}, but the table given hashes to "
+                    f"{data_hash}; refit on this table"
+                )
+        saved_diagnostics = dict(meta.pop("diagnostics"))
+        saved_diagnostics.pop("ok", None)
+        return cls(idata, saved_spec, meta, diag.Diagnostics(**saved_diagnostics))
+
+
+def fit(
+    table: pd.DataFrame,
+    spec: ModelSpec | str = "default",
+    backend: Backend = "numpyro",
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    target_accept: float = 0.9,
+    max_tree_depth: int = 10,
+    progress: bool = False,
+    sampler: str = "pymc",
+    source: str = "curves table",
+) -> Fit:
+    """Fit ``spec`` to a curves table (or a per-k means table) with NUTS.
+
+    ``backend='numpyro'`` runs chains in parallel over XLA host devices; ``backend='pymc'`` uses
+    PyMC with ``sampler`` 'pymc' (its own NUTS), 'nutpie' or 'numpyro'. The same seed gives the
+    same posterior.
+    """
+    spec = load_spec(spec) if isinstance(spec, str) else spec
+    data = prepare(table, source=source)
+    settings = dict(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+        progress=progress,
+    )
+    if backend == "numpyro":
+        from mergelaw.bayes import numpyro_backend
+
+        run = numpyro_backend.sample(spec, data, **settings)
+        idata = diag.from_numpyro(run.mcmc, data.coords, run.dims)
+        wall_time, sampler = run.wall_time, f"numpyro NUTS ({run.chain_method} chains)"
+    elif backend == "pymc":
+        from mergelaw.bayes import pymc_backend
+
+        run = pymc_backend.sample(spec, data, sampler=sampler, **settings)
+        idata, wall_time, sampler = run.idata, run.wall_time, f"pymc ({sampler})"
+    else:
+        raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
+    meta = _meta(data, backend, sampler, settings, wall_time)
+    return Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
+
+
+def _meta(data: ModelData, backend: str, sampler: str, settings: dict, wall_time: float) -> dict:
+    return {
+        "backend": backend,
+        "sampler": sampler,
+        "data_hash": data.data_hash,
+        "data_form": data.form,
+        "n_obs": len(data.y),
+        "n_ref": data.n_ref,
+        "k_anchor": data.k_anchor,
+        "x_lo": data.x_lo,
+        "x_hi": data.x_hi,
+        "families": data.families.to_dict(orient="list"),
+        "curves": data.curves.to_dict(orient="list"),
+        "settings": {k: v for k, v in settings.items() if k != "progress"},
+        "wall_time_s": wall_time,
+        "versions": _versions(),
+    }

@@ -1,0 +1,127 @@
+"""Fit: self-describing, seeded, saved and loaded whole; refuses a changed spec or other data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mergelaw.bayes.fit import Fit, fit
+from mergelaw.bayes.spec import load_spec
+from mergelaw.cli import app
+from mergelaw.curves import write_curves
+from mergelaw.errors import MergelawError
+from mergelaw.simulate import simulate_curves
+
+QUICK = {"draws": 60, "tune": 60, "chains": 2, "target_accept": 0.9}
+
+
+@pytest.fixture(scope="module")
+def table():
+    return simulate_curves(
+        sizes_b=(0.5, 3.0, 14.0),
+        domains=("code", "biology", "physics"),
+        methods=("average",),
+        seed=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_fit(table):
+    return fit(table, seed=5, **QUICK)
+
+
+def test_fit_is_self_describing(quick_fit, table):
+    posterior = quick_fit.idata.posterior
+    assert posterior["L_star"].dims == ("chain", "draw", "family")
+    assert list(posterior["family"].to_numpy()) == [
+        "qwen2/average/biology",
+        "qwen2/average/code",
+        "qwen2/average/physics",
+    ]
+    assert "loss" in quick_fit.idata.log_likelihood
+    meta = quick_fit.meta
+    assert meta["backend"] == "numpyro" and meta["settings"]["seed"] == 5
+    assert {"numpyro", "jax", "pymc", "arviz", "mergelaw"} <= set(meta["versions"])
+    assert quick_fit.spec.digest == load_spec("default").digest
+    # 120 draws cannot reach ESS 400: the flag must say so.
+    assert not quick_fit.diagnostics.ok and "ESS" in quick_fit.flag
+    summary = quick_fit.law_summary()
+    assert set(summary["param"]) == {"L_star", "B", "beta", "A0", "gamma", "b"}
+    assert (summary["lower"] <= summary["mean"]).all() and (
+        summary["mean"] <= summary["upper"]
+    ).all()
+
+
+def test_same_seed_same_posterior(table, quick_fit):
+    again = fit(table, seed=5, **QUICK)
+    np.testing.assert_array_equal(again.draws("L_star"), quick_fit.draws("L_star"))
+
+
+def test_save_load_round_trip(quick_fit, table, tmp_path):
+    path = tmp_path / "fit.nc"
+    quick_fit.save(path)
+    loaded = Fit.load(path, table=table)
+    np.testing.assert_array_equal(loaded.draws("A0"), quick_fit.draws("A0"))
+    assert loaded.meta == quick_fit.meta
+    assert loaded.diagnostics == quick_fit.diagnostics
+    assert loaded.spec == quick_fit.spec.__class__(**{**quick_fit.spec.__dict__, "source": ""})
+
+
+def test_load_refuses_changed_spec_and_other_data(table, tmp_path):
+    spec_path = tmp_path / "mine.toml"
+    spec_path.write_text(Path(load_spec("default").source).read_text())
+    result = fit(table, spec=load_spec(spec_path), seed=1, **QUICK)
+    path = tmp_path / "fit.nc"
+    result.save(path)
+    Fit.load(path, spec=spec_path)  # unchanged: loads
+    spec_path.write_text(spec_path.read_text().replace("prior_sd = 0.75", "prior_sd = 0.9"))
+    with pytest.raises(
+        MergelawError, match=r"fitted with spec 'default' \(digest .*now has digest"
+    ):
+        Fit.load(path, spec=spec_path)
+    other = table.copy()
+    other.loc[0, "loss"] += 0.01
+    with pytest.raises(MergelawError, match=r"fitted to data .* but the table given hashes to"):
+        Fit.load(path, spec=None, table=other)
+    junk = tmp_path / "junk.nc"
+    junk.write_text("no")
+    with pytest.raises(MergelawError, match=r"junk\.nc: not a mergelaw fit"):
+        Fit.load(junk)
+
+
+def test_cli_fit_diagnose_loo(table, tmp_path):
+    runner = CliRunner()
+    curves = tmp_path / "curves.parquet"
+    write_curves(table, curves)
+    fits = []
+    for spec in ("default", "no_offset"):
+        out = tmp_path / f"{spec}.nc"
+        result = runner.invoke(
+            app,
+            [
+                "fit",
+                str(curves),
+                "--out",
+                str(out),
+                "--spec",
+                spec,
+                "--draws",
+                "60",
+                "--tune",
+                "60",
+                "--chains",
+                "2",
+                "--no-progress",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert "posterior: mean [90% interval]" in result.stdout and "flag: FAILED" in result.stdout
+        fits.append(str(out))
+    result = runner.invoke(app, ["diagnose", fits[0]])
+    assert result.exit_code == 1 and "spec default" in result.stdout  # flagged fit: exit 1
+    result = runner.invoke(app, ["loo", *fits])
+    assert result.exit_code == 0, result.output
+    assert "PSIS-LOO" in result.stdout and "elpd_diff" in result.stdout
+    result = runner.invoke(app, ["fit", str(curves), "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code == 2 and "expected a .nc path" in result.stderr
