@@ -69,6 +69,9 @@ def sample(
     kwargs = {}
     if sampler == "pymc":
         kwargs["max_treedepth"] = max_tree_depth
+        # PyMC forks its chain workers. If JAX is loaded, Python warns that forking a process
+        # with JAX's threads may deadlock; the workers never call JAX, so fork stays (forkserver
+        # would need an importable __main__, which notebooks and stdin scripts lack).
     start = time.perf_counter()
     with model:
         idata = pm.sample(
