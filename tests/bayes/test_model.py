@@ -121,7 +121,7 @@ def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
         values[value.name] = np.log(point[rv.name]) if transform is not None else point[rv.name]
     pymc_logp = model.compile_logp(jacobian=False)(values)
     numpyro_model, _ = numpyro_backend.model_fn(spec, data)
-    numpyro_logp, _ = log_density(numpyro_model, (), {}, point)
+    numpyro_logp, _ = log_density(numpyro_model, (), {"y": data.y}, point)
     assert np.isfinite(pymc_logp)
     assert float(numpyro_logp) == pytest.approx(float(pymc_logp), rel=1e-9)
 

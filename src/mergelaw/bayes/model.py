@@ -113,8 +113,9 @@ def spread_factor(spread: str, k: np.ndarray, pool_size: np.ndarray) -> np.ndarr
     return np.ones_like(k)
 
 
-def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, observed: bool = True):
-    """Declare the whole model on ``backend``; ``observed=False`` leaves the losses unobserved."""
+def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
+    """Declare the whole model on ``backend``, conditioned on losses ``y`` (None: unobserved, for
+    prior predictive draws). The table's structure comes from ``data``, the losses from ``y``."""
     check_spec_fits_data(spec)
     m = backend.math
     p = group_parameters(spec, backend)
@@ -129,4 +130,4 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, observed: bo
         scale = m.sqrt(sigma**2 * factor + nugget**2)
     else:
         scale = m.sqrt(data.se**2 + nugget**2)
-    return backend.likelihood("loss", mu, scale, data.y if observed else None)
+    return backend.likelihood("loss", mu, scale, y)

@@ -63,16 +63,21 @@ class NumpyroBackend:
         return numpyro.sample(name, dist.Normal(loc, scale), obs=observed)
 
 
-def model_fn(spec: ModelSpec, data: ModelData, observed: bool = True):
-    """A numpyro model function for ``spec`` on ``data``, and the dims of its sites."""
+def model_fn(spec: ModelSpec, data: ModelData):
+    """A numpyro model function ``model(y=None)`` for ``spec`` on ``data``'s structure, and the
+    dims of its sites. The losses are an argument, so one compiled sampler serves many tables of
+    the same shape (simulation-based calibration refits hundreds)."""
     backend = NumpyroBackend(coords=data.coords)
 
-    def model():
-        merging_law(spec, data, backend, observed=observed)
+    def model(y=None):
+        merging_law(spec, data, backend, y=y)
 
     # Trace once so the dims are known before sampling.
     numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace()
     return model, backend.dims
+
+
+EXTRA_FIELDS = ("diverging", "num_steps", "energy")
 
 
 @dataclass
@@ -83,18 +88,18 @@ class NumpyroRun:
     chain_method: str
 
 
-def sample(
+def make_mcmc(
     spec: ModelSpec,
     data: ModelData,
     *,
     draws: int,
     tune: int,
     chains: int,
-    seed: int,
     target_accept: float,
     max_tree_depth: int,
     progress: bool,
-) -> NumpyroRun:
+) -> tuple[MCMC, dict[str, list[str]], str]:
+    """A NUTS sampler for ``spec`` on ``data``'s structure; run it with ``y=`` losses."""
     model, dims = model_fn(spec, data)
     chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
     kernel = NUTS(
@@ -110,9 +115,16 @@ def sample(
         num_chains=chains,
         chain_method=chain_method,
         progress_bar=progress,
+        jit_model_args=True,  # new losses y reuse the compiled sampler instead of recompiling
     )
+    return mcmc, dims, chain_method
+
+
+def sample(spec: ModelSpec, data: ModelData, *, seed: int, **settings) -> NumpyroRun:
+    """Sample the posterior of ``spec`` given ``data``'s losses (settings: see make_mcmc)."""
+    mcmc, dims, chain_method = make_mcmc(spec, data, **settings)
     start = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps", "energy"))
+    mcmc.run(jax.random.PRNGKey(seed), y=data.y, extra_fields=EXTRA_FIELDS)
     jax.block_until_ready(mcmc.get_samples())
     return NumpyroRun(mcmc, dims, time.perf_counter() - start, chain_method)
 
@@ -121,6 +133,6 @@ def prior_predictive(
     spec: ModelSpec, data: ModelData, draws: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Draws of every site, the losses included, from the prior."""
-    model, _ = model_fn(spec, data, observed=False)
-    samples = Predictive(model, num_samples=draws)(jax.random.PRNGKey(seed))
+    model, _ = model_fn(spec, data)
+    samples = Predictive(model, num_samples=draws)(jax.random.PRNGKey(seed), y=None)
     return {name: np.asarray(v) for name, v in samples.items()}

@@ -41,7 +41,7 @@ class PymcBackend:
 
 def build_model(spec: ModelSpec, data: ModelData, observed: bool = True) -> pm.Model:
     with pm.Model(coords=data.coords) as model:
-        merging_law(spec, data, PymcBackend(), observed=observed)
+        merging_law(spec, data, PymcBackend(), y=data.y if observed else None)
     return model
 
 
