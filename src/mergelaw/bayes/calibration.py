@@ -1,7 +1,8 @@
 """Simulation-based calibration (Talts et al. 2018) and interval coverage of the model.
 
 Draw parameters and a table of losses from the prior (on a template table's structure), fit the
-simulated table, and record where the true value falls among the posterior draws. If the sampler
+simulated table, and record where the true value falls among the posterior draws. Not yet run at
+scale: about 30 s per simulated table on 2 cores for a 4-family template. If the sampler
 and the model are right, the ranks of every parameter are uniform, and 90% intervals of the group
 parameters cover the truth 90% of the time.
 """

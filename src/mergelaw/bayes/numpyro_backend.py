@@ -65,8 +65,8 @@ class NumpyroBackend:
 
 def model_fn(spec: ModelSpec, data: ModelData):
     """A numpyro model function ``model(y=None)`` for ``spec`` on ``data``'s structure, and the
-    dims of its sites. The losses are an argument, so one compiled sampler serves many tables of
-    the same shape (simulation-based calibration refits hundreds)."""
+    dims of its sites. The losses are an argument, so one sampler object serves many tables of
+    the same structure (simulation-based calibration refits many)."""
     backend = NumpyroBackend(coords=data.coords)
 
     def model(y=None):
@@ -115,7 +115,6 @@ def make_mcmc(
         num_chains=chains,
         chain_method=chain_method,
         progress_bar=progress,
-        jit_model_args=True,  # new losses y reuse the compiled sampler instead of recompiling
     )
     return mcmc, dims, chain_method
 
