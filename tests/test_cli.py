@@ -15,22 +15,14 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "curves.parquet"
-    result = runner.invoke(
-        app,
-        [
-            "simulate",
-            "--out",
-            str(path),
-            "--domains",
-            "code,biology",
-            "--methods",
-            "average",
-            "--seed",
-            "3",
-        ],
-    )
+    result = _simulate_small(path)
     assert result.exit_code == 0, result.output
     return path
+
+
+def _simulate_small(path):
+    args = ["--domains", "code,biology", "--methods", "average", "--seed", "3"]
+    return runner.invoke(app, ["simulate", "--out", str(path), *args])
 
 
 def test_help_lists_commands():
@@ -44,20 +36,7 @@ def test_simulate_writes_a_valid_seeded_table(table_path, tmp_path):
     table = read_curves(table_path)
     assert set(table["eval_domain"]) == {"code", "biology"} and (table["seed"] == 3).all()
     again = tmp_path / "again.parquet"
-    runner.invoke(
-        app,
-        [
-            "simulate",
-            "--out",
-            str(again),
-            "--domains",
-            "code,biology",
-            "--methods",
-            "average",
-            "--seed",
-            "3",
-        ],
-    )
+    _simulate_small(again)
     pd.testing.assert_frame_equal(read_curves(again), table)
 
 
