@@ -50,6 +50,7 @@ def row(table_name: str, result) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 chains x 200/200")
+    parser.add_argument("--target-accept", type=float, default=0.95)
     parser.add_argument("--skip-pymc", action="store_true")
     parser.add_argument("--skip-paper-scale", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fit_bench.txt"))
@@ -59,7 +60,7 @@ def main() -> None:
         if args.quick
         else {"draws": 1000, "tune": 1000, "chains": 4}
     )
-    settings |= {"seed": 0, "target_accept": 0.9, "max_tree_depth": 10}
+    settings |= {"seed": 0, "target_accept": args.target_accept, "max_tree_depth": 10}
     lines = [
         f"fit_bench: {settings['chains']} chains x {settings['tune']} warm-up / "
         f"{settings['draws']} draws, target_accept {settings['target_accept']}, "

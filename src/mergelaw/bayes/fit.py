@@ -144,7 +144,7 @@ def fit(
     tune: int = 1000,
     chains: int = 4,
     seed: int = 0,
-    target_accept: float = 0.9,
+    target_accept: float = 0.95,
     max_tree_depth: int = 10,
     progress: bool = False,
     sampler: str = "pymc",
@@ -154,7 +154,8 @@ def fit(
 
     ``backend='numpyro'`` runs chains in parallel over XLA host devices; ``backend='pymc'`` uses
     PyMC with ``sampler`` 'pymc' (its own NUTS), 'nutpie' or 'numpyro'. The same seed gives the
-    same posterior.
+    same posterior. target_accept 0.95 by default: at 0.9 the default spec left 4 divergent draws
+    in 4000 on the 60-curve benchmark table, at 0.95 none.
     """
     spec = load_spec(spec) if isinstance(spec, str) else spec
     data = prepare(table, source=source)
