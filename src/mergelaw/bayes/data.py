@@ -6,6 +6,7 @@ standard errors (the paper's form: FAMILY columns, n_params, k, pool_size, mean,
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,21 +121,18 @@ def _validate_means(table: pd.DataFrame, source: str) -> pd.DataFrame:
     table = table.reset_index(drop=True)
     for column in ("mean", "se", "k", "pool_size", "n_params"):
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
-        bad = ~np.isfinite(values) | (values < 0) | ((values <= 0) & (column != "se"))
-        if column == "se":
-            bad = ~np.isfinite(values) | (values < 0)
+        zero_ok = column == "se"  # a cell measured exhaustively has no sampling error
+        bad = ~np.isfinite(values) | ((values < 0) if zero_ok else (values <= 0))
         if bad.any():
             row = int(np.argmax(bad))
             raise MergelawError(
                 f"{source}: column '{column}' row {row}: {table[column][row]!r} is not a finite "
-                f"{'non-negative' if column == 'se' else 'positive'} number"
+                f"{'non-negative' if zero_ok else 'positive'} number"
             )
     return table
 
 
 def _means_hash(table: pd.DataFrame) -> str:
-    import hashlib
-
     ordered = table.sort_values([*FAMILY_COLUMNS, "n_params", "k"]).reset_index(drop=True)
     hashed = pd.util.hash_pandas_object(ordered[list(MEANS_COLUMNS)], index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]

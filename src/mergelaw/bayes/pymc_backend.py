@@ -6,7 +6,6 @@ import time
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -88,9 +87,3 @@ def sample(
             **kwargs,
         )
     return PymcRun(idata, time.perf_counter() - start)
-
-
-def prior_draws(spec: ModelSpec, data: ModelData, draws: int, seed: int) -> dict[str, np.ndarray]:
-    with build_model(spec, data, observed=False):
-        prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)
-    return {name: prior.prior[name].to_numpy()[0] for name in prior.prior.data_vars}
