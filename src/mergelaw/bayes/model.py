@@ -74,23 +74,37 @@ def _pick(values, scope: str, data: ModelData):
     return values[data.family] if scope == "family" else values[data.curve]
 
 
+def anchored_law(
+    p: dict[str, Any], *, k_anchor: float, n_ref: float, x_lo: float, x_hi: float, math: Any = np
+) -> dict[str, Any]:
+    """L_star, B and A0 from anchored group parameters (level, drop, floor_drop, beta, gamma and
+    b, alpha where the spec has them), given the table's anchors. Pure arithmetic on ``math``
+    (numpy, jax.numpy or pytensor.tensor), so the planning queries reuse it on posterior draws."""
+    m = math
+    b = p.get("b", 0.0)
+    alpha = p.get("alpha", 1.0)
+    shape_k1 = (1.0 + b) ** (-alpha)
+    shape_anchor = (k_anchor + b) ** (-alpha)
+    amplitude_ref = p["drop"] / (shape_k1 - shape_anchor)
+    floor_ref = p["level"] - amplitude_ref * shape_anchor
+    gap = p["floor_drop"] / (m.exp(-p["beta"] * x_lo) - m.exp(-p["beta"] * x_hi))
+    log_n_ref = float(np.log(n_ref))
+    return {
+        "L_star": floor_ref - gap,
+        "B": gap * m.exp(p["beta"] * log_n_ref),
+        "A0": amplitude_ref * m.exp(p["gamma"] * log_n_ref),
+    }
+
+
 def mean_curve(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
     """E[L] per observation, and the paper's parameters per family (reported as deterministics)."""
     m = backend.math
     b = p.get("b", 0.0)
     alpha = p.get("alpha", 1.0)
     if spec.parameterisation == "anchored":
-        k_anchor = data.k_anchor
-        shape_k1 = (1.0 + b) ** (-alpha)
-        shape_anchor = (k_anchor + b) ** (-alpha)
-        amplitude_ref = p["drop"] / (shape_k1 - shape_anchor)
-        floor_ref = p["level"] - amplitude_ref * shape_anchor
-        gap = p["floor_drop"] / (m.exp(-p["beta"] * data.x_lo) - m.exp(-p["beta"] * data.x_hi))
-        L_star = floor_ref - gap
-        log_n_ref = float(np.log(data.n_ref))
-        B = gap * m.exp(p["beta"] * log_n_ref)
-        A0 = amplitude_ref * m.exp(p["gamma"] * log_n_ref)
-        family_law = {"L_star": L_star, "B": B, "A0": A0}
+        family_law = anchored_law(
+            p, k_anchor=data.k_anchor, n_ref=data.n_ref, x_lo=data.x_lo, x_hi=data.x_hi, math=m
+        )
     else:
         family_law = {"L_star": p["L_star"], "B": p["B"], "A0": p["A0"]}
     for name in ("L_star", "B", "A0"):
