@@ -39,7 +39,7 @@ whole table to ``OUT/curves.parquet`` (atomically).
 
 from __future__ import annotations
 
-import functools
+import json
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -270,12 +270,35 @@ def auto_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_context(spec: SweepSpec, out: Path, device: str):
-    """Load the pool and tokenize the eval text (cached in OUT/tokens)."""
-    from mergelaw import __version__
-    from mergelaw.measure.evaluate import build_eval_set, load_tokenizer, make_batches
-    from mergelaw.measure.experts import load_pool
-    from mergelaw.measure.work import MeasureContext
+def sweep_identity(spec: SweepSpec) -> tuple[str, str, int | None]:
+    """(arch, base_model, vocab size) from the base's config.json, without loading any weights.
+
+    These are what the loaded pool reports (``ExpertPool.arch``, ``base_name``), so the driver can
+    key rows for resume while only the workers load the model.
+    """
+    base = Path(spec.base)
+    file = base / "config.json"
+    if not file.is_file():
+        what = "no config.json" if base.is_dir() else "no such checkpoint directory"
+        raise MergelawError(
+            f"{base}: {what} (expected a Hugging Face checkpoint directory: config.json + "
+            "*.safetensors)"
+        )
+    try:
+        cfg = json.loads(file.read_text())
+    except ValueError as exc:
+        raise MergelawError(f"{file}: not valid JSON ({exc})") from None
+    arch = cfg.get("model_type")
+    if not arch:
+        raise MergelawError(f"{file}: no 'model_type' (expected a Hugging Face model config)")
+    vocab = cfg.get("vocab_size")
+    vocab = int(vocab) if _is_int(vocab) and vocab > 0 else None
+    return str(arch), spec.name if spec.name is not None else base.name, vocab
+
+
+def sweep_eval_sets(spec: SweepSpec, out: Path) -> tuple:
+    """Check and tokenize each domain's eval text (cached in OUT/tokens); small, cheap to ship."""
+    from mergelaw.measure.evaluate import build_eval_set, load_tokenizer
 
     for domain, path in spec.domains.items():
         if not path.is_file():
@@ -283,26 +306,67 @@ def build_context(spec: SweepSpec, out: Path, device: str):
                 f"{spec.source}: eval domain {domain!r}: no such file {path} "
                 "(expected its held-out text, .txt or .jsonl)"
             )
-    pool = load_pool(
-        spec.base, spec.experts, device=device, exclude=spec.exclude, base_name=spec.name
-    )
+    _, _, vocab = sweep_identity(spec)
     tokenizer = load_tokenizer(spec.tokenizer if spec.tokenizer is not None else spec.base)
-    vocab = int(getattr(pool.model.config, "vocab_size", 0)) or None
-    eval_sets = tuple(
+    return tuple(
         build_eval_set(d, p, tokenizer, spec.max_length, vocab_size=vocab, cache_dir=out / "tokens")
         for d, p in spec.domains.items()
     )
-    dtype = spec.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
-    return MeasureContext(
-        pool=pool,
-        eval_sets=eval_sets,
-        batches=make_batches(eval_sets, spec.batch_tokens, device),
-        dtype=dtype,
-        models_per_forward=spec.models_per_forward,
-        package_version=__version__,
-    )
+
+
+@dataclass
+class SweepWork:
+    """The function executors map over units: picklable, builds its context once per process.
+
+    It carries the sweep spec and the tokenized eval sets (small), never the loaded pool: an
+    executor ships it to each worker, the worker loads the base and the task vectors onto its own
+    device at its first unit, and every later unit there reuses them. ``device = "auto"`` is
+    resolved where the work runs (a GPU worker's own GPU).
+    """
+
+    spec: SweepSpec
+    eval_sets: tuple
+    device: str = "auto"
+    _context: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_context": None}  # the loaded pool never travels
+
+    def context(self):
+        """The MeasureContext of this process: the pool on the device, batches, settings."""
+        if self._context is None:
+            from mergelaw import __version__
+            from mergelaw.measure.evaluate import make_batches
+            from mergelaw.measure.experts import load_pool
+            from mergelaw.measure.work import MeasureContext
+
+            spec = self.spec
+            device = auto_device() if self.device == "auto" else self.device
+            pool = load_pool(
+                spec.base, spec.experts, device=device, exclude=spec.exclude, base_name=spec.name
+            )
+            dtype = spec.dtype
+            if dtype == "auto":
+                dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+            self._context = MeasureContext(
+                pool=pool,
+                eval_sets=self.eval_sets,
+                batches=make_batches(self.eval_sets, spec.batch_tokens, device),
+                dtype=dtype,
+                models_per_forward=spec.models_per_forward,
+                package_version=__version__,
+            )
+        return self._context
+
+    def __call__(self, unit) -> pd.DataFrame:
+        from mergelaw.measure.work import run_unit
+
+        return run_unit(self.context(), unit)
+
+
+def build_context(spec: SweepSpec, out: Path, device: str):
+    """Load the pool and tokenize the eval text (cached in OUT/tokens), in this process."""
+    return SweepWork(spec, sweep_eval_sets(spec, out), device).context()
 
 
 def run_sweep(
@@ -314,30 +378,32 @@ def run_sweep(
     executor=None,
     on_unit: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
-    """Measure what is not yet stored in ``out``, then write ``out/curves.parquet``; return it."""
+    """Measure what is not yet stored in ``out``, then write ``out/curves.parquet``; return it.
+
+    ``executor`` maps the unit function over the missing units (default: this process, one unit
+    after another; ``RayExecutor``: a Ray cluster). Each finished unit is written to the store as
+    it arrives, in whatever order, so an interrupted sweep resumes where it stopped.
+    """
     from mergelaw.measure.executors import SerialExecutor
-    from mergelaw.measure.work import run_unit
 
     out = Path(out)
-    device = auto_device() if device == "auto" else device
     items = plan_items(spec)  # sampler errors surface before anything is loaded
     store = RowStore(out)
-    context = build_context(spec, out, device)
-    hashes = {es.domain: es.hash for es in context.eval_sets}
-    pool = context.pool
+    eval_sets = sweep_eval_sets(spec, out)
+    arch, base_name, _ = sweep_identity(spec)
+    hashes = {es.domain: es.hash for es in eval_sets}
     done = store.keys()
     todo = [
-        it
-        for it in items
-        if not all(k in done for k in item_keys(it, pool.arch, pool.base_name, hashes))
+        it for it in items if not all(k in done for k in item_keys(it, arch, base_name, hashes))
     ]
     units = make_units(todo, spec.subsets_per_unit)
     executor = executor or SerialExecutor()
     bar = _progress(len(items), len(items) - len(todo), progress)
     try:
         for i, (unit, rows) in enumerate(
-            executor.map(functools.partial(run_unit, context), iter(units))
+            executor.map(SweepWork(spec, eval_sets, device), iter(units))
         ):
+            _check_identity(rows, arch, base_name, spec)
             store.write(unit.unit_id, rows)
             bar.update(len(unit.subsets))
             if on_unit is not None:
@@ -347,6 +413,16 @@ def run_sweep(
     table = store.read()
     table = table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
     return write_curves(table, out / "curves.parquet")
+
+
+def _check_identity(rows: pd.DataFrame, arch: str, base_name: str, spec: SweepSpec) -> None:
+    """Rows must carry the keys the resume check used, or a rerun would measure them again."""
+    if len(rows) and (rows["arch"].iat[0], rows["base_model"].iat[0]) != (arch, base_name):
+        raise MergelawError(
+            f"{spec.base}: the loaded model reports arch {rows['arch'].iat[0]!r}, base "
+            f"{rows['base_model'].iat[0]!r} but its config.json gives {arch!r}, {base_name!r} "
+            "(expected them to agree)"
+        )
 
 
 def _progress(total: int, initial: int, enabled: bool):
