@@ -5,10 +5,18 @@ Importing this module loads no torch; the sweep runner imports it when the comma
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from mergelaw.errors import MergelawError
+
+
+class ExecutorChoice(StrEnum):
+    local = "local"
+    ray = "ray"
 
 
 def measure(
@@ -32,6 +40,31 @@ def measure(
             "other cores are busy: tiny models slow down badly when threads wait for a core."
         ),
     ] = None,
+    executor: Annotated[
+        ExecutorChoice,
+        typer.Option(
+            help="local: this process. ray: a Ray cluster, one worker per GPU (or per "
+            "--cpus-per-worker CPUs), each loading the base and experts once; needs "
+            "`pip install 'mergelaw[ray]'` on every node."
+        ),
+    ] = ExecutorChoice.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join: auto (started with `ray start`), HOST:6379 or "
+            "ray://HOST:10001. Default: RAY_ADDRESS, else start Ray on this machine."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: as many as the cluster fits).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(help="GPUs per Ray worker (default: 1 if the cluster has GPUs, else 0)."),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float, typer.Option(help="CPUs per Ray worker (torch uses that many threads).")
+    ] = 1.0,
 ) -> None:
     """Measure merge-loss curves: merge k-subsets of experts, evaluate held-out loss.
 
@@ -43,6 +76,10 @@ def measure(
 
     Interrupted? Run the same command again: only missing rows are measured,
     finished rows are never repeated.
+
+    On a Ray cluster: --executor ray --address auto. Every node needs this
+    package with torch, and the checkpoints and eval text at the same paths;
+    the output folder is written by this process only.
 
     Sweep file (TOML or YAML; paths relative to it), in YAML:
 
@@ -66,10 +103,44 @@ def measure(
         import torch
 
         torch.set_num_threads(max(1, threads))
+    runner = None
+    if executor == ExecutorChoice.ray:
+        runner = _ray_executor(address, workers, gpus_per_worker, cpus_per_worker, device)
+    else:
+        given = {"--address": address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
+        given["--cpus-per-worker"] = None if cpus_per_worker == 1.0 else cpus_per_worker
+        for flag, value in given.items():
+            if value is not None:
+                raise MergelawError(f"{flag} needs --executor ray (the local executor has none)")
     spec = read_sweep(sweep)
-    table = run_sweep(spec, out, device=device, progress=progress)
+    table = run_sweep(spec, out, device=device, progress=progress, executor=runner)
     typer.echo(
         f"wrote {out / 'curves.parquet'}: {len(table)} rows, "
         f"{table['subset'].nunique()} subsets, {table['method'].nunique()} methods, "
         f"{table['eval_domain'].nunique()} eval domains"
+    )
+
+
+def _ray_executor(
+    address: str | None,
+    workers: int | None,
+    gpus_per_worker: float | None,
+    cpus_per_worker: float,
+    device: str,
+):
+    """The RayExecutor for the command's options; a device index cannot name a worker's GPU."""
+    from mergelaw.measure.ray_executor import RayExecutor
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise MergelawError(
+            f"--device {device} with --executor ray: each Ray worker sees only its own GPU "
+            "(expected auto, cuda or cpu)"
+        )
+    if device == "cpu" and gpus_per_worker is None:
+        gpus_per_worker = 0.0
+    return RayExecutor(
+        address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
     )
