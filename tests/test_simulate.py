@@ -16,6 +16,7 @@ from mergelaw.simulate import (
     sample_subsets,
     simulate_curves,
     spread_at_k1,
+    with_dare_stand_in,
 )
 
 SMALL = {"sizes_b": (0.5, 3.0), "domains": ("code", "physics"), "methods": ("average", "ties")}
@@ -48,6 +49,41 @@ def test_exhaustive_subsets_reproduce_law_mean_and_finite_pool_variance():
             v1 = spread_at_k1(spread.loc[(row.method, row.eval_domain)], size_b)
             population_var = row["var"] * (row["count"] - 1) / row["count"]  # ddof=0
             assert population_var == pytest.approx(finite_pool_variance(v1, row.k, 9), rel=1e-9)
+
+
+def test_dare_stand_in_keeps_ta_floor_and_inflates_tail_and_spread_by_one_over_keep():
+    """DARE (p = 0.2) is simulated from task arithmetic: same floor, tail and k=1 spread x 1.25."""
+    table = simulate_curves(
+        sizes_b=(0.5, 3.0),
+        domains=("code",),
+        methods=("task_arithmetic", "dare"),
+        subsets_per_k=200,
+        interaction_share=0.0,
+        eval_noise_sd=0.0,
+    )
+    agg = aggregate_curves(table).set_index(["method", "n_params", "k"])
+    ta, dare = agg.loc["task_arithmetic"], agg.loc["dare"]
+    law = paper_law_params().set_index(["method", "domain"]).loc[("task_arithmetic", "code")]
+    for size_b in (0.5, 3.0):
+        n = round(size_b * 1e9)
+        tail_ta = ta.loc[(n, 1), "mean"] - ta.loc[(n, 9), "mean"]
+        assert dare.loc[(n, 1), "mean"] - dare.loc[(n, 9), "mean"] == pytest.approx(1.25 * tail_ta)
+        floor = law["L_star"] + law["B"] * size_b ** -law["beta"]
+        amplitude = law["A0"] * size_b ** -law["gamma"]
+        assert dare.loc[(n, 9), "mean"] == pytest.approx(floor + 1.25 * amplitude / (9 + law["b"]))
+        assert dare.loc[(n, 1), "var"] == pytest.approx(1.25 * ta.loc[(n, 1), "var"], rel=1e-9)
+    assert set(table.loc[table.method == "dare", "method_params"]) == {'{"c":0.8,"p":0.2}'}
+    law_plus, spread_plus = with_dare_stand_in(paper_law_params(), paper_spread_params())
+    assert (
+        set(law_plus["method"])
+        == set(spread_plus["method"])
+        == {"average", "task_arithmetic", "ties", "dare"}
+    )
+
+
+def test_default_methods_are_the_papers_three():
+    table = simulate_curves(sizes_b=(0.5,), domains=("code",), subsets_per_k=1)
+    assert set(table["method"]) == {"average", "task_arithmetic", "ties"}
 
 
 def test_spread_shrinks_roughly_like_one_over_k_with_interactions():
@@ -89,8 +125,8 @@ def test_sample_subsets_distinct_and_capped():
 
 
 def test_bad_requests_are_one_line_errors():
-    with pytest.raises(MergelawError, match="no law parameters for method 'dare'"):
-        simulate_curves(methods=("dare",))
+    with pytest.raises(MergelawError, match="no law parameters for method 'dare_ties'"):
+        simulate_curves(methods=("dare_ties",))
     with pytest.raises(MergelawError, match=r"k = 10 is outside 1\.\.9"):
         simulate_curves(k_values=[1, 10])
     with pytest.raises(MergelawError, match="base size -1"):

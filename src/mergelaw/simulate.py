@@ -31,6 +31,7 @@ from mergelaw.law import LAW_PARAM_NAMES, mean_loss
 from mergelaw.paper import (
     PAPER_DOMAINS,
     PAPER_METHOD_PARAMS,
+    PAPER_METHODS,
     PAPER_SIZES_B,
     paper_law_params,
     paper_spread_params,
@@ -38,6 +39,9 @@ from mergelaw.paper import (
 
 SIMULATION_TIMESTAMP = "1970-01-01T00:00:00+00:00"  # fixed, so the same seed gives the same table
 SIMULATED_TOKENS = 100_000
+#: DARE's drop rate in ``with_dare_stand_in`` (the lab's sweeps use p = 0.2).
+DARE_STAND_IN_P = 0.2
+SIMULATED_METHOD_PARAMS = {**PAPER_METHOD_PARAMS, "dare": {"c": 0.8, "p": DARE_STAND_IN_P}}
 
 
 def spread_at_k1(spread_params: pd.Series, size_b: float) -> float:
@@ -55,6 +59,29 @@ def finite_pool_variance(v1: float | np.ndarray, k, pool_size: int):
     if pool_size == 1:
         return np.zeros_like(np.asarray(k, dtype=float))
     return v1 * (pool_size - k) / (k * (pool_size - 1.0))
+
+
+def with_dare_stand_in(
+    law_params: pd.DataFrame, spread_params: pd.DataFrame, p: float = DARE_STAND_IN_P
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's tables plus a simulated 'dare' method, for benchmarks at the paper's scale
+    (9 domains x 4 methods): the paper prints no DARE fits. DARE drops a share p of each task
+    vector and rescales the rest by 1/(1-p) before a task-arithmetic merge, which keeps the mean
+    task vector (so the floor) and inflates each vector's dispersion by 1/(1-p): the stand-in
+    takes task arithmetic's floor and scales its tail amplitude and k=1 spread by 1/(1-p).
+    A stand-in for scale tests, not a measurement."""
+    inflate = 1.0 / (1.0 - p)
+    law = law_params[law_params["method"] == "task_arithmetic"].copy()
+    law["method"] = "dare"
+    law["A0"] = law["A0"] * inflate
+    spread = spread_params[spread_params["method"] == "task_arithmetic"].copy()
+    spread["method"] = "dare"
+    for column in ("V_star", "B_var", "A0_var"):
+        spread[column] = spread[column] * inflate
+    return (
+        pd.concat([law_params, law], ignore_index=True),
+        pd.concat([spread_params, spread], ignore_index=True),
+    )
 
 
 def expert_pool(pool_size: int) -> list[str]:
@@ -105,12 +132,17 @@ def simulate_curves(
     """A validated curves table simulated from known per-(method, domain) law parameters.
 
     ``law_params`` has columns method, domain and LawParams' names (default: the paper's joint
-    fits); ``spread_params`` has the paper's variance-fit columns (default: the paper's). Subsets
+    fits); ``spread_params`` has the paper's variance-fit columns (default: the paper's). With
+    both defaults, ``methods`` defaults to the paper's three and may also name 'dare' (see
+    ``with_dare_stand_in``). Subsets
     are shared by all methods and eval domains of one base size, as in a real sweep.
     ``in_domain_shift`` is how many (raw) standard deviations the eval domain's own expert sits
     below the others; ``interaction_share`` is the part of the variance not explained by additive
     expert effects. The same arguments and seed give the same table.
     """
+    if law_params is None and spread_params is None:
+        law_params, spread_params = with_dare_stand_in(paper_law_params(), paper_spread_params())
+        methods = list(methods or PAPER_METHODS)
     law_params = paper_law_params() if law_params is None else law_params
     spread_params = paper_spread_params() if spread_params is None else spread_params
     methods = list(methods or law_params["method"].drop_duplicates())
@@ -168,7 +200,7 @@ def _row(arch, size_b, method, pool_size, k, members, seed, domain, loss) -> dic
         "base_model": base_model_name(size_b),
         "n_params": round(size_b * 1e9),
         "method": method,
-        "method_params": canonical_method_params(PAPER_METHOD_PARAMS.get(method, {})),
+        "method_params": canonical_method_params(SIMULATED_METHOD_PARAMS.get(method, {})),
         "pool_size": pool_size,
         "k": k,
         "subset": subset,
