@@ -135,7 +135,9 @@ def test_without_retries_a_kill_fails_cleanly_and_resume_measures_only_the_rest(
 ):
     out, killed = tmp_path / "out", []
     executor = RayExecutor(workers=2, retries=0)
-    with pytest.raises(MergelawError, match=r"ray: a worker died .* rerun to measure the rest") as e:
+    with pytest.raises(
+        MergelawError, match=r"ray: a worker died .* rerun to measure the rest"
+    ) as e:
         run_sweep(
             read_sweep(sweep),
             out,
@@ -172,16 +174,19 @@ def test_a_workers_own_error_arrives_as_one_line(cluster, sweep, tmp_path):
     assert "\n" not in str(e.value)
 
 
-def _mergelaw(*args: str) -> subprocess.CompletedProcess:
+def _mergelaw(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     exe = str(Path(sys.executable).parent / "mergelaw")  # the installed console script
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [exe, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_cli_runs_on_an_existing_cluster(cluster, sweep, reference, tmp_path):
+    """A second driver joins the running cluster; the sweep path is relative to its folder."""
     out = tmp_path / "cli"
-    args = ["measure", str(sweep), "--out", str(out), "--no-progress", "--executor", "ray"]
-    done = _mergelaw(*args, "--address", cluster, "--workers", "2")
+    args = ["measure", sweep.name, "--out", str(out), "--no-progress", "--executor", "ray"]
+    done = _mergelaw(*args, "--address", cluster, "--workers", "2", cwd=sweep.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     _same_rows(read_curves(out / "curves.parquet"), reference)
 

@@ -8,7 +8,8 @@ Install with ``pip install 'mergelaw[measure]'``. Modules, one job each:
 - ``samplers``  seeded subset samplers (no torch)
 - ``evaluate``  held-out text -> token windows (cached) -> token-mean cross-entropy
 - ``work``      the unit of work: one base, a batch of subsets, one method -> curves rows
-- ``executors`` map units of work (serially now; a distributed executor can come later)
+- ``executors`` map units of work: here, one after another
+- ``ray_executor`` map units of work over a Ray cluster (extra ``ray``; imports Ray lazily)
 - ``store``     resumable row store: one atomic part file per finished unit
 - ``sweep``     the declarative sweep file and the runner that ties it all together
 - ``command``   the ``mergelaw measure`` command

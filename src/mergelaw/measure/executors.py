@@ -1,8 +1,9 @@
 """Executors map the unit of work over units and yield (unit, rows) as units finish.
 
-The sweep runner only needs ``map(fn, units)``; ``fn`` is ``functools.partial(run_unit, context)``.
-A distributed executor (e.g. Ray: build the context once per worker, map units, yield results as
-they complete, in any order) implements the same method without touching the unit of work.
+The sweep runner only needs ``map(fn, units)``; ``fn`` is a picklable ``SweepWork`` that loads
+its context (base, task vectors, eval batches) on first use in whichever process runs it.
+``SerialExecutor`` runs units here; ``mergelaw.measure.ray_executor.RayExecutor`` ships ``fn`` once
+to each Ray worker and yields results as they complete, in any order.
 """
 
 from __future__ import annotations

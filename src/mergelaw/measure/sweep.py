@@ -39,6 +39,7 @@ whole table to ``OUT/curves.parquet`` (atomically).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from collections.abc import Callable, Iterator
@@ -401,7 +402,7 @@ def run_sweep(
     bar = _progress(len(items), len(items) - len(todo), progress)
     try:
         for i, (unit, rows) in enumerate(
-            executor.map(SweepWork(spec, eval_sets, device), iter(units))
+            executor.map(SweepWork(_absolute(spec), eval_sets, device), iter(units))
         ):
             _check_identity(rows, arch, base_name, spec)
             store.write(unit.unit_id, rows)
@@ -413,6 +414,20 @@ def run_sweep(
     table = store.read()
     table = table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
     return write_curves(table, out / "curves.parquet")
+
+
+def _absolute(spec: SweepSpec) -> SweepSpec:
+    """The spec with absolute checkpoint paths: a worker's working folder may not be ours."""
+    tokenizer = spec.tokenizer
+    if tokenizer is not None and tokenizer != "bytes":
+        tokenizer = str(Path(tokenizer).absolute())
+    return dataclasses.replace(
+        spec,
+        base=spec.base.absolute(),
+        experts={e: p.absolute() for e, p in spec.experts.items()},
+        domains={d: p.absolute() for d, p in spec.domains.items()},
+        tokenizer=tokenizer,
+    )
 
 
 def _check_identity(rows: pd.DataFrame, arch: str, base_name: str, spec: SweepSpec) -> None:
