@@ -95,7 +95,8 @@ def _same_rows(table: pd.DataFrame, reference: pd.DataFrame) -> None:
 
 
 def test_ray_table_equals_the_local_executors(cluster, sweep, reference, tmp_path):
-    executor = RayExecutor(workers=2)
+    """Three workers asked, two fit on 2 CPUs: the third waits and the sweep still finishes."""
+    executor = RayExecutor(workers=3)
     table = run_sweep(
         read_sweep(sweep), tmp_path / "out", device="cpu", progress=False, executor=executor
     )

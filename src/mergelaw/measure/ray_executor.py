@@ -64,7 +64,7 @@ class RayExecutor:
         self.cpus_per_worker = cpus_per_worker
         self.retries = max(0, int(retries))
         self.depth = max(1, int(depth))
-        self.hosts: list[tuple[str, int]] = []  # (host, pid) of each worker as it came up
+        self.hosts: list[tuple[str, int]] = []  # (host, pid) of each worker up in the last map
 
     def map(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R]]:
         """Yield (unit, fn(unit)) for every unit, in the order the workers finish them."""
@@ -117,6 +117,7 @@ class RayExecutor:
 
     def _run(self, ray: Any, fn: Callable, units: list) -> Iterator[tuple[Any, Any]]:
         n_workers, gpus, cpus = self._shape(ray, len(units))
+        self.hosts = []
         worker_cls = ray.remote(_Worker).options(
             num_cpus=cpus,
             num_gpus=gpus,
@@ -137,7 +138,7 @@ class RayExecutor:
                 pending[actor.run.remote(fn_box, unit)] = (actor, unit)
 
         try:
-            while pending:
+            while done < len(units):  # a worker that never fits the cluster is not waited for
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 actor, unit = pending.pop(ref)
                 value = self._get(ray, ref, done, len(units))
