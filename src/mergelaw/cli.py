@@ -412,6 +412,15 @@ def _register_measure() -> None:
 _register_measure()
 
 
+def _register_lab() -> None:
+    from mergelaw.measure.lab.command import register  # imports no torch until a command runs
+
+    register(app, one_line_errors)
+
+
+_register_lab()
+
+
 def _print_fits(fits, scope: str, level: float) -> None:
     from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS
 
