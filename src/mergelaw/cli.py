@@ -1,4 +1,4 @@
-"""The ``mergelaw`` command: validate, simulate and fit curves tables.
+"""The ``mergelaw`` command: validate, simulate and fit curves tables; plan and compare from a fit.
 
 Every command reports bad input as one line on stderr and exits with code 2; no traceback is shown
 unless MERGELAW_DEBUG=1. Outputs are written atomically.
@@ -419,6 +419,15 @@ def _register_lab() -> None:
 
 
 _register_lab()
+
+
+def _register_queries() -> None:
+    from mergelaw.plan_command import register  # typer and rich only, until a command runs
+
+    register(app, one_line_errors)
+
+
+_register_queries()
 
 
 def _print_fits(fits, scope: str, level: float) -> None:

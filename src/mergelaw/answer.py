@@ -1,0 +1,156 @@
+"""The one result type of every planning and comparison query, and the summaries it is made of.
+
+An ``Answer`` is a tidy table (one row per quantity and setting: estimate, lower, upper, level and
+what the estimate is: a posterior mean, a median, a probability or a decision), the diagnostics
+flag of the fit it came from, its provenance (data hash, spec), the decision in words where the
+query makes one, and notes (warnings such as a tiny effective sample size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mergelaw.errors import MergelawError
+from mergelaw.io import write_json
+
+#: Columns every answer table ends with, in this order.
+VALUE_COLUMNS = ("quantity", "stat", "estimate", "lower", "upper", "level")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A query's result: ``table`` (tidy), ``flag`` ('ok' or why the fit failed diagnostics),
+    ``provenance``, ``decision`` (query-specific, JSON-ready) and ``notes``."""
+
+    query: str
+    table: pd.DataFrame
+    flag: str
+    provenance: dict
+    decision: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.flag == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: NaN becomes null, infinity the string 'inf'."""
+        records = [
+            {k: _jsonable(v) for k, v in row.items()} for row in self.table.to_dict("records")
+        ]
+        return {
+            "query": self.query,
+            "flag": self.flag,
+            "provenance": self.provenance,
+            "decision": _jsonable(self.decision),
+            "notes": list(self.notes),
+            "table": records,
+        }
+
+    def write_json(self, path: str | Path) -> None:
+        """Write ``to_dict()`` atomically."""
+        write_json(self.to_dict(), path)
+
+
+def check_level(level: float, what: str = "level") -> float:
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise MergelawError(f"{what} {level} is not between 0 and 1")
+    return level
+
+
+def summarize(draws: np.ndarray, level: float, stat: str = "mean") -> dict[str, np.ndarray]:
+    """Estimate and central ``level`` interval over axis 0 of ``draws``.
+
+    ``stat`` 'mean' (continuous quantities) or 'median' (counts and sizes, which may be +inf:
+    then quantiles are order statistics, never inf - inf).
+    """
+    draws = np.asarray(draws, dtype=float)
+    tail = (1.0 - level) / 2.0
+    finite = bool(np.isfinite(draws).all())
+    method = "linear" if finite else "inverted_cdf"
+    lower, median, upper = np.quantile(draws, [tail, 0.5, 1.0 - tail], axis=0, method=method)
+    if stat == "mean":
+        estimate = draws.mean(axis=0)
+    elif stat == "median":
+        estimate = median
+    else:
+        raise ValueError(f"stat {stat!r}")
+    return {"estimate": estimate, "lower": lower, "upper": upper}
+
+
+def rows(
+    context: dict[str, Any],
+    quantity: str,
+    draws: np.ndarray,
+    level: float,
+    stat: str = "mean",
+) -> list[dict]:
+    """Table rows for ``draws`` (S, ...): one per trailing element, with ``context`` columns
+    whose array values run along the trailing elements."""
+    summary = summarize(draws, level, stat)
+    n = int(np.size(summary["estimate"]))
+    out = []
+    for i in range(n):
+        row = {k: _element(v, i, n) for k, v in context.items()}
+        row.update(quantity=quantity, stat=stat, level=level)
+        row.update({k: float(np.ravel(v)[i]) for k, v in summary.items()})
+        out.append(row)
+    return out
+
+
+def value_rows(
+    context: dict[str, Any], quantity: str, values: np.ndarray, stat: str, level: float
+) -> list[dict]:
+    """Rows of a quantity with no interval (a probability or a decision)."""
+    values = np.ravel(np.asarray(values, dtype=float))
+    n = values.size
+    return [
+        {
+            **{k: _element(v, i, n) for k, v in context.items()},
+            "quantity": quantity,
+            "stat": stat,
+            "estimate": float(values[i]),
+            "lower": math.nan,
+            "upper": math.nan,
+            "level": level,
+        }
+        for i in range(n)
+    ]
+
+
+def frame(records: list[dict]) -> pd.DataFrame:
+    """A tidy table: setting columns, then the value columns, then probabilities (p_*)."""
+    table = pd.DataFrame(records)
+    probabilities = [c for c in table.columns if c.startswith("p_")]
+    settings = [c for c in table.columns if c not in VALUE_COLUMNS and c not in probabilities]
+    values = [c for c in VALUE_COLUMNS if c in table.columns]
+    return table[settings + values + probabilities]
+
+
+def _element(value: Any, i: int, n: int) -> Any:
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == n:
+        element = value[i]
+        return element.item() if hasattr(element, "item") else element
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value

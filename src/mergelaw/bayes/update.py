@@ -1,0 +1,239 @@
+"""Conditioning a curve on a new pool's measured losses, by importance resampling over draws.
+
+The prior is either a fitted family's posterior (each draw weighted by the likelihood of the new
+points) or the population (a family the fit has not seen). For the population the mean at one
+base size is linear in the anchors (level, drop) given the shapes, so those two are drawn from the
+Gaussian the new points imply and weighted by their population density times the likelihood
+integrated over them (Rao-Blackwellised importance sampling): a few precise points then still
+leave thousands of effective draws, where plain likelihood weighting leaves a handful.
+The noise model is the fit's: sigma(N)²·spread(k, M) + nugget² per merged model, or se² + nugget²
+per per-k mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mergelaw.bayes.model import spread_factor
+from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
+from mergelaw.errors import MergelawError
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class Points:
+    """Measured losses of one new curve: per merged model (se None) or per-k means with se."""
+
+    k: np.ndarray
+    y: np.ndarray
+    se: np.ndarray | None
+
+    @classmethod
+    def from_frame(cls, points: pd.DataFrame, source: str = "points") -> Points:
+        """Columns k and loss (one row per merged model), or k, mean and se (per-k means)."""
+        if "loss" in points.columns:
+            value, se = "loss", None
+        elif {"mean", "se"} <= set(points.columns):
+            value, se = "mean", "se"
+        else:
+            raise MergelawError(
+                f"{source}: expected columns k and loss (one row per merged model), or k, mean "
+                f"and se (per-k means); got {', '.join(map(str, points.columns))}"
+            )
+        if "k" not in points.columns or len(points) == 0:
+            raise MergelawError(f"{source}: expected a column k and at least one row")
+        columns = {"k": "k", value: value} | ({se: se} if se else {})
+        arrays = {}
+        for column in columns:
+            values = pd.to_numeric(points[column], errors="coerce").to_numpy(float)
+            bad = ~np.isfinite(values) | ((values < 1) if column == "k" else (values < 0))
+            if bad.any():
+                row = int(np.argmax(bad))
+                expected = "k >= 1" if column == "k" else "a finite non-negative number"
+                raise MergelawError(
+                    f"{source}: column '{column}' row {row}: {points[column].iloc[row]!r} "
+                    f"(expected {expected})"
+                )
+            arrays[column] = values
+        return cls(arrays["k"], arrays[value], arrays[se] if se else None)
+
+    @property
+    def distinct_k(self) -> int:
+        return int(np.unique(self.k).size)
+
+    def per_k_means(self) -> pd.Series:
+        return pd.Series(self.y).groupby(self.k).mean()
+
+
+@dataclass(frozen=True)
+class Conditioned:
+    """The new curve's draws after the update, and how well importance sampling went."""
+
+    curves: CurveDraws  # (n_draws, 1)
+    ess: float
+    n_proposals: int
+    method: str
+
+    def note(self) -> str | None:
+        """A warning when the effective sample size is too small to trust the intervals."""
+        if self.ess < 50:
+            return (
+                f"effective sample size {self.ess:.0f} of {self.n_proposals} proposals: the new "
+                "points are far from what the prior expects; intervals are unreliable"
+            )
+        if self.ess < 400:
+            return (
+                f"effective sample size {self.ess:.0f} of {self.n_proposals}: intervals are rough"
+            )
+        return None
+
+
+def condition(
+    post: Posterior,
+    points: Points | pd.DataFrame,
+    *,
+    n_b: float,
+    prior: str = NEW_FAMILY,
+    n_proposals: int = 20_000,
+    seed: int = 0,
+) -> Conditioned:
+    """Draws of the curve at base size ``n_b`` given ``points`` measured on it; ``prior`` is a
+    family of the fit or 'new' (the population). Returns as many draws as the posterior has."""
+    points = points if isinstance(points, Points) else Points.from_frame(points)
+    rng = np.random.default_rng(seed)
+    if prior == NEW_FAMILY and post.spec.parameterisation == "anchored":
+        return _condition_population(post, points, n_b, n_proposals, rng)
+    if prior == NEW_FAMILY:
+        per_draw = max(1, -(-n_proposals // post.n_draws))
+        proposals = post.new_family(per_draw, seed=seed).curves(n_b)
+        method = "population draws weighted by the likelihood"
+    else:
+        proposals = post.curves(n_b, [prior])
+        method = f"draws of {proposals.labels[0]} weighted by the likelihood"
+    mu = proposals.mean(points.k)[:, 0, :]
+    log_w = _log_likelihood(points, mu, _variance(points, proposals)[:, 0, :])
+    return _resample(proposals, log_w, post.n_draws, rng, method)
+
+
+def _variance(points: Points, curves: CurveDraws) -> np.ndarray:
+    """Per-point noise variance under the fit's noise model: (S, F, R)."""
+    return _noise_variance(points, curves.sigma, curves.nugget, curves.spread, curves.pool_size)
+
+
+def _noise_variance(points: Points, sigma, nugget, spread: str, pool_size: float) -> np.ndarray:
+    nugget2 = np.asarray(nugget)[..., None] ** 2
+    if points.se is not None:
+        return points.se**2 + nugget2
+    factor = np.maximum(spread_factor(spread, points.k, np.full_like(points.k, pool_size)), 0.0)
+    return np.asarray(sigma)[..., None] ** 2 * factor + nugget2
+
+
+def _log_likelihood(points: Points, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return -0.5 * np.sum(LOG_2PI + np.log(var) + (points.y - mu) ** 2 / var, axis=-1)
+
+
+def _condition_population(
+    post: Posterior, points: Points, n_b: float, n_proposals: int, rng: np.random.Generator
+) -> Conditioned:
+    per_draw = max(1, -(-n_proposals // post.n_draws))
+    values, source = post.population_draws(per_draw, rng)
+    x_n = np.log(n_b / post.n_ref)
+    n = source.size
+    b = values.get("b", np.zeros(n))[:, None]
+    alpha = values.get("alpha", np.ones(n))[:, None]
+
+    def shape(k) -> np.ndarray:
+        return (np.asarray(k, dtype=float)[None, :] + b) ** (-alpha)  # (P, len(k))
+
+    s1, s_anchor = shape([1.0]), shape([post.k_anchor])
+    c = (np.exp(-values["gamma"] * x_n)[:, None] * shape(points.k) - s_anchor) / (s1 - s_anchor)
+    beta = values["beta"]
+    gap = values["floor_drop"] / (np.exp(-beta * post.x_lo) - np.exp(-beta * post.x_hi))
+    offset = np.broadcast_to((-gap * (1.0 - np.exp(-beta * x_n)))[:, None], c.shape).copy()
+    sigma = values.get("sigma", np.zeros(n)) * np.exp(-post.sigma_slope[source] * x_n)
+    nugget = post.nugget[source]
+    var = _noise_variance(points, sigma, nugget, post.spec.spread, post.pool_size)
+
+    linear = ["level", "drop"] if points.distinct_k >= 2 else ["level"]
+    columns = [np.ones_like(c), c][: len(linear)]
+    if len(linear) == 1:
+        offset += values["drop"][:, None] * c
+    design = np.stack(columns, axis=-1)  # (P, R, p)
+    weight = 1.0 / var
+    precision = np.einsum("pr,pri,prj->pij", weight, design, design)
+    rhs = np.einsum("pr,pri,pr->pi", weight, design, points.y - offset)
+    sign, logdet = np.linalg.slogdet(precision)
+    usable = sign > 0
+    precision[~usable] = np.eye(len(linear))
+    theta_hat = np.linalg.solve(precision, rhs[..., None])[..., 0]
+    resid = points.y - offset - np.einsum("pri,pi->pr", design, theta_hat)
+    log_z = (
+        -0.5 * (points.k.size - len(linear)) * LOG_2PI
+        - 0.5 * np.sum(np.log(var), axis=-1)
+        - 0.5 * logdet
+        - 0.5 * np.sum(weight * resid**2, axis=-1)
+    )
+    chol = np.linalg.cholesky(np.linalg.inv(precision))
+    z = rng.standard_normal(theta_hat.shape)
+    theta = theta_hat + np.einsum("pij,pj->pi", chol, z)
+    log_w = np.where(usable, log_z, -np.inf)
+    for i, name in enumerate(linear):
+        values[name] = theta[:, i]
+        log_w = log_w + _log_population_density(post, name, theta[:, i], source)
+
+    law = post.law_of(values)
+    log_n = np.log(n_b)
+    proposals = CurveDraws(
+        labels=[NEW_FAMILY],
+        n_b=float(n_b),
+        floor=(law["L_star"] + law["B"] * np.exp(-law["beta"] * log_n))[:, None],
+        amplitude=(law["A0"] * np.exp(-law["gamma"] * log_n))[:, None],
+        b=np.asarray(law["b"], dtype=float)[:, None],
+        alpha=np.asarray(law["alpha"], dtype=float)[:, None],
+        sigma=sigma[:, None],
+        nugget=nugget[:, None],
+        spread=post.spec.spread,
+        pool_size=post.pool_size,
+    )
+    method = (
+        f"population draws, ({', '.join(linear)}) drawn from the new points (Rao-Blackwellised)"
+    )
+    return _resample(proposals, log_w, post.n_draws, rng, method)
+
+
+def _log_population_density(
+    post: Posterior, name: str, value: np.ndarray, source: np.ndarray
+) -> np.ndarray:
+    """Log density of a new family's ``name`` under the population of each proposal's draw."""
+    mean, scale = (a[source] for a in post.population[name])
+    if post.spec.params[name].transform == "log":
+        positive = value > 0
+        raw = np.log(np.where(positive, value, 1.0))
+        density = -0.5 * ((raw - mean) / scale) ** 2 - np.log(scale) - 0.5 * LOG_2PI - raw
+        return np.where(positive, density, -np.inf)
+    return -0.5 * ((value - mean) / scale) ** 2 - np.log(scale) - 0.5 * LOG_2PI
+
+
+def _resample(
+    proposals: CurveDraws,
+    log_w: np.ndarray,
+    n_out: int,
+    rng: np.random.Generator,
+    method: str,
+) -> Conditioned:
+    log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
+    if not np.isfinite(log_w).any():
+        raise MergelawError(
+            "the new points have zero likelihood under every prior draw (check their units: "
+            "losses in nats per token, k the number of experts merged)"
+        )
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    ess = float(1.0 / np.sum(w**2))
+    positions = (rng.random() + np.arange(n_out)) / n_out  # systematic resampling
+    index = np.minimum(np.searchsorted(np.cumsum(w), positions), w.size - 1)
+    return Conditioned(proposals.take(index), ess, int(w.size), method)

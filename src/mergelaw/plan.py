@@ -1,0 +1,480 @@
+"""Planning queries over posterior draws: experts for a target, when to stop, budget, forecasts.
+
+Each query takes a ``Posterior`` (``Posterior.from_fit(Fit.load(path))``) and returns an
+``Answer``: a tidy table of estimates with central credible intervals, the fit's diagnostics flag
+and provenance, and the decision in words. Every quantity is computed per draw with the law's
+closed forms (numpy over all draws at once), so its posterior is exact up to Monte Carlo error.
+The curve is the law's mean over k-subsets, floor + A·(k+b)^-alpha at a base size N (billions);
+"loss at k" means that expected loss, "observed loss" adds the fit's subset-to-subset noise.
+A family is named by its label ('qwen2/ties/code', or a unique part such as 'ties/code'), or
+'new' for a domain or method the fit has not seen (drawn from the fitted population).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mergelaw import law
+from mergelaw.answer import Answer, check_level, frame, rows, value_rows
+from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
+from mergelaw.bayes.update import Points, condition
+from mergelaw.errors import MergelawError
+
+#: Largest k or base size (billions) the searches consider; beyond it, the answer is "never".
+K_CAP = 2.0**40
+N_RANGE_B = (1e-4, 1e7)
+
+
+# ---- closed forms with the tail exponent alpha (alpha = 1: exactly law.py's) -----------------
+
+
+def k_for_target(target: float, curves: CurveDraws) -> np.ndarray:
+    """Continuous k where the mean curve reaches ``target``, per draw; inf at or below the floor."""
+    if _alpha_is_one(curves):
+        return law.k_for_target(target, curves.floor, curves.amplitude, curves.b)
+    gap = target - curves.floor
+    safe = np.where(gap > 0, gap, 1.0)
+    return np.where(gap > 0, (curves.amplitude / safe) ** (1.0 / curves.alpha) - curves.b, np.inf)
+
+
+def experts_needed(target: float, curves: CurveDraws) -> np.ndarray:
+    """Whole experts (>= 1) with expected loss at or below ``target``, per draw; inf if never."""
+    return law._ceil_at_least_one(k_for_target(target, curves))
+
+
+def first_k_gain_below(threshold: float, curves: CurveDraws) -> np.ndarray:
+    """Smallest whole k >= 1 where one more expert gains less than ``threshold``, per draw."""
+    if _alpha_is_one(curves):
+        return law.first_k_gain_below(threshold, curves.amplitude, curves.b)
+    return _smallest_k(lambda k: _gain(curves, k) < threshold, curves.floor.shape)
+
+
+def experts_for_fraction(fraction: float, curves: CurveDraws, k_max: float) -> np.ndarray:
+    """Whole k reaching ``fraction`` of the k=1 -> k_max loss drop, per draw (k80: 0.8)."""
+    if _alpha_is_one(curves):
+        return law.experts_for_gain_fraction(fraction, curves.b, k_max)
+    s1, s_max = curves.shape(1.0), curves.shape(float(k_max))
+    level = s1 - fraction * (s1 - s_max)
+    return law._ceil_at_least_one(level ** (-1.0 / curves.alpha) - curves.b)
+
+
+def _gain(curves: CurveDraws, k) -> np.ndarray:
+    """L(k) - L(k+1) per draw, k broadcasting elementwise against (n_draws, n_families)."""
+    b, alpha = curves.b, curves.alpha
+    return curves.amplitude * ((k + b) ** (-alpha) - (k + 1.0 + b) ** (-alpha))
+
+
+def _alpha_is_one(curves: CurveDraws) -> bool:
+    return bool(np.all(curves.alpha == 1.0))
+
+
+def _smallest_k(predicate, shape: tuple[int, ...]) -> np.ndarray:
+    """Smallest whole k in [1, K_CAP] where the monotone ``predicate`` holds (inf if none), by
+    bisection over all draws at once."""
+    lo = np.zeros(shape)  # predicate false at lo (or lo = 0)
+    hi = np.full(shape, K_CAP)
+    never = ~predicate(hi)
+    for _ in range(int(np.log2(K_CAP)) + 2):
+        mid = np.floor((lo + hi) / 2.0)
+        mid = np.maximum(mid, 1.0)
+        holds = predicate(mid)
+        hi = np.where(holds, mid, hi)
+        lo = np.where(holds, lo, mid)
+        if np.all(hi - lo <= 1.0):
+            break
+    return np.where(never, np.inf, hi)
+
+
+def size_for_floor(target: float, post: Posterior, index: np.ndarray) -> np.ndarray:
+    """Base size (billions) from which the floor is below ``target``, per draw; inf if never."""
+    L_star, B, beta = (post.law[n][:, index] for n in ("L_star", "B", "beta"))
+    gap = target - L_star
+    ok = (gap > 0) & (B > 0) & (beta > 0)
+    safe = np.where(ok, gap, 1.0)
+    n = np.where(ok, (np.where(ok, B, 1.0) / safe) ** (1.0 / np.where(ok, beta, 1.0)), np.inf)
+    return np.where(gap > 0, np.where(B <= 0, 0.0, n), np.inf)
+
+
+def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray) -> np.ndarray:
+    """Smallest base size (billions) whose expected loss with ``k`` experts is at or below
+    ``target``, per draw, by bisection in log N (the loss assumed to fall with N); inf if even
+    N_RANGE_B's top misses it."""
+    p = {n: v[:, index] for n, v in post.law.items()}
+
+    def loss(log_n):
+        floor = p["L_star"] + p["B"] * np.exp(-p["beta"] * log_n)
+        return floor + p["A0"] * np.exp(-p["gamma"] * log_n) * (k + p["b"]) ** (-p["alpha"])
+
+    lo = np.full(p["b"].shape, np.log(N_RANGE_B[0]))
+    hi = np.full(p["b"].shape, np.log(N_RANGE_B[1]))
+    never = loss(hi) > target
+    already = loss(lo) <= target
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        holds = loss(mid) <= target
+        hi = np.where(holds, mid, hi)
+        lo = np.where(holds, lo, mid)
+    return np.where(never, np.inf, np.where(already, N_RANGE_B[0], np.exp(hi)))
+
+
+# ---- the queries -------------------------------------------------------------------------------
+
+
+def experts_for_target(
+    post: Posterior,
+    target: float,
+    *,
+    n_b: float,
+    family: str | Sequence[str] | None = None,
+    prob: float = 0.9,
+    k_max: float | None = None,
+    level: float = 0.9,
+) -> Answer:
+    """Experts needed for an expected loss of ``target`` at base size ``n_b``, per family.
+
+    Rows: the posterior of the whole number of experts needed (inf: never at this size); the
+    smallest k with P(L(k) <= target) >= ``prob``; P(reachable with <= k_max experts) and with
+    any number; and the base size from which it is reachable (with any k, and with <= k_max).
+    The decision per family says 'reachable', 'beyond the pool' (more than k_max experts) or
+    'unreachable at this size', with the base size that would make it reachable.
+    """
+    level, prob = check_level(level), check_level(prob, "probability")
+    k_max = float(k_max if k_max is not None else post.pool_size)
+    source, curves, index = _curves(post, n_b, family)
+    needed = experts_needed(target, curves)
+    n_any = size_for_floor(target, source, index)
+    n_pool = size_for_target(target, k_max, source, index)
+    decided = _quantile_inverted(needed, prob)
+    context = {"family": curves.labels, "n_b": curves.n_b, "target": target}
+    records = rows(context, "experts for target", needed, level, "median")
+    records += value_rows(context, f"P(reachable, <= {k_max:g} experts)",
+                          np.mean(needed <= k_max, axis=0), "probability", level)  # fmt: skip
+    records += value_rows(context, "P(reachable, any k)",
+                          np.mean(np.isfinite(needed), axis=0), "probability", level)  # fmt: skip
+    records += value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}",
+                          decided, "decision", level)  # fmt: skip
+    records += rows(context, "base size (B) for target, any k", n_any, level, "median")
+    records += rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool, level,
+                    "median")  # fmt: skip
+    decision = {}
+    for j, label in enumerate(curves.labels):
+        k = float(decided[j])
+        if k <= k_max:
+            status = "reachable"
+        elif np.isfinite(k):
+            status = "beyond the pool"
+        else:
+            status = "unreachable at this size"
+        decision[label] = {
+            "status": status,
+            "k": k,
+            "prob": prob,
+            "k_max": k_max,
+            "n_b_for_target_any_k": float(_quantile_inverted(n_any[:, j], prob)),
+            "n_b_for_target_k_max": float(_quantile_inverted(n_pool[:, j], prob)),
+        }
+    return _answer(post, "experts for target", records, decision)
+
+
+def stopping(
+    post: Posterior,
+    *,
+    n_b: float,
+    epsilon: float,
+    family: str | Sequence[str] | None = None,
+    cost_per_expert: float | None = None,
+    fractions: Sequence[float] = (0.8, 0.9),
+    k_max: float | None = None,
+    level: float = 0.9,
+) -> Answer:
+    """When to stop adding experts at base size ``n_b``.
+
+    One more expert is worth it while its expected loss drop is at least ``epsilon`` (nats), or
+    ``epsilon`` per unit of ``cost_per_expert`` when that is given. Rows: the posterior of the
+    first k whose gain is below the threshold; the Bayes stopping point (first k whose posterior
+    expected gain is below it: the decision); and k80/k90 (experts reaching that fraction of the
+    k=1 -> k_max drop, k_max the table's largest k unless given).
+    """
+    level = check_level(level)
+    threshold = _threshold(epsilon, cost_per_expert)
+    k_max = float(k_max if k_max is not None else post.k_anchor)
+    _, curves, _ = _curves(post, n_b, family)
+    context = {"family": curves.labels, "n_b": curves.n_b, "threshold": threshold}
+    records = rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
+                   level, "median")  # fmt: skip
+    stop = expected_gain_stop(threshold, curves)
+    records += value_rows(context, "stop at k (expected gain < threshold)", stop, "decision", level)
+    for fraction in fractions:
+        name = f"k{round(fraction * 100):d} (to k={k_max:g})"
+        records += rows(context, name, experts_for_fraction(fraction, curves, k_max), level,
+                        "median")  # fmt: skip
+    decision = {label: {"stop_at_k": float(stop[j])} for j, label in enumerate(curves.labels)}
+    return _answer(post, "stopping rule", records, decision)
+
+
+def expected_gain_stop(threshold: float, curves: CurveDraws) -> np.ndarray:
+    """Per family, the first whole k whose posterior expected marginal gain is below
+    ``threshold`` (the Bayes stopping rule under a linear utility)."""
+    n_fam = curves.floor.shape[1]
+
+    def predicate(k):  # k: (n_fam,)
+        return np.mean(_gain(curves, k), axis=0) < threshold
+
+    return _smallest_k(predicate, (n_fam,))
+
+
+def sequential_stop(
+    post: Posterior,
+    points: pd.DataFrame | Points,
+    *,
+    n_b: float,
+    epsilon: float,
+    prior: str = NEW_FAMILY,
+    cost_per_expert: float | None = None,
+    level: float = 0.9,
+    n_proposals: int = 20_000,
+    seed: int = 0,
+) -> Answer:
+    """Stop or continue, given the losses measured so far on a new pool at base size ``n_b``.
+
+    The curve's draws are updated with the points (``prior``: 'new' for the population, or a
+    family of the fit), then: continue while the posterior expected gain of the next expert is at
+    least the threshold (``epsilon``, per unit of ``cost_per_expert`` if given).
+    """
+    level = check_level(level)
+    points = points if isinstance(points, Points) else Points.from_frame(points)
+    threshold = _threshold(epsilon, cost_per_expert)
+    updated = condition(post, points, n_b=n_b, prior=prior, n_proposals=n_proposals, seed=seed)
+    curves = updated.curves
+    k_now = float(points.k.max())
+    gain = curves.marginal_gain(k_now)
+    context = {"family": prior, "n_b": curves.n_b, "k_measured": k_now, "threshold": threshold}
+    records = rows(context, f"gain of expert {k_now + 1:g}", gain, level)
+    records += value_rows(context, "P(gain < threshold)", np.mean(gain < threshold, axis=0),
+                          "probability", level)  # fmt: skip
+    records += rows(context, f"loss at k={k_now + 1:g}", curves.mean(k_now + 1.0), level)
+    records += rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
+                    level, "median")  # fmt: skip
+    expected = float(gain.mean())
+    action = "continue" if expected >= threshold else "stop"
+    decision = {
+        "action": action,
+        "k_measured": k_now,
+        "expected_gain": expected,
+        "threshold": threshold,
+        "ess": updated.ess,
+        "update": updated.method,
+    }
+    note = updated.note()
+    return _answer(post, "sequential stopping", records, decision, [note] if note else [])
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What an option costs: the base (per size, billions -> cost), each expert's training (one
+    number, or per size) and merging (per expert)."""
+
+    base: Mapping[float, float]
+    per_expert: float | Mapping[float, float]
+    per_merge: float = 0.0
+
+    def total(self, n_b: float, k: float) -> float:
+        per_expert = (
+            self.per_expert[n_b] if isinstance(self.per_expert, Mapping) else self.per_expert
+        )
+        return float(self.base[n_b] + k * (per_expert + self.per_merge))
+
+
+def budget(
+    post: Posterior,
+    costs: CostModel,
+    limit: float,
+    *,
+    family: str | Sequence[str] | None = None,
+    k_max: float | None = None,
+    level: float = 0.9,
+) -> Answer:
+    """The (N, k) with the lowest expected loss among those costing at most ``limit``.
+
+    Options: every base size in ``costs.base`` and k = 1..k_max (default: the pool size). The
+    loss of an option is the expected loss averaged over the named families (all by default).
+    Each row has the posterior of that loss and the probability that the option is the best.
+    """
+    level = check_level(level)
+    k_max = int(k_max if k_max is not None else post.pool_size)
+    if isinstance(costs.per_expert, Mapping):
+        missing = [n for n in costs.base if n not in costs.per_expert]
+        if missing:
+            raise MergelawError(f"no per-expert cost for base size {missing[0]:g}B")
+    options = [
+        (float(n), k, costs.total(n, k))
+        for n in sorted(costs.base)
+        for k in range(1, k_max + 1)
+        if costs.total(n, k) <= limit
+    ]
+    if not options:
+        cheapest = min(costs.total(n, 1) for n in costs.base)
+        raise MergelawError(
+            f"no (N, k) fits budget {limit:g}: the cheapest option costs {cheapest:g}"
+        )
+    source = post if family != NEW_FAMILY else post.new_family()
+    names = None if family in (None, NEW_FAMILY) else family
+    losses = {}
+    for n in {n for n, _, _ in options}:
+        curves = source.curves(n, names)
+        ks = np.arange(1, k_max + 1, dtype=float)
+        losses[n] = curves.mean(ks).mean(axis=1)  # (S, K): averaged over families
+    draws = np.stack([losses[n][:, k - 1] for n, k, _ in options], axis=1)  # (S, O)
+    best = np.bincount(np.argmin(draws, axis=1), minlength=len(options)) / draws.shape[0]
+    context = {
+        "n_b": [n for n, _, _ in options],
+        "k": [k for _, k, _ in options],
+        "cost": [c for _, _, c in options],
+    }
+    records = rows(context, "expected loss", draws, level)
+    for record, p in zip(records, best):
+        record["p_best"] = float(p)
+    table = frame(records).sort_values("estimate", kind="stable").reset_index(drop=True)
+    top = table.iloc[0]
+    decision = {
+        "n_b": float(top["n_b"]),
+        "k": int(top["k"]),
+        "cost": float(top["cost"]),
+        "expected_loss": float(top["estimate"]),
+        "p_best": float(top["p_best"]),
+        "families": "all" if family is None else family,
+    }
+    return _answer(post, "budget", table, decision)
+
+
+def forecast(
+    post: Posterior,
+    *,
+    n_b: float,
+    family: str | Sequence[str] | None = None,
+    k: Sequence[float] | None = None,
+    n_subsets: int = 1,
+    level: float = 0.9,
+    seed: int = 0,
+) -> Answer:
+    """Posterior predictive curve at base size ``n_b`` (any size: a new one extrapolates the size
+    laws) for fitted families or a new one ('new'). Rows per k: the expected loss (credible
+    interval) and the observed loss of a merge, or the mean of ``n_subsets`` merges (predictive
+    interval)."""
+    level = check_level(level)
+    _, curves, _ = _curves(post, n_b, family)
+    ks = _k_grid(k, post)
+    records = forecast_rows(curves, ks, n_subsets, level, np.random.default_rng(seed))
+    return _answer(post, "forecast", records, {"n_b": curves.n_b, "k": list(ks)})
+
+
+def forecast_from_points(
+    post: Posterior,
+    points: pd.DataFrame | Points,
+    *,
+    n_b: float,
+    k: Sequence[float] | None = None,
+    prior: str = NEW_FAMILY,
+    n_subsets: int = 1,
+    level: float = 0.9,
+    n_proposals: int = 20_000,
+    seed: int = 0,
+) -> Answer:
+    """The few-point forecast: losses measured at a few k (the paper's k = 1, 2, 4) on a new
+    setting at base size ``n_b`` update the fitted population (or a family, ``prior``); the
+    curve is then forecast at ``k`` with intervals. The decision holds the paper's exact
+    three-point curve (through the per-k means at 1, 2, 4) for reference, where one exists."""
+    level = check_level(level)
+    points = points if isinstance(points, Points) else Points.from_frame(points)
+    updated = condition(post, points, n_b=n_b, prior=prior, n_proposals=n_proposals, seed=seed)
+    ks = _k_grid(k, post)
+    rng = np.random.default_rng(seed + 1)
+    records = forecast_rows(updated.curves, ks, n_subsets, level, rng)
+    decision = {"ess": updated.ess, "n_proposals": updated.n_proposals, "update": updated.method}
+    means = points.per_k_means()
+    if {1.0, 2.0, 4.0} <= set(means.index):
+        three = law.three_point_solution(means[1.0], means[2.0], means[4.0])
+        decision["three_point"] = {
+            "floor": float(three.floor),
+            "amplitude": float(three.amplitude),
+            "b": float(three.b),
+            "loss": [float(law.curve_loss(kk, *three)) for kk in ks],
+        }
+    note = updated.note()
+    return _answer(post, "few-point forecast", records, decision, [note] if note else [])
+
+
+def forecast_rows(
+    curves: CurveDraws, ks: Sequence[float], n_subsets: int, level: float, rng: np.random.Generator
+) -> list[dict]:
+    """Expected loss and observed loss (mean of ``n_subsets`` merges) at each k, per family."""
+    ks = np.asarray(ks, dtype=float)
+    mean = curves.mean(ks)  # (S, F, K)
+    observed = mean + curves.noise_sd(ks, n_subsets) * rng.standard_normal(mean.shape)
+    n_fam = mean.shape[1]
+    context = {
+        "family": np.repeat(curves.labels, ks.size),
+        "n_b": curves.n_b,
+        "k": np.tile(ks, n_fam),
+    }
+    out = rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level)
+    observed = observed.reshape(mean.shape[0], -1)
+    out += rows(context, f"observed loss (mean of {n_subsets})", observed, level)
+    return out
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _curves(
+    post: Posterior, n_b: float, family: str | Sequence[str] | None
+) -> tuple[Posterior, CurveDraws, np.ndarray]:
+    """The posterior the family lives in (the fit's, or a new family's), its curves at n_b and
+    its family indices there."""
+    names = [family] if isinstance(family, str) else family
+    if names is not None and NEW_FAMILY in names:
+        if list(names) != [NEW_FAMILY]:
+            raise MergelawError("'new' cannot be combined with other families in one query")
+        source = post.new_family()
+        return source, source.curves(n_b), np.array([0])
+    index = (
+        np.arange(len(post.labels))
+        if names is None
+        else np.array([post.family_index(f) for f in names])
+    )
+    return post, post.curves(n_b, [post.labels[i] for i in index]), index
+
+
+def _quantile_inverted(draws: np.ndarray, prob: float) -> np.ndarray:
+    """Smallest value v with P(draw <= v) >= prob (order statistic; inf allowed)."""
+    return np.quantile(np.asarray(draws, dtype=float), prob, axis=0, method="inverted_cdf")
+
+
+def _threshold(epsilon: float, cost_per_expert: float | None) -> float:
+    if not epsilon > 0:
+        raise MergelawError(f"epsilon {epsilon} is not a positive loss drop (nats)")
+    if cost_per_expert is not None and not cost_per_expert > 0:
+        raise MergelawError(f"cost per expert {cost_per_expert} is not positive")
+    return float(epsilon * (cost_per_expert if cost_per_expert is not None else 1.0))
+
+
+def _k_grid(k: Sequence[float] | None, post: Posterior) -> list[float]:
+    ks = list(k) if k is not None else list(range(1, int(post.k_anchor) + 1))
+    if not ks or any(not kk >= 1 for kk in ks):
+        raise MergelawError(f"k values {ks} must be >= 1")
+    return [float(kk) for kk in ks]
+
+
+def _answer(
+    post: Posterior,
+    query: str,
+    records: list[dict] | pd.DataFrame,
+    decision: dict,
+    notes: Sequence[str] = (),
+) -> Answer:
+    table = records if isinstance(records, pd.DataFrame) else frame(records)
+    return Answer(query, table, post.flag, dict(post.provenance), decision, tuple(notes))

@@ -1,0 +1,499 @@
+"""The ``mergelaw plan`` and ``mergelaw compare`` commands, registered by ``mergelaw.cli``.
+
+Each prints the query's answer as a table (estimate and interval per quantity), the decision in
+words, the fit's diagnostics flag and provenance, and with ``--json OUT`` writes the same answer
+as JSON (atomically). Importing this module loads only typer and rich; the queries load numpy
+and pandas when a command runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+plan_app = typer.Typer(
+    help=(
+        "Planning queries on a saved fit: experts for a target loss, when to stop adding "
+        "experts, the best (base size, k) within a budget, and forecasts.\n\n"
+        "Usage: mergelaw plan FIT.nc target|stop|budget|forecast [OPTIONS]"
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+FitArg = Annotated[Path, typer.Argument(metavar="FIT", help="A fit written by mergelaw fit.")]
+SizeOpt = Annotated[float, typer.Option("--size", help="Base size N in billions (any size).")]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Family label (qwen2/ties/code) or a unique part of it (ties/code); 'new' for a "
+        "domain or method the fit has not seen. [default: every family]"
+    ),
+]
+LevelOpt = Annotated[float, typer.Option(help="Credible interval level.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the answer as JSON.")]
+PoolOpt = Annotated[
+    float | None,
+    typer.Option(help="Experts in the pool M (finite-pool spread). [default: the table's max k]"),
+]
+PriorOpt = Annotated[
+    str, typer.Option(help="Prior for a new pool's curve: 'new' (the population) or a family.")
+]
+
+
+@plan_app.callback()
+def plan(ctx: typer.Context, fit: FitArg) -> None:
+    """Planning queries on a saved fit."""
+    ctx.obj = {"fit": fit}
+
+
+def target(
+    ctx: typer.Context,
+    loss: Annotated[float, typer.Option(help="Target expected loss (nats/token).")],
+    size: SizeOpt,
+    family: FamilyOpt = None,
+    prob: Annotated[float, typer.Option(help="Required P(L(k) <= target).")] = 0.9,
+    k_max: Annotated[float | None, typer.Option(help="Experts available. [default: M]")] = None,
+    pool_size: PoolOpt = None,
+    level: LevelOpt = 0.9,
+    json_out: JsonOpt = None,
+) -> None:
+    """Experts needed to reach a target loss; 'unreachable at this size' comes with the base
+    size that would reach it."""
+    from mergelaw.plan import experts_for_target
+
+    post = _posterior(ctx, pool_size)
+    answer = experts_for_target(
+        post, loss, n_b=size, family=family, prob=prob, k_max=k_max, level=level
+    )
+    lines = []
+    for label, d in answer.decision.items():
+        where = f"{label} @ {size:g}B"
+        if d["status"] == "reachable":
+            lines.append(f"{where}: {d['k']:.0f} experts reach loss {loss:g} with P >= {prob:g}")
+        else:
+            n_any, n_pool = d["n_b_for_target_any_k"], d["n_b_for_target_k_max"]
+            reason = (
+                f"needs {d['k']:.0f} experts (more than {d['k_max']:g})"
+                if d["status"] == "beyond the pool"
+                else "unreachable at this size"
+            )
+            lines.append(
+                f"{where}: {reason} with P >= {prob:g}; reachable from a base of "
+                f"{_size(n_pool)} with <= {d['k_max']:g} experts ({_size(n_any)} with any number)"
+            )
+    _report(answer, lines, json_out)
+
+
+def stop(
+    ctx: typer.Context,
+    size: SizeOpt,
+    epsilon: Annotated[
+        float,
+        typer.Option(help="Smallest worthwhile loss drop per expert (nats), or per unit cost."),
+    ],
+    cost_per_expert: Annotated[
+        float | None, typer.Option(help="Cost of one expert: epsilon becomes nats per unit cost.")
+    ] = None,
+    family: FamilyOpt = None,
+    fractions: Annotated[str, typer.Option(help="Fractions of the gain, comma-separated.")] = (
+        "0.8,0.9"
+    ),
+    k_max: Annotated[
+        float | None, typer.Option(help="k the gain fractions are measured to. [default: max k]")
+    ] = None,
+    losses: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sequential form: losses measured so far on a new pool (.csv/.parquet with k "
+            "and loss, or k, mean and se); prints stop or continue."
+        ),
+    ] = None,
+    prior: PriorOpt = "new",
+    pool_size: PoolOpt = None,
+    level: LevelOpt = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of the importance resampling.")] = 0,
+    json_out: JsonOpt = None,
+) -> None:
+    """When to stop adding experts: the first k whose expected gain drops below epsilon, k80 and
+    k90; with --losses, stop or continue for a pool being measured."""
+    from mergelaw.plan import sequential_stop, stopping
+
+    post = _posterior(ctx, pool_size)
+    if losses is not None:
+        answer = sequential_stop(
+            post,
+            _read_points(losses),
+            n_b=size,
+            epsilon=epsilon,
+            prior=prior,
+            cost_per_expert=cost_per_expert,
+            level=level,
+            seed=seed,
+        )
+        d = answer.decision
+        lines = [
+            f"{d['action'].upper()}: the expected gain of expert {d['k_measured'] + 1:g} is "
+            f"{d['expected_gain']:.4g} nats ({'>=' if d['action'] == 'continue' else '<'} "
+            f"threshold {d['threshold']:.4g}); effective sample size {d['ess']:.0f}"
+        ]
+    else:
+        answer = stopping(
+            post,
+            n_b=size,
+            epsilon=epsilon,
+            family=family,
+            cost_per_expert=cost_per_expert,
+            fractions=_split(fractions, float, "--fractions"),
+            k_max=k_max,
+            level=level,
+        )
+        lines = [
+            f"{label} @ {size:g}B: stop at k = {d['stop_at_k']:.0f} (the next expert's expected "
+            f"gain is below {answer.table['threshold'].iloc[0]:.4g})"
+            for label, d in answer.decision.items()
+        ]
+    _report(answer, lines, json_out)
+
+
+def budget(
+    ctx: typer.Context,
+    limit: Annotated[float, typer.Option("--budget", help="Total budget, in your cost unit.")],
+    base_costs: Annotated[
+        str, typer.Option(help="Cost of each base size: SIZE=COST,... (sizes in billions).")
+    ],
+    expert_cost: Annotated[
+        str, typer.Option(help="Cost to train one expert: COST, or SIZE=COST,... per base size.")
+    ],
+    merge_cost: Annotated[float, typer.Option(help="Cost of merging, per expert.")] = 0.0,
+    family: Annotated[
+        str | None,
+        typer.Option(help="Families the loss is averaged over, comma-separated, or 'new'."),
+    ] = None,
+    k_max: Annotated[int | None, typer.Option(help="Largest k considered. [default: M]")] = None,
+    pool_size: PoolOpt = None,
+    level: LevelOpt = 0.9,
+    json_out: JsonOpt = None,
+) -> None:
+    """The (base size, k) with the lowest expected loss within a budget, with P(best)."""
+    from mergelaw.plan import CostModel
+    from mergelaw.plan import budget as run_budget
+
+    post = _posterior(ctx, pool_size)
+    per_expert = _mapping(expert_cost, "--expert-cost") if "=" in expert_cost else None
+    costs = CostModel(
+        base=_mapping(base_costs, "--base-costs"),
+        per_expert=per_expert if per_expert is not None else _float(expert_cost, "--expert-cost"),
+        per_merge=merge_cost,
+    )
+    families = None if family is None else _split(family, str, "--family")
+    if families == ["new"]:
+        families = "new"
+    answer = run_budget(post, costs, limit, family=families, k_max=k_max, level=level)
+    d = answer.decision
+    lines = [
+        f"best within {limit:g}: N = {d['n_b']:g}B with k = {d['k']} (cost {d['cost']:g}, "
+        f"expected loss {d['expected_loss']:.4f}, P(best) {d['p_best']:.2f})"
+    ]
+    _report(answer, lines, json_out)
+
+
+def forecast(
+    ctx: typer.Context,
+    size: SizeOpt,
+    family: FamilyOpt = None,
+    k: Annotated[
+        str | None, typer.Option(help="k values, comma-separated. [default: 1..max k]")
+    ] = (None),
+    points: Annotated[
+        Path | None,
+        typer.Option(
+            help="Few-point forecast: losses measured on a new setting at a few k (.csv/.parquet "
+            "with k and loss, or k, mean and se), e.g. k = 1, 2, 4."
+        ),
+    ] = None,
+    prior: PriorOpt = "new",
+    n_subsets: Annotated[
+        int, typer.Option(help="Predictive interval for the mean of this many merges.")
+    ] = 1,
+    pool_size: PoolOpt = None,
+    level: LevelOpt = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of the predictive draws.")] = 0,
+    json_out: JsonOpt = None,
+) -> None:
+    """Posterior predictive curve at a base size (fitted or not) for a family or a new one; with
+    --points, the curve of a new setting forecast from a few measured k."""
+    from mergelaw.plan import forecast as run_forecast
+    from mergelaw.plan import forecast_from_points
+
+    post = _posterior(ctx, pool_size)
+    ks = _split(k, float, "--k")
+    lines = []
+    if points is not None:
+        answer = forecast_from_points(
+            post,
+            _read_points(points),
+            n_b=size,
+            k=ks,
+            prior=prior,
+            n_subsets=n_subsets,
+            level=level,
+            seed=seed,
+        )
+        lines.append(
+            f"updated from {points} ({answer.decision['update']}); effective sample size "
+            f"{answer.decision['ess']:.0f} of {answer.decision['n_proposals']}"
+        )
+    else:
+        answer = run_forecast(
+            post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed
+        )
+    _report(answer, lines, json_out)
+
+
+def compare(
+    fit: FitArg,
+    methods: Annotated[str, typer.Option(help="Two methods, A,B (e.g. average,ties).")],
+    size: Annotated[
+        str | None, typer.Option(help="Base sizes, comma-separated. [default: the fit's]")
+    ] = None,
+    k: Annotated[str | None, typer.Option(help="k values for the loss contrasts.")] = None,
+    target: Annotated[
+        float | None, typer.Option(help="Also contrast the experts needed for this loss.")
+    ] = None,
+    rope: Annotated[float, typer.Option(help="Region of practical equivalence (nats).")] = 0.005,
+    rope_experts: Annotated[float, typer.Option(help="ROPE for experts needed.")] = 0.0,
+    prob: Annotated[float, typer.Option(help="Probability a verdict needs.")] = 0.95,
+    pooled_only: Annotated[
+        bool, typer.Option("--pooled-only", help="Print only the pooled rows.")
+    ] = False,
+    null: Annotated[
+        Path | None,
+        typer.Option(
+            help="A fit of the same rows with methods pooled (mergelaw.compare.pool_methods): "
+            "adds the LOO comparison of method effects against none."
+        ),
+    ] = None,
+    level: LevelOpt = 0.9,
+    json_out: JsonOpt = None,
+) -> None:
+    """Compare two merge methods: posterior contrasts A - B (floor, tail amplitude, loss at k,
+    experts for a target), P(A lower), a region of practical equivalence; per domain and size,
+    and pooled."""
+    from mergelaw.bayes.fit import Fit
+    from mergelaw.bayes.posterior import Posterior
+    from mergelaw.compare import contrasts, method_effects_loo
+    from mergelaw.errors import MergelawError
+
+    names = _split(methods, str, "--methods")
+    if len(names) != 2:
+        raise MergelawError(f"--methods {methods!r}: expected two methods, A,B")
+    loaded = Fit.load(fit)
+    answer = contrasts(
+        Posterior.from_fit(loaded),
+        names[0],
+        names[1],
+        sizes_b=_split(size, float, "--size"),
+        k=_split(k, float, "--k"),
+        target=target,
+        rope=rope,
+        rope_experts=rope_experts,
+        prob=prob,
+        level=level,
+    )
+    shown = answer.table
+    if pooled_only:
+        shown = shown[shown["scope"] != "domain"]
+    lines = [
+        f"{quantity} (pooled): {verdict}  (A = {names[0]}, B = {names[1]}, ROPE {rope:g})"
+        for quantity, verdict in answer.decision["verdicts"].items()
+    ]
+    _report(answer, lines, json_out, table=shown)
+    if null is not None:
+        loo_answer = method_effects_loo(loaded, Fit.load(null))
+        d = loo_answer.decision
+        _report(
+            loo_answer,
+            [
+                f"PSIS-LOO prefers: {d['preferred']} (elpd difference {d['elpd_difference']:.1f} "
+                f"± {d['se']:.1f})"
+            ],
+            None,
+        )
+
+
+def register(app: typer.Typer, wrap: Callable) -> None:
+    """Add ``plan`` (with its subcommands) and ``compare`` to ``app``; ``wrap`` turns errors into
+    one line and exit code 2."""
+    for name, command in (
+        ("target", target),
+        ("stop", stop),
+        ("budget", budget),
+        ("forecast", forecast),
+    ):
+        plan_app.command(name)(wrap(command))
+    app.add_typer(plan_app, name="plan")
+    app.command("compare")(wrap(compare))
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _posterior(ctx: typer.Context, pool_size: float | None):
+    from mergelaw.bayes.fit import Fit
+    from mergelaw.bayes.posterior import Posterior
+
+    return Posterior.from_fit(Fit.load(ctx.obj["fit"]), pool_size=pool_size)
+
+
+def _read_points(path: Path):
+    import pandas as pd
+
+    from mergelaw.errors import MergelawError
+
+    if not path.exists():
+        raise MergelawError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        points = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        points = pd.read_csv(path)
+    else:
+        raise MergelawError(f"{path}: expected a .csv or .parquet file")
+    for column in ("n_params", "eval_domain", "method"):
+        if column in points.columns and points[column].nunique() > 1:
+            raise MergelawError(
+                f"{path}: column '{column}' has several values; give the points of one curve"
+            )
+    from mergelaw.bayes.update import Points
+
+    return Points.from_frame(points, source=str(path))
+
+
+def _split(text: str | None, convert: Callable, what: str) -> list | None:
+    from mergelaw.errors import MergelawError
+
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        values = [convert(item) for item in items]
+    except ValueError:
+        values = []
+    if not values:
+        raise MergelawError(f"{what}: cannot read {text!r} (expected comma-separated values)")
+    return values
+
+
+def _float(text: str, what: str) -> float:
+    return _split(text, float, what)[0]
+
+
+def _mapping(text: str, what: str) -> dict[float, float]:
+    from mergelaw.errors import MergelawError
+
+    out = {}
+    for item in _split(text, str, what):
+        size, _, cost = item.partition("=")
+        try:
+            out[float(size)] = float(cost)
+        except ValueError:
+            raise MergelawError(f"{what}: cannot read {item!r} (expected SIZE=COST)") from None
+    return out
+
+
+def _size(n_b: float) -> str:
+    return "no size (never)" if not math.isfinite(n_b) else f"{n_b:.3g}B"
+
+
+def _fmt(value, stat: str = "mean") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value
+    if math.isinf(value):
+        return "never" if value > 0 else "-inf"
+    if stat == "probability":
+        return f"{value:.2f}"
+    if stat in ("median", "decision") and float(value).is_integer():
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
+
+
+PROBABILITY_NAMES = {
+    "p_best": "P(best)",
+    "p_a_lower": "P(A<B)",
+    "p_a_lower_beyond_rope": "P(A+)",
+    "p_equivalent": "P(=)",
+    "p_b_lower_beyond_rope": "P(B+)",
+}
+
+
+def _report(answer, lines: list[str], json_out: Path | None, table=None) -> None:
+    """Print the answer's table, its decision lines, notes, flag and provenance; write JSON.
+    Columns constant over the rows go to the title; with two or more varying settings, one table
+    per quantity."""
+    table = answer.table if table is None else table
+    level = float(answer.table["level"].iloc[0]) if len(answer.table) else 0.9
+    probabilities = [c for c in table.columns if c.startswith("p_")]
+    values = ("quantity", "stat", "estimate", "lower", "upper", "level", *probabilities)
+    settings = [c for c in table.columns if c not in values]
+    constant = [c for c in settings if table[c].astype(str).nunique() == 1]
+    varying = [c for c in settings if c not in constant and c != "scope"]
+    title = answer.query + "".join(f", {c} {_fmt(table[c].iloc[0])}" for c in constant)
+    if len(varying) >= 2:
+        for quantity, group in table.groupby("quantity", sort=False):
+            stat = group["stat"].iloc[0]
+            caption = f"{quantity} ({stat}) [{level:.0%} interval]"
+            console.print(_table(caption, group, varying, probabilities, with_quantity=False))
+        console.print(title, markup=False)
+    else:
+        caption = f"{title}: estimate [{level:.0%} interval]"
+        console.print(_table(caption, table, varying, probabilities, with_quantity=True))
+    if "p_equivalent" in probabilities:
+        lines = [
+            "P(A+): P(A < B - rope), P(=): P(|A - B| <= rope), P(B+): P(A > B + rope)",
+            *lines,
+        ]
+    for line in [*lines, *(f"note: {n}" for n in answer.notes)]:
+        console.print(line, markup=False)
+    console.print(f"flag: {answer.flag}", markup=False, style=None if answer.ok else "bold red")
+    provenance = ", ".join(f"{k} {v}" for k, v in answer.provenance.items())
+    console.print(f"provenance: {provenance}", markup=False)
+    if json_out is not None:
+        answer.write_json(json_out)
+        console.print(f"wrote {json_out}", markup=False)
+
+
+def _table(caption: str, rows, settings: list[str], probabilities: list[str], with_quantity: bool):
+    shown = Table(title=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in settings:
+        shown.add_column(column, no_wrap=True)
+    if with_quantity:
+        shown.add_column("quantity", overflow="fold", min_width=12)
+    for column in ("estimate", "interval", *probabilities):
+        shown.add_column(PROBABILITY_NAMES.get(column, column), justify="right", no_wrap=True)
+    for row in rows.to_dict("records"):
+        stat = row["stat"]
+        interval = (
+            ""
+            if _fmt(row["lower"]) == ""
+            else f"[{_fmt(row['lower'], stat)}, {_fmt(row['upper'], stat)}]"
+        )
+        quantity = [f"{row['quantity']} ({stat})"] if with_quantity else []
+        shown.add_row(
+            *(_fmt(row[c]) for c in settings),
+            *quantity,
+            _fmt(row["estimate"], stat),
+            interval,
+            *(_fmt(row[c], "probability") for c in probabilities),
+        )
+    return shown

@@ -1,0 +1,113 @@
+"""Posterior: numpy draws of a fit; its curves are the law's, its new families the population's."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mergelaw import law
+from mergelaw.bayes.posterior import Posterior
+from mergelaw.bayes.spec import load_spec
+from mergelaw.errors import MergelawError
+
+FAMILIES = ["qwen2/average/code", "qwen2/ties/biology"]
+TRUTH = {
+    "L_star": [0.28, 0.64],
+    "B": [0.21, 0.62],
+    "beta": [0.41, 0.37],
+    "A0": [0.082, 0.159],
+    "gamma": [0.137, 0.05],
+    "b": [0.43, 0.2],
+}
+
+
+def test_point_mass_curves_are_the_law():
+    post = Posterior.point_mass(FAMILIES, TRUTH, n_draws=3)
+    curves = post.curves(7.0)
+    t = {name: np.array(v) for name, v in TRUTH.items()}
+    np.testing.assert_allclose(curves.floor[0], law.floor_loss(7.0, t["L_star"], t["B"], t["beta"]))
+    np.testing.assert_allclose(curves.amplitude[0], law.tail_amplitude(7.0, t["A0"], t["gamma"]))
+    ks = np.array([1.0, 2.0, 9.0])
+    expected = law.mean_loss(7.0, ks[None, :], *(t[n][:, None] for n in law.LAW_PARAM_NAMES))
+    np.testing.assert_allclose(curves.mean(ks)[1], expected)
+    np.testing.assert_allclose(
+        curves.marginal_gain(3.0)[2], law.marginal_gain(3.0, curves.amplitude[2], t["b"])
+    )
+
+
+def test_noise_sd_is_the_finite_pool_model():
+    post = Posterior.point_mass(
+        FAMILIES, TRUTH, sigma=0.04, sigma_slope=0.3, nugget=0.002, sizes_b=(0.5, 3, 14)
+    )
+    curves = post.curves(1.5)
+    sigma_n = 0.04 * (1.5 / post.n_ref) ** -0.3
+    for k in (1.0, 4.0, 9.0):
+        factor = (9 - k) / (k * 8)
+        expected = np.sqrt((sigma_n**2 * factor + 0.002**2) / 5)
+        np.testing.assert_allclose(curves.noise_sd(k, n_subsets=5)[0, 0], expected)
+
+
+def _anchored(post, t):
+    """Group parameters (anchored) of the law ``t``: the inverse of the model's arithmetic,
+    written out independently (as in tests/bayes/test_model.py)."""
+    amplitude_ref = t["A0"] * post.n_ref ** (-t["gamma"])
+    gap = t["B"] * post.n_ref ** (-t["beta"])
+    k_a = post.k_anchor
+    return {
+        "level": t["L_star"] + gap + amplitude_ref / (k_a + t["b"]),
+        "drop": amplitude_ref * (1 / (1 + t["b"]) - 1 / (k_a + t["b"])),
+        "floor_drop": gap * (np.exp(-t["beta"] * post.x_lo) - np.exp(-t["beta"] * post.x_hi)),
+        "beta": t["beta"],
+        "gamma": t["gamma"],
+        "b": t["b"],
+        "sigma": 0.03,
+    }
+
+
+def test_new_family_from_a_narrow_population_is_its_centre():
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0))
+    t = {name: value[0] for name, value in TRUTH.items()}
+    centre = _anchored(post, t)
+    spec = load_spec("default")
+    population = {
+        name: (np.log(v) if spec.params[name].transform == "log" else v, 1e-9)
+        for name, v in centre.items()
+    }
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), population=population)
+    new = post.new_family(per_draw=2)
+    assert new.labels == ["new"] and new.n_draws == 2 * post.n_draws
+    for name, value in t.items():
+        np.testing.assert_allclose(new.law[name], value, rtol=1e-6)
+    np.testing.assert_allclose(new.sigma, 0.03, rtol=1e-6)
+    np.testing.assert_allclose(
+        post.curves(3.0, "new").mean(9.0), law.mean_loss(3.0, 9.0, *t.values()), rtol=1e-6
+    )
+
+
+def test_family_lookup_by_label_or_unique_part():
+    post = Posterior.point_mass(FAMILIES, TRUTH)
+    assert post.family_index("qwen2/ties/biology") == 1
+    assert post.family_index("average/code") == 0
+    assert post.family_index("biology") == 1
+    with pytest.raises(MergelawError, match="is not a family of this fit"):
+        post.family_index("physics")
+    with pytest.raises(MergelawError, match="not a positive number"):
+        post.curves(-1.0)
+
+
+def test_refuses_a_spec_with_a_law_per_curve():
+    naive = SimpleNamespace(spec=load_spec("naive"))
+    with pytest.raises(MergelawError, match="per \\(family, size\\) curve"):
+        Posterior.from_fit(naive)
+
+
+def test_from_fit_holds_the_fits_draws(plan_fit):
+    result = plan_fit
+    post = Posterior.from_fit(result, pool_size=9)
+    assert post.labels == list(result.families["label"]) and post.n_draws == 600
+    assert post.sizes_b == (0.5, 3.0, 14.0) and post.flag == result.flag
+    assert post.provenance["data_hash"] == result.meta["data_hash"]
+    assert set(post.population) == set(result.spec.required_params())
+    draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
+    np.testing.assert_allclose(post.curves(3.0).mean(2.0), law.mean_loss(3.0, 2.0, *draws.values()))
+    np.testing.assert_allclose(post.population["beta"][1], result.draws("beta_scale"))
