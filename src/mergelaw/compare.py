@@ -162,17 +162,18 @@ def _verdict(row, prob: float) -> str:
 # ---- model-level comparison ----------------------------------------------------------------------
 
 
-def pool_methods(table: pd.DataFrame, label: str = POOLED) -> pd.DataFrame:
-    """The same rows with every method relabelled ``label`` (one law per arch x domain): fit
-    this and compare with the per-method fit by ``method_effects_loo``. Row order is kept (LOO
-    pairs the points by position); each row's seed is made unique per original method so that
-    the table keeps one row per key, and the original method is kept in ``pooled_from``."""
+def pool_methods(table: pd.DataFrame) -> pd.DataFrame:
+    """The same rows with one law per arch x domain: every row gets the table's first method name
+    (a curves table accepts known method names only) and no method parameters; the original
+    method is kept in ``pooled_from``. Fit this and compare with the per-method fit by
+    ``method_effects_loo``. Row order is kept (LOO pairs the points by position), and each row's
+    seed is made unique per original method so that the table keeps one row per key."""
     out = table.reset_index(drop=True).copy()
     codes, methods = pd.factorize(
         out["method"].astype(str) + "|" + out["method_params"].astype(str), sort=True
     )
     out["pooled_from"] = out["method"]
-    out["method"] = label
+    out["method"] = sorted(out["method"].astype(str).unique())[0]
     out["method_params"] = "{}"
     out["seed"] = out["seed"].astype("int64") * len(methods) + codes
     return out

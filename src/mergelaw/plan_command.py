@@ -464,10 +464,11 @@ def _report(answer, lines: list[str], json_out: Path | None, table=None) -> None
             *lines,
         ]
     for line in [*lines, *(f"note: {n}" for n in answer.notes)]:
-        console.print(line, markup=False)
-    console.print(f"flag: {answer.flag}", markup=False, style=None if answer.ok else "bold red")
+        console.print(line, markup=False, soft_wrap=True)
+    style = None if answer.ok else "bold red"
+    console.print(f"flag: {answer.flag}", markup=False, style=style, soft_wrap=True)
     provenance = ", ".join(f"{k} {v}" for k, v in answer.provenance.items())
-    console.print(f"provenance: {provenance}", markup=False)
+    console.print(f"provenance: {provenance}", markup=False, soft_wrap=True)
     if json_out is not None:
         answer.write_json(json_out)
         console.print(f"wrote {json_out}", markup=False)
