@@ -152,3 +152,35 @@ def test_experts_beat_the_base_on_their_own_domain(lab):
     # the average of all three lies between: better than the base on the mean over domains
     full = table[(table["k"] == 3) & (table["method"] == "average")]
     assert full["loss"].mean() < np.mean(base_loss)
+
+
+def test_the_shipped_pipeline_file_parses_and_its_sizes_span_8x():
+    from transformers import AutoModelForCausalLM
+
+    from mergelaw.measure.lab.pipeline import base_config
+    from mergelaw.measure.methods import method_spec
+    from mergelaw.measure.training import count_params
+
+    p = read_pipeline(SHIPPED.parent / "lab" / "pipeline.toml")
+    sizes: dict[str, list[int]] = {}
+    for spec in p.bases:
+        model = AutoModelForCausalLM.from_config(base_config(p, spec))
+        sizes.setdefault(spec.arch, []).append(count_params(model)[1])
+    assert set(sizes) == {"llama", "gpt2"}
+    for arch, counts in sizes.items():
+        assert len(counts) >= 3 and max(counts) >= 8 * min(counts), (arch, counts)
+    names = {method_spec(m["name"], {k: v for k, v in m.items() if k != "name"}).name
+             for m in p.sweep["methods"]}  # fmt: skip
+    assert names == {"average", "task_arithmetic", "ties", "dare"}
+
+
+def test_unknown_pipeline_settings_are_one_line_errors(tmp_path):
+    from mergelaw.errors import MergelawError
+
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE.replace("subsets_per_unit", "subsets_per_units"))
+    with pytest.raises(MergelawError, match=r"unknown setting 'sweep\.subsets_per_units'"):
+        read_pipeline(path)
+    path.write_text(PIPELINE.replace("lr = 3e-3", "learning_rate = 3e-3"))
+    with pytest.raises(MergelawError, match=r"\[pretrain\]: unknown setting 'learning_rate'"):
+        read_pipeline(path)

@@ -86,6 +86,10 @@ def read_pipeline(path: str | Path) -> Pipeline:
     if len({b.name for b in bases}) != len(bases):
         raise MergelawError(f"{path}: two bases share a name")
     sweep = dict(raw["sweep"])
+    allowed = {*SWEEP_KEYS, *EVAL_KEYS, "eval_bytes"}
+    if set(sweep) - allowed:
+        bad = sorted(set(sweep) - allowed)[0]
+        raise MergelawError(f"{path}: unknown setting 'sweep.{bad}' (expected {sorted(allowed)})")
     curves = raw.get("curves", {"path": "curves/lab.parquet"})
     from mergelaw.measure.training import Recipe
 
