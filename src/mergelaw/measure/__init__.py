@@ -13,6 +13,8 @@ Install with ``pip install 'mergelaw[measure]'``. Modules, one job each:
 - ``store``     resumable row store: one atomic part file per finished unit
 - ``sweep``     the declarative sweep file and the runner that ties it all together
 - ``command``   the ``mergelaw measure`` command
+- ``training``  pretrain a base and fine-tune experts: resumable, seeded, bf16 autocast
+- ``lab``       corpora, tokenizer and the lab pipeline (``mergelaw lab``); see its ``__init__``
 
 This ``__init__`` imports nothing, so ``import mergelaw.measure`` works without torch.
 """
