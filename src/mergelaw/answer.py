@@ -134,6 +134,11 @@ def frame(records: list[dict]) -> pd.DataFrame:
     return table[settings + values + probabilities]
 
 
+def expand(context: dict[str, Any], n: int) -> list[dict]:
+    """``n`` rows of context columns: array values of length n run along the rows."""
+    return [{k: _element(v, i, n) for k, v in context.items()} for i in range(n)]
+
+
 def _element(value: Any, i: int, n: int) -> Any:
     if isinstance(value, (list, tuple, np.ndarray)) and len(value) == n:
         element = value[i]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mergelaw.answer import Answer, check_level, frame, rows
+from mergelaw.answer import Answer, check_level, expand, frame, summarize
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.errors import MergelawError
 from mergelaw.plan import experts_needed
@@ -88,24 +88,24 @@ def contrasts(
     sizes = [float(n) for n in (sizes_b if sizes_b is not None else post.sizes_b)]
     ks = [float(x) for x in (k if k is not None else sorted({1.0, post.k_anchor}))]
     per_size = {n: _differences(post, pairs, n, ks, target) for n in sizes}
-    records = []
+    blocks = []
     for quantity in per_size[sizes[0]]:
         width = rope_experts if quantity.startswith("experts") else rope
         stat = "median" if quantity.startswith("experts") else "mean"
         for n in sizes:
             diff = per_size[n][quantity]  # (S, n_pairs)
             context = {"scope": "domain", "domain": list(pairs["domain"]), "n_b": n}
-            records += _contrast_rows(context, quantity, diff, width, level, stat)
-            pooled = _pool(diff, axis=1)
+            blocks.append((context, quantity, diff, width, stat))
             context = {"scope": "pooled over domains", "domain": POOLED, "n_b": n}
-            records += _contrast_rows(context, quantity, pooled, width, level, stat)
+            blocks.append((context, quantity, _pool(diff, axis=1), width, stat))
         everything = _pool(np.concatenate([per_size[n][quantity] for n in sizes], axis=1), axis=1)
         context = {
             "scope": "pooled over domains and sizes",
             "domain": f"{POOLED}, all N",
             "n_b": math.nan,
         }
-        records += _contrast_rows(context, quantity, everything, width, level, stat)
+        blocks.append((context, quantity, everything, width, stat))
+    records = _contrast_rows(blocks, level)
     table = frame(records)
     decision = {"method_a": method_a, "method_b": method_b, "rope": rope, "prob": prob}
     overall = table[table["scope"] == "pooled over domains and sizes"]
@@ -116,8 +116,9 @@ def contrasts(
 def _differences(
     post: Posterior, pairs: pd.DataFrame, n_b: float, ks: list[float], target: float | None
 ) -> dict[str, np.ndarray]:
-    a = post.curves(n_b, list(pairs["label_a"]))
-    b = post.curves(n_b, list(pairs["label_b"]))
+    every = post.curves(n_b)
+    a = every.families(np.array([post.family_index(f) for f in pairs["label_a"]]))
+    b = every.families(np.array([post.family_index(f) for f in pairs["label_b"]]))
     out = {"floor": a.floor - b.floor, "tail amplitude": a.amplitude - b.amplitude}
     for kk in ks:
         out[f"loss at k={kk:g}"] = a.mean(kk) - b.mean(kk)
@@ -135,18 +136,34 @@ def _pool(diff: np.ndarray, axis: int) -> np.ndarray:
         return diff.mean(axis=axis)[:, None]
 
 
-def _contrast_rows(context, quantity, diff, width, level, stat) -> list[dict]:
-    out = rows(context, quantity, diff, level, stat)
-    with np.errstate(invalid="ignore"):
-        probabilities = {
-            "p_a_lower": np.mean(diff < 0, axis=0),
-            "p_a_lower_beyond_rope": np.mean(diff < -width, axis=0),
-            "p_equivalent": np.mean(np.abs(diff) <= width, axis=0),
-            "p_b_lower_beyond_rope": np.mean(diff > width, axis=0),
-        }
-    for i, record in enumerate(out):
-        record.update({name: float(p[i]) for name, p in probabilities.items()})
-    return out
+def _contrast_rows(blocks: list[tuple], level: float) -> list[dict]:
+    """Rows of every block (context, quantity, differences (S, m), rope, stat), in block order:
+    summaries and probabilities computed once over all blocks of a stat."""
+    out: list[list[dict]] = [[] for _ in blocks]
+    for stat in ("mean", "median"):
+        chosen = [i for i, block in enumerate(blocks) if block[4] == stat]
+        if not chosen:
+            continue
+        diff = np.concatenate([blocks[i][2] for i in chosen], axis=1)
+        width = np.concatenate([np.full(blocks[i][2].shape[1], blocks[i][3]) for i in chosen])
+        summary = summarize(diff, level, stat)
+        with np.errstate(invalid="ignore"):
+            probabilities = {
+                "p_a_lower": np.mean(diff < 0, axis=0),
+                "p_a_lower_beyond_rope": np.mean(diff < -width, axis=0),
+                "p_equivalent": np.mean(np.abs(diff) <= width, axis=0),
+                "p_b_lower_beyond_rope": np.mean(diff > width, axis=0),
+            }
+        column = 0
+        for i in chosen:
+            context, quantity, block, _, _ = blocks[i]
+            for row in expand(context, block.shape[1]):
+                row.update(quantity=quantity, stat=stat, level=level)
+                row.update({k: float(v[column]) for k, v in summary.items()})
+                row.update({k: float(v[column]) for k, v in probabilities.items()})
+                out[i].append(row)
+                column += 1
+    return [row for block_rows in out for row in block_rows]
 
 
 def _verdict(row, prob: float) -> str:

@@ -65,11 +65,13 @@ def experts_for_fraction(fraction: float, curves: CurveDraws, k_max: float) -> n
 def _gain(curves: CurveDraws, k) -> np.ndarray:
     """L(k) - L(k+1) per draw, k broadcasting elementwise against (n_draws, n_families)."""
     b, alpha = curves.b, curves.alpha
+    if curves.unit_alpha:
+        return curves.amplitude / ((k + b) * (k + b + 1.0))
     return curves.amplitude * ((k + b) ** (-alpha) - (k + 1.0 + b) ** (-alpha))
 
 
 def _alpha_is_one(curves: CurveDraws) -> bool:
-    return bool(np.all(curves.alpha == 1.0))
+    return curves.unit_alpha
 
 
 def _smallest_k(predicate, shape: tuple[int, ...]) -> np.ndarray:
@@ -101,24 +103,39 @@ def size_for_floor(target: float, post: Posterior, index: np.ndarray) -> np.ndar
 
 def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray) -> np.ndarray:
     """Smallest base size (billions) whose expected loss with ``k`` experts is at or below
-    ``target``, per draw, by bisection in log N (the loss assumed to fall with N); inf if even
-    N_RANGE_B's top misses it."""
+    ``target``, per draw; inf if even N_RANGE_B's top misses it.
+
+    Safeguarded Newton in x = log N on L(x) = L* + B e^(-beta x) + C e^(-gamma x): from the left
+    of the root (where the floor alone meets the target) Newton steps on this convex, falling
+    curve approach the root from the left; a step leaving the bracket bisects instead.
+    """
     p = {n: v[:, index] for n, v in post.law.items()}
+    tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
 
-    def loss(log_n):
-        floor = p["L_star"] + p["B"] * np.exp(-p["beta"] * log_n)
-        return floor + p["A0"] * np.exp(-p["gamma"] * log_n) * (k + p["b"]) ** (-p["alpha"])
+    def excess(x):
+        e_floor, e_tail = p["B"] * np.exp(-p["beta"] * x), tail * np.exp(-p["gamma"] * x)
+        return p["L_star"] + e_floor + e_tail - target, -p["beta"] * e_floor - p["gamma"] * e_tail
 
-    lo = np.full(p["b"].shape, np.log(N_RANGE_B[0]))
-    hi = np.full(p["b"].shape, np.log(N_RANGE_B[1]))
-    never = loss(hi) > target
-    already = loss(lo) <= target
-    for _ in range(40):
-        mid = (lo + hi) / 2.0
-        holds = loss(mid) <= target
-        hi = np.where(holds, mid, hi)
-        lo = np.where(holds, lo, mid)
-    return np.where(never, np.inf, np.where(already, N_RANGE_B[0], np.exp(hi)))
+    lo = np.full(tail.shape, np.log(N_RANGE_B[0]))
+    hi = np.full(tail.shape, np.log(N_RANGE_B[1]))
+    never = excess(hi)[0] > 0
+    already = excess(lo)[0] <= 0
+    start = np.log(size_for_floor(target, post, index))
+    x = np.clip(np.where(np.isfinite(start), start, lo), lo, hi)
+    active = ~(never | already)
+    for _ in range(100):
+        f, slope = excess(x)
+        hi = np.where(f <= 0, x, hi)
+        lo = np.where(f > 0, x, lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = x - f / slope
+        inside = (slope < 0) & (newton >= lo) & (newton <= hi)
+        converged = inside & (np.abs(newton - x) <= 1e-13 * np.maximum(1.0, np.abs(x)))
+        x = np.where(active, np.where(inside, newton, (lo + hi) / 2.0), x)
+        active &= ~converged & (hi - lo > 1e-13)
+        if not active.any():
+            break
+    return np.where(never, np.inf, np.where(already, N_RANGE_B[0], np.exp(x)))
 
 
 # ---- the queries -------------------------------------------------------------------------------
@@ -204,9 +221,9 @@ def stopping(
     k_max = float(k_max if k_max is not None else post.k_anchor)
     _, curves, _ = _curves(post, n_b, family)
     context = {"family": curves.labels, "n_b": curves.n_b, "threshold": threshold}
-    records = rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
-                   level, "median")  # fmt: skip
-    stop = expected_gain_stop(threshold, curves)
+    per_draw = first_k_gain_below(threshold, curves)
+    records = rows(context, "first k with gain < threshold", per_draw, level, "median")
+    stop = expected_gain_stop(threshold, curves, per_draw)
     records += value_rows(context, "stop at k (expected gain < threshold)", stop, "decision", level)
     for fraction in fractions:
         name = f"k{round(fraction * 100):d} (to k={k_max:g})"
@@ -216,15 +233,26 @@ def stopping(
     return _answer(post, "stopping rule", records, decision)
 
 
-def expected_gain_stop(threshold: float, curves: CurveDraws) -> np.ndarray:
+def expected_gain_stop(
+    threshold: float, curves: CurveDraws, per_draw: np.ndarray | None = None
+) -> np.ndarray:
     """Per family, the first whole k whose posterior expected marginal gain is below
-    ``threshold`` (the Bayes stopping rule under a linear utility)."""
-    n_fam = curves.floor.shape[1]
+    ``threshold`` (the Bayes stopping rule under a linear utility). It lies between the smallest
+    and largest per-draw answers (``per_draw``, first_k_gain_below), which bracket the search."""
+    per_draw = first_k_gain_below(threshold, curves) if per_draw is None else per_draw
+    lo = np.maximum(per_draw.min(axis=0) - 1.0, 0.0)  # the mean gain is not below yet
+    hi = np.where(np.isfinite(per_draw.max(axis=0)), per_draw.max(axis=0), K_CAP)
 
-    def predicate(k):  # k: (n_fam,)
+    def below(k):  # k: (n_fam,)
         return np.mean(_gain(curves, k), axis=0) < threshold
 
-    return _smallest_k(predicate, (n_fam,))
+    never = ~below(hi)
+    while np.any(hi - lo > 1.0):
+        mid = np.maximum(np.floor((lo + hi) / 2.0), 1.0)
+        holds = below(mid)
+        hi = np.where(holds, mid, hi)
+        lo = np.where(holds, lo, mid)
+    return np.where(never, np.inf, hi)
 
 
 def sequential_stop(
@@ -357,14 +385,14 @@ def forecast(
     n_b: float,
     family: str | Sequence[str] | None = None,
     k: Sequence[float] | None = None,
-    n_subsets: int = 1,
+    n_subsets: int | Sequence[int] = 1,
     level: float = 0.9,
     seed: int = 0,
 ) -> Answer:
     """Posterior predictive curve at base size ``n_b`` (any size: a new one extrapolates the size
     laws) for fitted families or a new one ('new'). Rows per k: the expected loss (credible
     interval) and the observed loss of a merge, or the mean of ``n_subsets`` merges (predictive
-    interval)."""
+    interval; one count, or one per k)."""
     level = check_level(level)
     _, curves, _ = _curves(post, n_b, family)
     ks = _k_grid(k, post)
@@ -379,7 +407,7 @@ def forecast_from_points(
     n_b: float,
     k: Sequence[float] | None = None,
     prior: str = NEW_FAMILY,
-    n_subsets: int = 1,
+    n_subsets: int | Sequence[int] = 1,
     level: float = 0.9,
     n_proposals: int = 20_000,
     seed: int = 0,
@@ -409,12 +437,20 @@ def forecast_from_points(
 
 
 def forecast_rows(
-    curves: CurveDraws, ks: Sequence[float], n_subsets: int, level: float, rng: np.random.Generator
+    curves: CurveDraws,
+    ks: Sequence[float],
+    n_subsets: int | Sequence[int],
+    level: float,
+    rng: np.random.Generator,
 ) -> list[dict]:
-    """Expected loss and observed loss (mean of ``n_subsets`` merges) at each k, per family."""
+    """Expected loss and observed loss (mean of ``n_subsets`` merges: one count, or one per k)
+    at each k, per family."""
     ks = np.asarray(ks, dtype=float)
     mean = curves.mean(ks)  # (S, F, K)
-    observed = mean + curves.noise_sd(ks, n_subsets) * rng.standard_normal(mean.shape)
+    counts = np.broadcast_to(np.asarray(n_subsets, dtype=float), ks.shape)
+    if np.any(counts < 1):
+        raise MergelawError(f"n_subsets {n_subsets} must be >= 1")
+    observed = mean + curves.noise_sd(ks, counts) * rng.standard_normal(mean.shape)
     n_fam = mean.shape[1]
     context = {
         "family": np.repeat(curves.labels, ks.size),
@@ -423,7 +459,8 @@ def forecast_rows(
     }
     out = rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level)
     observed = observed.reshape(mean.shape[0], -1)
-    out += rows(context, f"observed loss (mean of {n_subsets})", observed, level)
+    what = f"mean of {counts[0]:g}" if np.all(counts == counts[0]) else "mean of n_subsets"
+    out += rows(context, f"observed loss ({what})", observed, level)
     return out
 
 

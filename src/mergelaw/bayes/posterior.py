@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -49,19 +50,25 @@ class CurveDraws:
     def n_draws(self) -> int:
         return self.floor.shape[0]
 
+    @cached_property
+    def unit_alpha(self) -> bool:
+        """Whether the tail exponent is 1 in every draw (the default spec): 1/(k+b) then."""
+        return bool(np.all(self.alpha == 1.0))
+
     def shape(self, k) -> np.ndarray:
         """(k + b)^-alpha; k broadcasts against a trailing axis: (S, F) or (S, F, K)."""
         k, b, alpha = self._k_axis(k)
-        return (k + b) ** (-alpha)
+        return 1.0 / (k + b) if self.unit_alpha else (k + b) ** (-alpha)
 
     def mean(self, k) -> np.ndarray:
         """E[L] at k experts: (S, F) for scalar k, (S, F, K) for a sequence."""
         floor, amplitude = (self._expand(a, k) for a in (self.floor, self.amplitude))
         return floor + amplitude * self.shape(k)
 
-    def noise_sd(self, k, n_subsets: int = 1) -> np.ndarray:
+    def noise_sd(self, k, n_subsets=1) -> np.ndarray:
         """Sd of the mean loss of ``n_subsets`` random k-subsets around the curve (the fit's
-        noise model: sigma²·spread(k, M) + nugget², divided by the number of subsets)."""
+        noise model: sigma²·spread(k, M) + nugget², divided by the number of subsets; a count
+        per k broadcasts along k)."""
         k_arr = np.asarray(k, dtype=float)
         factor = np.maximum(
             spread_factor(self.spread, k_arr, np.full_like(k_arr, self.pool_size)), 0
@@ -82,6 +89,21 @@ class CurveDraws:
         }
         return CurveDraws(
             self.labels, self.n_b, **arrays, spread=self.spread, pool_size=self.pool_size
+        )
+
+    def families(self, index: np.ndarray) -> CurveDraws:
+        """The curves of the families at ``index`` (columns)."""
+        arrays = {
+            name: getattr(self, name)[:, index] for name in ("floor", "amplitude", "b", "alpha")
+        }
+        return CurveDraws(
+            [self.labels[i] for i in index],
+            self.n_b,
+            **arrays,
+            sigma=self.sigma[:, index],
+            nugget=self.nugget,
+            spread=self.spread,
+            pool_size=self.pool_size,
         )
 
     def _k_axis(self, k):
@@ -119,7 +141,7 @@ class Posterior:
     def n_draws(self) -> int:
         return self.sigma.shape[0]
 
-    @property
+    @cached_property
     def labels(self) -> list[str]:
         return list(self.families["label"])
 
@@ -282,7 +304,8 @@ class Posterior:
 
     def _curves(self, n_b: float, index: np.ndarray) -> CurveDraws:
         n_b = _positive_size(n_b)
-        p = {name: value[:, index] for name, value in self.law.items()}
+        every = len(index) == len(self.labels) and np.array_equal(index, np.arange(len(index)))
+        p = self.law if every else {name: value[:, index] for name, value in self.law.items()}
         log_n = np.log(n_b)
         floor = p["L_star"] + p["B"] * np.exp(-p["beta"] * log_n)
         amplitude = p["A0"] * np.exp(-p["gamma"] * log_n)

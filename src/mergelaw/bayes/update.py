@@ -159,31 +159,13 @@ def _condition_population(
     var = _noise_variance(points, sigma, nugget, post.spec.spread, post.pool_size)
 
     linear = ["level", "drop"] if points.distinct_k >= 2 else ["level"]
-    columns = [np.ones_like(c), c][: len(linear)]
     if len(linear) == 1:
         offset += values["drop"][:, None] * c
-    design = np.stack(columns, axis=-1)  # (P, R, p)
-    weight = 1.0 / var
-    precision = np.einsum("pr,pri,prj->pij", weight, design, design)
-    rhs = np.einsum("pr,pri,pr->pi", weight, design, points.y - offset)
-    sign, logdet = np.linalg.slogdet(precision)
-    usable = sign > 0
-    precision[~usable] = np.eye(len(linear))
-    theta_hat = np.linalg.solve(precision, rhs[..., None])[..., 0]
-    resid = points.y - offset - np.einsum("pri,pi->pr", design, theta_hat)
-    log_z = (
-        -0.5 * (points.k.size - len(linear)) * LOG_2PI
-        - 0.5 * np.sum(np.log(var), axis=-1)
-        - 0.5 * logdet
-        - 0.5 * np.sum(weight * resid**2, axis=-1)
-    )
-    chol = np.linalg.cholesky(np.linalg.inv(precision))
-    z = rng.standard_normal(theta_hat.shape)
-    theta = theta_hat + np.einsum("pij,pj->pi", chol, z)
-    log_w = np.where(usable, log_z, -np.inf)
+    theta, log_z = _gaussian_draw(points.y - offset, c, 1.0 / var, len(linear), rng)
+    log_w = log_z - 0.5 * np.sum(np.log(var), axis=-1)
     for i, name in enumerate(linear):
-        values[name] = theta[:, i]
-        log_w = log_w + _log_population_density(post, name, theta[:, i], source)
+        values[name] = theta[i]
+        log_w = log_w + _log_population_density(post, name, theta[i], source)
 
     law = post.law_of(values)
     log_n = np.log(n_b)
@@ -203,6 +185,37 @@ def _condition_population(
         f"population draws, ({', '.join(linear)}) drawn from the new points (Rao-Blackwellised)"
     )
     return _resample(proposals, log_w, post.n_draws, rng, method)
+
+
+def _gaussian_draw(
+    residual: np.ndarray, c: np.ndarray, weight: np.ndarray, n_linear: int, rng
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """For residual = theta_1 + theta_2 c + noise (weights 1/var; theta_2 only if n_linear is 2),
+    one draw of theta from the normalised likelihood, and its log integral over theta (without
+    the -0.5 sum log var term). Closed-form 1x1 and 2x2 algebra over all proposals at once."""
+    r = residual.shape[-1] - n_linear
+    a = weight.sum(axis=-1)
+    r1 = (weight * residual).sum(axis=-1)
+    if n_linear == 1:
+        mean = r1 / a
+        rss = (weight * (residual - mean[:, None]) ** 2).sum(axis=-1)
+        log_z = -0.5 * r * LOG_2PI - 0.5 * np.log(a) - 0.5 * rss
+        return [mean + rng.standard_normal(a.shape) / np.sqrt(a)], log_z
+    wc = weight * c
+    b, cc, r2 = wc.sum(axis=-1), (wc * c).sum(axis=-1), (wc * residual).sum(axis=-1)
+    det = a * cc - b**2
+    usable = det > 1e-12 * a * cc
+    det = np.where(usable, det, 1.0)
+    mean1, mean2 = (cc * r1 - b * r2) / det, (a * r2 - b * r1) / det
+    rss = (weight * (residual - mean1[:, None] - mean2[:, None] * c) ** 2).sum(axis=-1)
+    log_z = -0.5 * r * LOG_2PI - 0.5 * np.log(det) - 0.5 * rss
+    # Cholesky factor of the covariance [[cc, -b], [-b, a]] / det.
+    l11 = np.sqrt(cc / det)
+    l21 = -b / det / l11
+    l22 = np.sqrt(np.maximum(a / det - l21**2, 0.0))
+    z1, z2 = rng.standard_normal(a.shape), rng.standard_normal(a.shape)
+    theta = [mean1 + l11 * z1, mean2 + l21 * z1 + l22 * z2]
+    return theta, np.where(usable, log_z, -np.inf)
 
 
 def _log_population_density(
