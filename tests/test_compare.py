@@ -6,11 +6,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from mergelaw import law
 from mergelaw.bayes.data import prepare
 from mergelaw.bayes.fit import fit
 from mergelaw.bayes.posterior import Posterior
+from mergelaw.cli import app
 from mergelaw.compare import contrasts, method_effects_loo, method_pairs, pool_methods
 from mergelaw.curves import validate_curves
 from mergelaw.errors import MergelawError
@@ -133,9 +135,16 @@ def test_contrasts_cover_the_true_differences(plan_fit):
 
 
 @pytest.mark.slow  # a second fit: about 40 s on 2 busy cores
-def test_loo_prefers_method_effects_when_methods_differ(plan_fit, plan_table):
+def test_loo_prefers_method_effects_when_methods_differ(plan_fit, plan_table, tmp_path):
     pooled_fit = fit(pool_methods(plan_table), seed=5, draws=200, tune=300, chains=2)
     answer = method_effects_loo(plan_fit, pooled_fit)
     assert answer.decision["preferred"] == "method effects"
     difference = answer.table[answer.table["quantity"] == "elpd difference"].iloc[0]
     assert difference.lower > 0
+    # The same through the command line.
+    plan_fit.save(tmp_path / "fit.nc")
+    pooled_fit.save(tmp_path / "pooled.nc")
+    args = ["compare", str(tmp_path / "fit.nc"), "--methods", "average,ties", "--pooled-only"]
+    result = CliRunner().invoke(app, [*args, "--null", str(tmp_path / "pooled.nc")])
+    assert result.exit_code == 0, result.output
+    assert "PSIS-LOO prefers: method effects" in result.output

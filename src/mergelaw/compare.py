@@ -228,8 +228,8 @@ def method_effects_loo(with_methods, without_methods) -> Answer:
             "lower": s["elpd_loo"] - z * s["se"],
             "upper": s["elpd_loo"] + z * s["se"],
             "level": 0.9,
-            "p_loo": s["p_loo"],
-            "n_high_pareto_k": s["n_high_pareto_k"],
+            "eff_par": s["p_loo"],
+            "k>0.7": s["n_high_pareto_k"],
         }
         for name, s in scores.items()
     ]
