@@ -348,3 +348,26 @@ def test_experts_and_stopping_intervals_hold_the_truth(plan_fit):
                       "first k with gain < threshold").iloc[0]  # fmt: skip
         hits.append(row.lower <= true_stop <= row.upper)
     assert np.mean(hits) >= 0.75, hits
+
+
+def test_few_point_forecast_of_an_unseen_domain_covers_the_truth(plan_fit):
+    """Physics is not in the fit: its k = 1, 2, 4 rows and the fitted population forecast
+    k = 5..9 at each size."""
+    from mergelaw.simulate import simulate_curves
+
+    post = Posterior.from_fit(plan_fit)
+    table = simulate_curves(
+        sizes_b=(0.5, 3.0, 14.0), domains=("physics",), methods=("average",), seed=9
+    )
+    truth = paper_law_params().set_index(["method", "domain"]).loc[("average", "physics")]
+    covered = []
+    for n in (0.5, 3.0, 14.0):
+        rows = table[(table["n_params"] == n * 1e9) & table["k"].isin([1, 2, 4])]
+        answer = plan.forecast_from_points(post, rows[["k", "loss"]], n_b=n, k=range(5, 10))
+        assert answer.decision["ess"] > 200 and not answer.notes
+        expected = _values(answer, "expected loss")
+        true = law.mean_loss(
+            n, expected["k"].to_numpy(), *truth[list(law.LAW_PARAM_NAMES)].astype(float)
+        )
+        covered += list((expected["lower"] <= true) & (true <= expected["upper"]))
+    assert np.mean(covered) >= 0.8, covered

@@ -67,8 +67,9 @@ def target(
     level: LevelOpt = 0.9,
     json_out: JsonOpt = None,
 ) -> None:
-    """Experts needed to reach a target loss; 'unreachable at this size' comes with the base
-    size that would reach it."""
+    """Experts needed to reach a target loss.
+
+    'Unreachable at this size' comes with the base size that would reach it."""
     from mergelaw.plan import experts_for_target
 
     post = _posterior(ctx, pool_size)
@@ -124,8 +125,10 @@ def stop(
     seed: Annotated[int, typer.Option(help="Seed of the importance resampling.")] = 0,
     json_out: JsonOpt = None,
 ) -> None:
-    """When to stop adding experts: the first k whose expected gain drops below epsilon, k80 and
-    k90; with --losses, stop or continue for a pool being measured."""
+    """When to stop adding experts: gain below epsilon, k80, k90; or stop/continue now.
+
+    The first k whose expected gain drops below epsilon (per unit cost with --cost-per-expert),
+    and k80/k90; with --losses, stop or continue for a pool being measured."""
     from mergelaw.plan import sequential_stop, stopping
 
     post = _posterior(ctx, pool_size)
@@ -230,8 +233,10 @@ def forecast(
     seed: Annotated[int, typer.Option(help="Seed of the predictive draws.")] = 0,
     json_out: JsonOpt = None,
 ) -> None:
-    """Posterior predictive curve at a base size (fitted or not) for a family or a new one; with
-    --points, the curve of a new setting forecast from a few measured k."""
+    """Posterior predictive curve at a base size; few-point forecast with --points.
+
+    Any base size (fitted or not), for a family of the fit or a new one; with --points, the
+    curve of a new setting forecast from a few measured k."""
     from mergelaw.plan import forecast as run_forecast
     from mergelaw.plan import forecast_from_points
 
@@ -286,9 +291,10 @@ def compare(
     level: LevelOpt = 0.9,
     json_out: JsonOpt = None,
 ) -> None:
-    """Compare two merge methods: posterior contrasts A - B (floor, tail amplitude, loss at k,
-    experts for a target), P(A lower), a region of practical equivalence; per domain and size,
-    and pooled."""
+    """Compare two merge methods by posterior contrasts, P(A < B) and a ROPE.
+
+    Contrasts A - B of the floor, tail amplitude, loss at k and experts for a target, per domain
+    and size and pooled; with --null, PSIS-LOO of method effects against none."""
     from mergelaw.bayes.fit import Fit
     from mergelaw.bayes.posterior import Posterior
     from mergelaw.compare import contrasts, method_effects_loo
