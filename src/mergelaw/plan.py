@@ -111,31 +111,43 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     """
     p = {n: v[:, index] for n, v in post.law.items()}
     tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
-
-    def excess(x):
-        e_floor, e_tail = p["B"] * np.exp(-p["beta"] * x), tail * np.exp(-p["gamma"] * x)
-        return p["L_star"] + e_floor + e_tail - target, -p["beta"] * e_floor - p["gamma"] * e_tail
-
-    lo = np.full(tail.shape, np.log(N_RANGE_B[0]))
-    hi = np.full(tail.shape, np.log(N_RANGE_B[1]))
-    never = excess(hi)[0] > 0
-    already = excess(lo)[0] <= 0
+    shape = tail.shape
+    lo_end, hi_end = np.log(N_RANGE_B[0]), np.log(N_RANGE_B[1])
     start = np.log(size_for_floor(target, post, index))
-    x = np.clip(np.where(np.isfinite(start), start, lo), lo, hi)
-    active = ~(never | already)
+    x = np.clip(np.where(np.isfinite(start), start, lo_end), lo_end, hi_end).ravel()
+    # Work on the draws still searching only: flat arrays, compacted as draws converge.
+    q = {n: v.ravel() for n, v in (("L", p["L_star"]), ("B", p["B"]), ("beta", p["beta"]),
+                                   ("C", tail), ("gamma", p["gamma"]))}  # fmt: skip
+
+    def excess(x, i):
+        e_floor = q["B"][i] * np.exp(-q["beta"][i] * x)
+        e_tail = q["C"][i] * np.exp(-q["gamma"][i] * x)
+        f = q["L"][i] + e_floor + e_tail - target
+        return f, -q["beta"][i] * e_floor - q["gamma"][i] * e_tail
+
+    every = np.arange(x.size)
+    never = excess(np.full(x.size, hi_end), every)[0] > 0
+    already = excess(np.full(x.size, lo_end), every)[0] <= 0
+    todo = every[~(never | already)]
+    lo, hi, xs = np.full(todo.size, lo_end), np.full(todo.size, hi_end), x[todo]
     for _ in range(100):
-        f, slope = excess(x)
-        hi = np.where(f <= 0, x, hi)
-        lo = np.where(f > 0, x, lo)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            newton = x - f / slope
-        inside = (slope < 0) & (newton >= lo) & (newton <= hi)
-        converged = inside & (np.abs(newton - x) <= 1e-13 * np.maximum(1.0, np.abs(x)))
-        x = np.where(active, np.where(inside, newton, (lo + hi) / 2.0), x)
-        active &= ~converged & (hi - lo > 1e-13)
-        if not active.any():
+        if todo.size == 0:
             break
-    return np.where(never, np.inf, np.where(already, N_RANGE_B[0], np.exp(x)))
+        f, slope = excess(xs, todo)
+        hi = np.where(f <= 0, xs, hi)
+        lo = np.where(f > 0, xs, lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = xs - f / slope
+        inside = (slope < 0) & (newton >= lo) & (newton <= hi)
+        xs = np.where(inside, newton, (lo + hi) / 2.0)
+        x[todo] = xs
+        going = ~(inside & (np.abs(f / slope) <= 1e-12 * np.maximum(1.0, np.abs(xs))))
+        going &= hi - lo > 1e-12
+        todo, lo, hi, xs = todo[going], lo[going], hi[going], xs[going]
+    n = np.exp(x)
+    n[never] = np.inf
+    n[already] = N_RANGE_B[0]
+    return n.reshape(shape)
 
 
 # ---- the queries -------------------------------------------------------------------------------
