@@ -68,9 +68,9 @@ def test_missing_file_and_bad_option_values(tmp_path):
     )
     assert result.exit_code == 2 and "--sizes: cannot read 'a,b'" in result.stderr
     result = runner.invoke(
-        app, ["simulate", "--out", str(tmp_path / "x.parquet"), "--methods", "dare"]
+        app, ["simulate", "--out", str(tmp_path / "x.parquet"), "--methods", "dare_ties"]
     )
-    assert result.exit_code == 2 and "no law parameters for method 'dare'" in result.stderr
+    assert result.exit_code == 2 and "no law parameters for method 'dare_ties'" in result.stderr
     assert not (tmp_path / "x.parquet").exists()
 
 
