@@ -285,7 +285,7 @@ def fit(
     draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up draws per chain.")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (one XLA host device each).")] = 4,
-    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance.")] = 0.95,
+    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance.")] = 0.99,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same posterior.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:

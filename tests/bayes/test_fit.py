@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mergelaw.bayes.fit import Fit, fit
+from mergelaw.bayes.fit import Fit, fit, prior_predictive
 from mergelaw.bayes.spec import load_spec
 from mergelaw.cli import app
 from mergelaw.curves import write_curves
@@ -51,6 +51,33 @@ def test_fit_is_self_describing(quick_fit, table):
     assert (summary["lower"] <= summary["mean"]).all() and (
         summary["mean"] <= summary["upper"]
     ).all()
+
+
+def test_predictive_draws_and_curve_checks_travel_with_the_fit(quick_fit, table, tmp_path):
+    """The fit keeps the table's structure, so a saved fit alone replicates every row and keeps
+    the per-curve checks made when it was fitted."""
+    replicated = quick_fit.posterior_predictive(draws=50, seed=1)
+    assert replicated.shape == (50, len(table))
+    mean, scale = quick_fit.predictive_draws(draws=50)
+    # the replicated rows scatter around the posterior mean by the noise model's scale
+    z = (replicated - mean) / scale
+    assert abs(z.mean()) < 0.05 and 0.95 < z.std() < 1.05
+    checks = quick_fit.curve_checks()
+    assert len(checks) == 9 and checks["p_means"].between(0, 1).all()
+    assert not checks["misfit"].any() and not quick_fit.diagnostics.misfit_curves
+    assert quick_fit.meta["pool_size"] == 9
+    quick_fit.save(tmp_path / "fit.nc")
+    loaded = Fit.load(tmp_path / "fit.nc")
+    np.testing.assert_array_equal(loaded.posterior_predictive(draws=50, seed=1), replicated)
+    assert loaded.curve_checks().equals(checks)
+
+
+def test_prior_predictive_draws_losses_on_the_tables_structure(table):
+    prior = prior_predictive(table, draws=20, seed=0)
+    assert prior["loss"].shape == (20, len(table))
+    assert prior["L_star"].shape == (20, 3)
+    again = prior_predictive(table, draws=20, seed=0)
+    np.testing.assert_array_equal(again["loss"], prior["loss"])
 
 
 def test_same_seed_same_posterior(table, quick_fit):

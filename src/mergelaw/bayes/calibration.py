@@ -70,7 +70,7 @@ def calibrate(
     thin: int = 4,
     level: float = 0.9,
     seed: int = 0,
-    target_accept: float = 0.95,
+    target_accept: float = 0.99,
 ) -> CalibrationResult:
     """Fit ``n_sims`` tables drawn from the prior on ``data``'s structure; ranks and coverage."""
     prior = numpyro_backend.prior_predictive(spec, data, n_sims, seed)

@@ -44,6 +44,7 @@ class Diagnostics:
     mean_tree_steps: float
     min_bfmi: float
     failures: list[str] = field(default_factory=list)
+    misfit_curves: list[str] = field(default_factory=list)  # failed the predictive checks
 
     @property
     def ok(self) -> bool:
@@ -61,6 +62,21 @@ class Diagnostics:
 def from_numpyro(mcmc, coords: dict, dims: dict):
     """InferenceData of a NumPyro run, with named coords and the pointwise log-likelihood."""
     return az.from_numpyro(mcmc, coords=coords, dims=dims, log_likelihood=True)
+
+
+def with_constant_data(idata, arrays: dict[str, np.ndarray]):
+    """Keep the observation-level structure (k, size, family of every row) in the fit, so a saved
+    fit can make predictive draws and checks without the table."""
+    import xarray as xr
+
+    dataset = xr.Dataset(
+        {name: ("obs", np.asarray(values)) for name, values in arrays.items()},
+        coords={"obs": idata.observed_data["obs"].to_numpy()},
+    )
+    if "constant_data" in idata.groups():
+        del idata.constant_data
+    idata.add_groups(constant_data=dataset)
+    return idata
 
 
 def parameter_names(idata) -> list[str]:

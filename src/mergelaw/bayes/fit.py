@@ -8,6 +8,7 @@ no longer match what the caller has now.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw.bayes import diagnostics as diag
+from mergelaw.bayes import predictive
 from mergelaw.bayes.data import ModelData, prepare
 from mergelaw.bayes.model import REPORTED
 from mergelaw.bayes.spec import ModelSpec, load_spec
@@ -26,6 +28,7 @@ from mergelaw.errors import MergelawError
 from mergelaw.io import atomic_path
 
 Backend = Literal["numpyro", "pymc"]
+DEFAULT_TARGET_ACCEPT = 0.99
 _META_KEY = "mergelaw_meta"
 _SPEC_KEY = "mergelaw_spec"
 
@@ -83,6 +86,35 @@ class Fit:
                     }
                 )
         return pd.DataFrame(rows)
+
+    def observations(self) -> predictive.Observations:
+        """The fitted table's structure and losses, as the fit keeps them."""
+        arrays = {
+            name: values.to_numpy() for name, values in self.idata.constant_data.data_vars.items()
+        }
+        return predictive.Observations.from_arrays(
+            arrays, self.idata.observed_data["loss"].to_numpy()
+        )
+
+    def predictive_draws(
+        self, draws: int = predictive.DEFAULT_CHECK_DRAWS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """E[L] and noise sd of every fitted row under ``draws`` evenly thinned posterior draws."""
+        keep = predictive.thin_index(self.draws("nugget").shape[0], draws)
+        names = [*REPORTED, "sigma", "sigma_slope", "nugget"]
+        values = {n: self.draws(n)[keep] for n in names if n in self.idata.posterior}
+        return predictive.mean_and_scale(values, self.observations(), self.spec.spread)
+
+    def posterior_predictive(
+        self, draws: int = predictive.DEFAULT_CHECK_DRAWS, seed: int = 0
+    ) -> np.ndarray:
+        """Replicated losses of every fitted row, one table per thinned draw: (draws, n_obs)."""
+        mean, scale = self.predictive_draws(draws)
+        return predictive.replicate(mean, scale, np.random.default_rng(seed))
+
+    def curve_checks(self) -> pd.DataFrame:
+        """Per-curve posterior predictive checks made when the fit was made (see predictive)."""
+        return pd.DataFrame(self.meta["curve_checks"])
 
     def save(self, path: str | Path) -> None:
         """Write to netCDF atomically, with the spec, metadata and diagnostics inside."""
@@ -144,7 +176,7 @@ def fit(
     tune: int = 1000,
     chains: int = 4,
     seed: int = 0,
-    target_accept: float = 0.95,
+    target_accept: float = DEFAULT_TARGET_ACCEPT,
     max_tree_depth: int = 10,
     progress: bool = False,
     sampler: str = "pymc",
@@ -154,8 +186,9 @@ def fit(
 
     ``backend='numpyro'`` runs chains in parallel over XLA host devices; ``backend='pymc'`` uses
     PyMC with ``sampler`` 'pymc' (its own NUTS), 'nutpie' or 'numpyro'. The same seed gives the
-    same posterior. target_accept 0.95 by default: at 0.9 the default spec left 4 divergent draws
-    in 4000 on the 60-curve benchmark table, at 0.95 none.
+    same posterior. target_accept 0.99 by default: the posterior of the tail's shape narrows as b
+    grows (gamma then scales a large amplitude), and at 0.95 the default spec left divergent draws
+    in that corner of paper-scale and 60-curve benchmark tables; at 0.99 none (fit_bench).
     """
     spec = load_spec(spec) if isinstance(spec, str) else spec
     data = prepare(table, source=source)
@@ -181,8 +214,41 @@ def fit(
         idata, wall_time, sampler = run.idata, run.wall_time, f"pymc ({sampler})"
     else:
         raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
+    obs = predictive.Observations.from_data(data)
+    idata = diag.with_constant_data(idata, obs.arrays())
     meta = _meta(data, backend, sampler, settings, wall_time)
-    return Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
+    result = Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
+    return _with_curve_checks(result, list(data.curves["label"]))
+
+
+def _with_curve_checks(result: Fit, curve_labels: list[str]) -> Fit:
+    """Run the per-curve predictive checks; curves that fail them flag the fit."""
+    mean, scale = result.predictive_draws()
+    checks = predictive.curve_checks(mean, scale, result.observations(), curve_labels)
+    result.meta["curve_checks"] = checks.to_dict(orient="list")
+    misfit = list(checks.loc[checks["misfit"], "curve"])
+    failures = list(result.diagnostics.failures)
+    if misfit:
+        shown = ", ".join(misfit[:3]) + (" ..." if len(misfit) > 3 else "")
+        failures.append(
+            f"{len(misfit)} curve(s) fail the predictive check "
+            f"(p < {checks.attrs['threshold']:.1e}): {shown}"
+        )
+    result.diagnostics = dataclasses.replace(
+        result.diagnostics, misfit_curves=misfit, failures=failures
+    )
+    return result
+
+
+def prior_predictive(
+    table: pd.DataFrame, spec: ModelSpec | str = "default", draws: int = 500, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Draws of every parameter and of the losses ('loss', (draws, n_obs)) from the prior, on the
+    table's structure: what the spec believes before seeing the losses."""
+    from mergelaw.bayes import numpyro_backend
+
+    spec = load_spec(spec) if isinstance(spec, str) else spec
+    return numpyro_backend.prior_predictive(spec, prepare(table), draws, seed)
 
 
 def _meta(data: ModelData, backend: str, sampler: str, settings: dict, wall_time: float) -> dict:
@@ -194,6 +260,7 @@ def _meta(data: ModelData, backend: str, sampler: str, settings: dict, wall_time
         "n_obs": len(data.y),
         "n_ref": data.n_ref,
         "k_anchor": data.k_anchor,
+        "pool_size": float(data.pool_size.max()),
         "x_lo": data.x_lo,
         "x_hi": data.x_hi,
         "families": data.families.to_dict(orient="list"),

@@ -148,7 +148,7 @@ class Posterior:
     @classmethod
     def from_fit(cls, fit, *, pool_size: float | None = None) -> Posterior:
         """The draws of a ``Fit`` (chains stacked). ``pool_size`` (M, for the finite-pool spread)
-        defaults to the table's largest k."""
+        defaults to the fitted table's largest pool (older fits: its largest k)."""
         spec = fit.spec
         for name in ("b", "alpha"):
             if name in spec.required_params() and param_scope(spec, name) == "curve":
@@ -188,7 +188,9 @@ class Posterior:
             k_anchor=float(meta["k_anchor"]),
             x_lo=float(meta["x_lo"]),
             x_hi=float(meta["x_hi"]),
-            pool_size=float(pool_size if pool_size is not None else meta["k_anchor"]),
+            pool_size=float(
+                pool_size if pool_size is not None else meta.get("pool_size", meta["k_anchor"])
+            ),
             sizes_b=tuple(sizes),
             flag=fit.flag,
             provenance={
