@@ -369,8 +369,11 @@ def loo(
     table = Table(title="PSIS-LOO", box=box.SIMPLE_HEAD)
     for column in ("fit", "spec", "elpd_loo", "se", "p_loo", "Pareto k > 0.7", "diagnostics"):
         table.add_column(column)
+    unreliable = []
     for name, result in loaded.items():
         scores = diag.loo(result.idata)
+        if scores["n_high_pareto_k"]:
+            unreliable.append(result.spec.name)
         table.add_row(
             name,
             result.spec.name,
@@ -384,6 +387,43 @@ def loo(
     if len(loaded) > 1:
         comparison = diag.compare({name: f.idata for name, f in loaded.items()})
         console.print(comparison[["rank", "elpd_loo", "elpd_diff", "dse", "weight"]].to_string())
+    if unreliable:
+        specs = " ".join(f"--spec {name}" for name in dict.fromkeys(unreliable))
+        console.print(
+            f"Pareto k > {diag.MAX_PARETO_K} for some rows: PSIS-LOO is unreliable there. "
+            f"Refit by grouped k-fold instead: mergelaw kfold TABLE {specs} --folds 5",
+            markup=False,
+        )
+
+
+@app.command()
+@one_line_errors
+def kfold(
+    table: Annotated[Path, typer.Argument(help="Curves table (.parquet/.csv), or per-k means.")],
+    spec: Annotated[
+        list[str], typer.Option(help="Model spec to score (repeat to compare several).")
+    ] = ["default"],  # noqa: B006 (typer reads the default list, never mutates it)
+    folds: Annotated[int, typer.Option(help="Folds; whole curves are left out.")] = 5,
+    draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up draws per chain.")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the fits.")] = 0,
+) -> None:
+    """Compare specs by grouped k-fold cross-validation (refits without whole curves): the
+    fallback where PSIS-LOO's Pareto k is too high."""
+    from mergelaw.bayes.kfold import compare_kfold, grouped_kfold
+    from mergelaw.curves import read_curves
+
+    curves = _read_fit_input(table, read_curves)
+    settings = dict(draws=draws, tune=tune, chains=chains, seed=seed)
+    results = []
+    for name in spec:
+        result = grouped_kfold(curves, name, folds=folds, **settings)
+        results.append(result)
+        for j, flag in enumerate(result.flags):
+            if flag != "ok":
+                console.print(f"{name}: fold {j + 1} fit flagged: {flag}", markup=False)
+    console.print(compare_kfold(results).to_string(index=False, float_format="{:.1f}".format))
 
 
 def _print_law_summary(result) -> None:

@@ -83,8 +83,9 @@ def mean_and_scale(
     or (S, C) arrays, sigma to (S, F), sigma_slope and nugget to (S,)."""
     f = obs.family
     law = {name: draws[name][:, f] for name in _LAW}
-    b = _per_obs(draws.get("b"), obs, 0.0)
-    alpha = _per_obs(draws.get("alpha"), obs, 1.0)
+    n_families = draws["L_star"].shape[1]
+    b = _per_obs(draws.get("b"), obs, n_families, 0.0)
+    alpha = _per_obs(draws.get("alpha"), obs, n_families, 1.0)
     floor = law["L_star"] + law["B"] * np.exp(-law["beta"] * obs.log_n)
     amplitude = law["A0"] * np.exp(-law["gamma"] * obs.log_n)
     mean = floor + amplitude * (obs.k + b) ** (-alpha)
@@ -96,10 +97,10 @@ def mean_and_scale(
     return mean, np.sqrt(sigma**2 * factor + nugget**2)
 
 
-def _per_obs(values: np.ndarray | None, obs: Observations, default: float):
+def _per_obs(values: np.ndarray | None, obs: Observations, n_families: int, default: float):
+    """A parameter given per family, or per curve (the naive spec's b, alpha), for every row."""
     if values is None:
         return default
-    n_families = int(obs.family.max()) + 1
     return values[:, obs.family] if values.shape[1] == n_families else values[:, obs.curve]
 
 

@@ -1,0 +1,85 @@
+"""Grouped k-fold: folds leave out whole curves and keep every family in training; held-out log
+densities equal a direct computation from the law and the noise model; the scores add up."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mergelaw.bayes.kfold import (
+    assign_folds,
+    compare_kfold,
+    grouped_kfold,
+    heldout_log_density,
+)
+from mergelaw.errors import MergelawError
+from mergelaw.law import mean_loss
+from mergelaw.simulate import simulate_curves
+
+
+def test_folds_leave_out_whole_curves_and_keep_every_family():
+    table = simulate_curves(
+        sizes_b=(0.5, 1.5, 3.0, 7.0, 14.0),
+        domains=("code", "biology"),
+        methods=("average", "ties"),
+        subsets_per_k=1,
+    )
+    fold = assign_folds(table, folds=3, seed=2)
+    table = table.assign(fold=fold)
+    assert (table.groupby(["method", "eval_domain", "n_params"])["fold"].nunique() == 1).all()
+    for j in range(3):
+        training = table[table["fold"] != j]
+        assert training.groupby(["method", "eval_domain"]).ngroups == 4
+        assert training["n_params"].nunique() == 5  # staggered: no size leaves every family
+        held = table[table["fold"] == j]
+        # 5 sizes over 3 folds: each family leaves out 1 or 2 of its curves per fold
+        assert held.groupby(["method", "eval_domain"])["n_params"].nunique().between(1, 2).all()
+    np.testing.assert_array_equal(fold, assign_folds(table.drop(columns="fold"), 3, seed=2))
+    with pytest.raises(MergelawError, match="folds <= the fewest sizes of any family"):
+        assign_folds(table, folds=6)
+
+
+def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(
+    plan_fit, plan_table
+):
+    rows = plan_table[(plan_table["n_params"] == 3_000_000_000)].head(40)
+    got = heldout_log_density(plan_fit, rows, draws=10_000)
+    labels = list(plan_fit.families["label"])
+    expected = []
+    for _, row in rows.iterrows():
+        f = labels.index(f"{row.arch}/{row.method}/{row.eval_domain}")
+        p = {n: plan_fit.draws(n)[:, f] for n in ("L_star", "B", "beta", "A0", "gamma", "b")}
+        n_b, k, m = row.n_params / 1e9, row.k, row.pool_size
+        mu = mean_loss(n_b, k, p["L_star"], p["B"], p["beta"], p["A0"], p["gamma"], p["b"])
+        sigma = plan_fit.draws("sigma")[:, f] * (n_b / plan_fit.meta["n_ref"]) ** -plan_fit.draws(
+            "sigma_slope"
+        )
+        sd = np.sqrt(sigma**2 * (m - k) / (k * (m - 1)) + plan_fit.draws("nugget") ** 2)
+        expected.append(np.log(np.mean(stats.norm.pdf(row.loss, mu, sd))))
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_grouped_kfold_scores_every_row_once(plan_table):
+    result = grouped_kfold(plan_table, folds=3, draws=80, tune=80, chains=2, seed=1)
+    assert result.pointwise.shape == (len(plan_table),) and np.isfinite(result.pointwise).all()
+    assert result.elpd == pytest.approx(result.pointwise.sum())
+    assert set(result.fold_of_row) == {0, 1, 2} and len(result.flags) == 3
+    ranked = compare_kfold([result])
+    assert ranked["elpd_diff"][0] == 0.0 and ranked["dse"][0] == 0.0
+    with pytest.raises(MergelawError, match="parameters per curve"):
+        grouped_kfold(plan_table, "naive", folds=3)
+
+
+def test_cli_kfold_prints_the_ranking(plan_table, tmp_path):
+    from typer.testing import CliRunner
+
+    from mergelaw.cli import app
+    from mergelaw.curves import write_curves
+
+    path = tmp_path / "curves.parquet"
+    write_curves(plan_table, path)
+    args = ["kfold", str(path), "--folds", "2", "--draws", "40", "--tune", "40", "--chains", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "elpd_kfold" in result.stdout and "default" in result.stdout
+    bad = CliRunner().invoke(app, [*args[:2], "--folds", "4"])
+    assert bad.exit_code == 2 and "folds <= the fewest sizes" in bad.stderr
