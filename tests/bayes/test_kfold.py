@@ -38,9 +38,7 @@ def test_folds_leave_out_whole_curves_and_keep_every_family():
         assign_folds(table, folds=6)
 
 
-def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(
-    plan_fit, plan_table
-):
+def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan_fit, plan_table):
     rows = plan_table[(plan_table["n_params"] == 3_000_000_000)].head(40)
     got = heldout_log_density(plan_fit, rows, draws=10_000)
     labels = list(plan_fit.families["label"])
