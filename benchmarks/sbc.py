@@ -21,18 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from mergelaw.bayes.calibration import calibrate  # sets one XLA host device per chain
-from mergelaw.bayes.data import prepare
+from mergelaw.bayes.calibration import calibrate, sbc_template  # one XLA device per chain
 from mergelaw.bayes.spec import load_spec
 from mergelaw.io import atomic_path
-from mergelaw.simulate import simulate_curves
-
-TEMPLATE = {
-    "sizes_b": (0.5, 3.0, 14.0),
-    "domains": ("biology", "code", "physics"),
-    "methods": ("average", "ties"),
-    "subsets_per_k": 3,
-}
 
 
 def main() -> None:
@@ -45,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sbc.txt"))
     args = parser.parse_args()
     spec = load_spec(args.spec)
-    data = prepare(simulate_curves(**TEMPLATE, seed=0))
+    data = sbc_template()
     start = time.perf_counter()
     result = calibrate(
         spec,

@@ -50,6 +50,24 @@ class CalibrationResult:
         return self.coverage.groupby("param")["covered"].mean()
 
 
+#: The table structure SBC draws its tables on: 3 sizes x 3 domains x 2 methods = 6 families,
+#: k = 1..9, 3 subsets per k (486 rows): small enough to refit a hundred times.
+SBC_TEMPLATE = {
+    "sizes_b": (0.5, 3.0, 14.0),
+    "domains": ("biology", "code", "physics"),
+    "methods": ("average", "ties"),
+    "subsets_per_k": 3,
+}
+
+
+def sbc_template() -> ModelData:
+    """The template's structure (its simulated losses are replaced by prior draws)."""
+    from mergelaw.bayes.data import prepare
+    from mergelaw.simulate import simulate_curves
+
+    return prepare(simulate_curves(**SBC_TEMPLATE, seed=0))
+
+
 def population_names(spec: ModelSpec) -> list[str]:
     """Sites shared by all families: pooled means and scales, the nugget and the spread slope."""
     names = ["nugget", "sigma_slope"]
