@@ -3,8 +3,16 @@ tiny end-to-end run produces ranks and coverage of the right shape."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from mergelaw.bayes.calibration import CalibrationResult, calibrate, population_names
+from mergelaw.bayes.calibration import (
+    SBC_SETTINGS,
+    SLOW_TEST_SIMS,
+    CalibrationResult,
+    calibrate,
+    population_names,
+    sbc_template,
+)
 from mergelaw.bayes.data import prepare
 from mergelaw.bayes.spec import load_spec
 from mergelaw.simulate import simulate_curves
@@ -45,3 +53,23 @@ def test_calibrate_runs_end_to_end():
     assert result.ranks["rank"].between(0, result.n_draws).all()
     assert set(result.coverage["param"]) == {"L_star", "B", "beta", "A0", "gamma", "b"}
     assert len(result.coverage) == 2 * 2 * 6  # sims x families x parameters
+
+
+def test_a_shorter_run_is_a_prefix_of_a_longer_one():
+    """Each simulation has its own seeds: the slow test's run is the benchmark's first tables."""
+    spec = load_spec("default")
+    data = sbc_template()
+    short = calibrate(spec, data, n_sims=1, draws=30, tune=30, chains=2, thin=2)
+    longer = calibrate(spec, data, n_sims=2, draws=30, tune=30, chains=2, thin=2)
+    pd.testing.assert_frame_equal(short.ranks, longer.first(1).ranks)
+    pd.testing.assert_frame_equal(short.coverage, longer.first(1).coverage)
+
+
+@pytest.mark.slow
+def test_sbc_ranks_are_uniform_and_group_intervals_cover():
+    """The first SLOW_TEST_SIMS tables of benchmarks/sbc.py (same seeds and settings; the
+    benchmark prints this test's numbers): population ranks uniform, 90% intervals of the group
+    parameters covering 85-95% of the truths."""
+    result = calibrate(load_spec("default"), sbc_template(), n_sims=SLOW_TEST_SIMS, **SBC_SETTINGS)
+    assert result.uniformity(bins=5)["p_value"].min() > 0.001
+    assert 0.85 <= result.coverage["covered"].mean() <= 0.95

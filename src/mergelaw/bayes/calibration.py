@@ -46,6 +46,15 @@ class CalibrationResult:
             )
         return pd.DataFrame(rows)
 
+    def first(self, n_sims: int) -> CalibrationResult:
+        """The result of the first ``n_sims`` simulations alone (what a shorter run gives)."""
+        return CalibrationResult(
+            self.ranks[self.ranks["sim"] < n_sims],
+            self.coverage[self.coverage["sim"] < n_sims],
+            self.n_draws,
+            self.divergent_share,
+        )
+
     def coverage_by_param(self) -> pd.Series:
         return self.coverage.groupby("param")["covered"].mean()
 
@@ -60,12 +69,23 @@ SBC_TEMPLATE = {
 }
 
 
+#: Sampler settings of the SBC runs (benchmarks/sbc.py and the slow test; 100 thinned draws).
+SBC_SETTINGS = {"draws": 300, "tune": 300, "chains": 2, "thin": 6}
+#: The slow test refits this many tables: the first ones of the benchmark's run, same seeds.
+SLOW_TEST_SIMS = 20
+
+
 def sbc_template() -> ModelData:
     """The template's structure (its simulated losses are replaced by prior draws)."""
     from mergelaw.bayes.data import prepare
     from mergelaw.simulate import simulate_curves
 
     return prepare(simulate_curves(**SBC_TEMPLATE, seed=0))
+
+
+def simulation_seed(seed: int, sim: int) -> int:
+    """The seed of simulation ``sim`` (its prior draw; its sampler takes the next integer)."""
+    return seed * 1_000_003 + 2 * sim
 
 
 def population_names(spec: ModelSpec) -> list[str]:
@@ -91,7 +111,6 @@ def calibrate(
     target_accept: float = 0.99,
 ) -> CalibrationResult:
     """Fit ``n_sims`` tables drawn from the prior on ``data``'s structure; ranks and coverage."""
-    prior = numpyro_backend.prior_predictive(spec, data, n_sims, seed)
     mcmc, _, _ = numpyro_backend.make_mcmc(
         spec,
         data,
@@ -103,28 +122,31 @@ def calibrate(
         progress=False,
     )
     names = population_names(spec)
-    reported = [
-        n
-        for n in REPORTED
-        if n in prior and prior[n].ndim == 2 and prior[n].shape[1] == len(data.families)
-    ]
     tail = (1.0 - level) / 2.0
     ranks, coverage, divergent = [], [], []
     for sim in range(n_sims):
+        # each simulation has its own seeds, so a shorter run is a prefix of a longer one
+        truth = numpyro_backend.prior_predictive(spec, data, 1, simulation_seed(seed, sim))
+        truth = {name: value[0] for name, value in truth.items()}
+        reported = [
+            n
+            for n in REPORTED
+            if n in truth and truth[n].ndim == 1 and truth[n].shape[0] == len(data.families)
+        ]
         mcmc.run(
-            jax.random.PRNGKey(seed + 1 + sim),
-            y=prior["loss"][sim],
+            jax.random.PRNGKey(simulation_seed(seed, sim) + 1),
+            y=truth["loss"],
             extra_fields=numpyro_backend.EXTRA_FIELDS,
         )
         posterior = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
         divergent.append(float(np.mean(mcmc.get_extra_fields()["diverging"])))
         for name in names:
             kept = posterior[name][::thin]
-            ranks.append({"sim": sim, "param": name, "rank": int(np.sum(kept < prior[name][sim]))})
+            ranks.append({"sim": sim, "param": name, "rank": int(np.sum(kept < truth[name]))})
         for name in reported:
             lo, hi = np.quantile(posterior[name], [tail, 1.0 - tail], axis=0)
-            truth = prior[name][sim]
-            for family, covered in zip(data.families["label"], (lo <= truth) & (truth <= hi)):
+            inside = (lo <= truth[name]) & (truth[name] <= hi)
+            for family, covered in zip(data.families["label"], inside):
                 coverage.append(
                     {"sim": sim, "family": family, "param": name, "covered": bool(covered)}
                 )
