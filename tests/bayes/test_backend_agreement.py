@@ -16,7 +16,7 @@ def test_posterior_means_agree_within_a_tenth_of_a_posterior_sd():
         methods=("average",),
         seed=7,
     )
-    settings = {"draws": 2000, "tune": 1000, "chains": 4, "seed": 11, "target_accept": 0.95}
+    settings = {"draws": 2000, "tune": 1000, "chains": 4, "seed": 11}
     by_numpyro = fit(table, "default", "numpyro", **settings)
     by_pymc = fit(table, "default", "pymc", **settings)
     worst = (0.0, "")
