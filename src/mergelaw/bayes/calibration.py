@@ -9,6 +9,7 @@ parameters cover the truth 90% of the time.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import jax
@@ -121,13 +122,13 @@ def calibrate(
         max_tree_depth=10,
         progress=False,
     )
+    model, _ = numpyro_backend.model_fn(spec, data)
     names = population_names(spec)
     tail = (1.0 - level) / 2.0
     ranks, coverage, divergent = [], [], []
     for sim in range(n_sims):
         # each simulation has its own seeds, so a shorter run is a prefix of a longer one
-        truth = numpyro_backend.prior_predictive(spec, data, 1, simulation_seed(seed, sim))
-        truth = {name: value[0] for name, value in truth.items()}
+        truth = numpyro_backend.prior_draw(model, simulation_seed(seed, sim))
         reported = [
             n
             for n in REPORTED
@@ -140,6 +141,10 @@ def calibrate(
         )
         posterior = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
         divergent.append(float(np.mean(mcmc.get_extra_fields()["diverging"])))
+        # Each run compiles its chains anew; without freeing that code, a long SBC run exhausts
+        # the process's memory maps (LLVM "Cannot allocate memory" after about 40 tables).
+        jax.clear_caches()
+        gc.collect()
         for name in names:
             kept = posterior[name][::thin]
             ranks.append({"sim": sim, "param": name, "rank": int(np.sum(kept < truth[name]))})

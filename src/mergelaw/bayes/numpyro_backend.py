@@ -135,3 +135,16 @@ def prior_predictive(
     model, _ = model_fn(spec, data)
     samples = Predictive(model, num_samples=draws)(jax.random.PRNGKey(seed), y=None)
     return {name: np.asarray(v) for name, v in samples.items()}
+
+
+def prior_draw(model, seed: int) -> dict[str, np.ndarray]:
+    """One draw of every site of ``model`` (from ``model_fn``) from the prior, run eagerly (no
+    compilation per call)."""
+    trace = numpyro.handlers.trace(
+        numpyro.handlers.seed(model, jax.random.PRNGKey(seed))
+    ).get_trace(y=None)
+    return {
+        name: np.asarray(site["value"])
+        for name, site in trace.items()
+        if site["type"] in ("sample", "deterministic")
+    }
