@@ -7,7 +7,7 @@ population parameter (Talts et al. 2018; p-values should look uniform, none tiny
 90% central intervals of the group parameters (L_star, B, beta, A0, gamma, b per family) that
 contain the truth (target 85-95%). Writes the same text to benchmarks/results/sbc.txt.
 
-    python benchmarks/sbc.py                 # 60 simulated tables
+    python benchmarks/sbc.py                 # 40 simulated tables
     python benchmarks/sbc.py --sims 4        # a smoke run
 """
 
@@ -33,7 +33,7 @@ from mergelaw.io import atomic_path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sims", type=int, default=60)
+    parser.add_argument("--sims", type=int, default=40)
     parser.add_argument("--draws", type=int, default=SBC_SETTINGS["draws"])
     parser.add_argument("--chains", type=int, default=SBC_SETTINGS["chains"])
     parser.add_argument("--seed", type=int, default=0)
@@ -87,9 +87,9 @@ def main() -> None:
     prefix = result.first(SLOW_TEST_SIMS)
     lines += [
         "",
-        f"the slow test's run (the first {SLOW_TEST_SIMS} tables, 5 rank bins): smallest "
-        f"p-value {prefix.uniformity(bins=5)['p_value'].min():.3f}, coverage "
-        f"{prefix.coverage['covered'].mean():.3f}",
+        f"the slow test's run (the first {SLOW_TEST_SIMS} tables): smallest rank p-value "
+        f"{prefix.uniformity()['p_value'].min():.3f} (asserted > 0.001), coverage "
+        f"{prefix.coverage['covered'].mean():.3f} (asserted in 0.85-0.95)",
     ]
     print("\n".join(lines))
     with atomic_path(args.out) as tmp:

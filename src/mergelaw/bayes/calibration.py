@@ -72,8 +72,9 @@ SBC_TEMPLATE = {
 
 #: Sampler settings of the SBC runs (benchmarks/sbc.py and the slow test; 100 thinned draws).
 SBC_SETTINGS = {"draws": 300, "tune": 300, "chains": 2, "thin": 6}
-#: The slow test refits this many tables: the first ones of the benchmark's run, same seeds.
-SLOW_TEST_SIMS = 20
+#: The slow test refits this many tables: the benchmark's run, same seeds (20 left the smallest
+#: rank p-value at 0.002: too close to any threshold to be a test).
+SLOW_TEST_SIMS = 40
 
 
 def sbc_template() -> ModelData:
