@@ -97,13 +97,17 @@ class Fit:
         )
 
     def predictive_draws(
-        self, draws: int = predictive.DEFAULT_CHECK_DRAWS
+        self,
+        draws: int = predictive.DEFAULT_CHECK_DRAWS,
+        obs: predictive.Observations | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """E[L] and noise sd of every fitted row under ``draws`` evenly thinned posterior draws."""
+        """E[L] and noise sd under ``draws`` evenly thinned posterior draws, of every fitted row
+        or of the rows ``obs`` describes (held-out rows, indexed by this fit's families)."""
         keep = predictive.thin_index(self.draws("nugget").shape[0], draws)
         names = [*REPORTED, "sigma", "sigma_slope", "nugget"]
         values = {n: self.draws(n)[keep] for n in names if n in self.idata.posterior}
-        return predictive.mean_and_scale(values, self.observations(), self.spec.spread)
+        obs = self.observations() if obs is None else obs
+        return predictive.mean_and_scale(values, obs, self.spec.spread)
 
     def posterior_predictive(
         self, draws: int = predictive.DEFAULT_CHECK_DRAWS, seed: int = 0
@@ -218,13 +222,13 @@ def fit(
     idata = diag.with_constant_data(idata, obs.arrays())
     meta = _meta(data, backend, sampler, settings, wall_time)
     result = Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
-    return _with_curve_checks(result, list(data.curves["label"]))
+    return _with_curve_checks(result, obs, list(data.curves["label"]))
 
 
-def _with_curve_checks(result: Fit, curve_labels: list[str]) -> Fit:
+def _with_curve_checks(result: Fit, obs: predictive.Observations, curve_labels: list[str]) -> Fit:
     """Run the per-curve predictive checks; curves that fail them flag the fit."""
-    mean, scale = result.predictive_draws()
-    checks = predictive.curve_checks(mean, scale, result.observations(), curve_labels)
+    mean, scale = result.predictive_draws(obs=obs)
+    checks = predictive.curve_checks(mean, scale, obs, curve_labels)
     result.meta["curve_checks"] = checks.to_dict(orient="list")
     misfit = list(checks.loc[checks["misfit"], "curve"])
     failures = list(result.diagnostics.failures)

@@ -20,7 +20,7 @@ from scipy.special import logsumexp
 from mergelaw.bayes.data import family_label
 from mergelaw.bayes.fit import Fit, fit
 from mergelaw.bayes.model import param_scope
-from mergelaw.bayes.predictive import Observations, mean_and_scale, thin_index
+from mergelaw.bayes.predictive import Observations
 from mergelaw.bayes.spec import ModelSpec, load_spec
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
@@ -87,10 +87,7 @@ def heldout_log_density(trained: Fit, heldout: pd.DataFrame, draws: int = 1000) 
         se=heldout["se"].to_numpy(float) if means_form else None,
         y=y,
     )
-    keep = thin_index(trained.draws("nugget").shape[0], draws)
-    names = ["L_star", "B", "beta", "A0", "gamma", "b", "alpha", "sigma", "sigma_slope", "nugget"]
-    values = {n: trained.draws(n)[keep] for n in names if n in trained.idata.posterior}
-    mean, scale = mean_and_scale(values, obs, trained.spec.spread)
+    mean, scale = trained.predictive_draws(draws, obs)
     log_lik = stats.norm.logpdf(y, mean, scale)  # (S, n)
     return logsumexp(log_lik, axis=0) - np.log(log_lik.shape[0])
 
