@@ -61,7 +61,7 @@ class CalibrationResult:
 
 
 #: The table structure SBC draws its tables on: 3 sizes x 3 domains x 2 methods = 6 families,
-#: k = 1..9, 3 subsets per k (486 rows): small enough to refit a hundred times.
+#: k = 1..9, up to 3 subsets per k (450 rows): small enough to refit dozens of times.
 SBC_TEMPLATE = {
     "sizes_b": (0.5, 3.0, 14.0),
     "domains": ("biology", "code", "physics"),
