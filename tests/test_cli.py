@@ -101,3 +101,23 @@ def test_fit_ls_prints_and_writes(table_path, tmp_path):
 def test_fit_ls_bad_level(table_path):
     result = runner.invoke(app, ["fit-ls", str(table_path), "--level", "1.5"])
     assert result.exit_code == 2 and "level 1.5 is not strictly between 0 and 1" in result.stderr
+
+
+def test_fit_row_filters_refuse_unknown_values(table_path, tmp_path):
+    out = tmp_path / "fit.nc"
+    result = runner.invoke(
+        app, ["fit", str(table_path), "--out", str(out), "--method", "average", "--method", "tiez"]
+    )
+    assert result.exit_code != 0
+    assert "column 'method' has no value 'tiez' (values: average)" in result.output
+    assert not out.exists()
+
+
+def test_fit_row_filters_keep_only_the_named_rows(table_path):
+    from mergelaw.cli import _only
+
+    table = read_curves(table_path)
+    kept = _only(table, "eval_domain", ["code"], table_path)
+    assert set(kept["eval_domain"]) == {"code"}
+    assert len(kept) == int((table["eval_domain"] == "code").sum()) > 0
+    assert _only(table, "method", None, table_path) is table

@@ -287,6 +287,15 @@ def fit(
     chains: Annotated[int, typer.Option(help="Chains (one XLA host device each).")] = 4,
     target_accept: Annotated[float, typer.Option(help="NUTS target acceptance.")] = 0.99,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same posterior.")] = 0,
+    arch: Annotated[
+        list[str] | None, typer.Option(help="Fit only the rows of this arch (repeatable).")
+    ] = None,
+    method: Annotated[
+        list[str] | None, typer.Option(help="Fit only the rows of this method (repeatable).")
+    ] = None,
+    domain: Annotated[
+        list[str] | None, typer.Option(help="Fit only this eval domain (repeatable).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Fit the hierarchical Bayesian merging law; print the parameters and the diagnostics.
@@ -302,6 +311,8 @@ def fit(
     if out.suffix != ".nc":
         raise MergelawError(f"{out}: a fit is written as netCDF (expected a .nc path)")
     curves = _read_fit_input(table, read_curves)
+    for column, wanted in (("arch", arch), ("method", method), ("eval_domain", domain)):
+        curves = _only(curves, column, wanted, table)
     result = run_fit(
         curves,
         spec,
@@ -319,6 +330,22 @@ def fit(
     _print_law_summary(result)
     _print_diagnostics(result)
     console.print(f"wrote {out}", markup=False)
+
+
+def _only(curves, column: str, wanted: list[str] | None, source: Path):
+    """The rows whose ``column`` is one of ``wanted`` (None: all); unknown values are refused."""
+    from mergelaw.errors import MergelawError
+
+    if not wanted:
+        return curves
+    present = sorted(curves[column].astype(str).unique())
+    missing = [w for w in wanted if w not in present]
+    if missing:
+        raise MergelawError(
+            f"{source}: column {column!r} has no value {missing[0]!r} (values: "
+            f"{', '.join(present)})"
+        )
+    return curves[curves[column].isin(wanted)].reset_index(drop=True)
 
 
 def _read_fit_input(table: Path, read_curves):
@@ -350,6 +377,39 @@ def diagnose(
     )
     if not result.diagnostics.ok:
         raise typer.Exit(code=1)
+
+
+@app.command()
+@one_line_errors
+def report(
+    fit_path: Annotated[Path, typer.Argument(metavar="FIT", help="A fit written by mergelaw fit.")],
+    out: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path(
+        "report.html"
+    ),
+    target: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Loss for the experts-needed table (repeatable; default: one chosen from the "
+            "fit, E[L] at k = M/2)."
+        ),
+    ] = None,
+    epsilon: Annotated[
+        float, typer.Option(help="Stopping rule: smallest gain worth an expert (nats).")
+    ] = 0.005,
+    size: Annotated[
+        float | None,
+        typer.Option(help="Base size (billions) of the planning tables; default: the largest."),
+    ] = None,
+    level: Annotated[float, typer.Option(help="Credible interval level.")] = 0.9,
+    rope: Annotated[float, typer.Option(help="ROPE of the method comparison (nats).")] = 0.005,
+) -> None:
+    """Write a self-contained HTML report of a saved fit: data, fitted curves, parameters,
+    floor and tail against N, spread, diagnostics, predictive checks, planning, comparison."""
+    from mergelaw.report import write_report
+
+    written = write_report(fit_path, out, targets=target, epsilon=epsilon, size_b=size,
+                           level=level, rope=rope)  # fmt: skip
+    console.print(f"report: {written.resolve()}", markup=False)
 
 
 @app.command()

@@ -143,8 +143,9 @@ def _flat(dataset) -> pd.Series:
     return pd.Series(values).dropna()  # constants have no R-hat or ESS
 
 
-def loo(idata) -> dict:
-    """PSIS-LOO: elpd, its standard error, p_loo, and how many points have Pareto k > 0.7."""
+def loo(idata, pointwise: bool = False) -> dict:
+    """PSIS-LOO: elpd, its standard error, p_loo, and how many points have Pareto k > 0.7
+    (``pointwise``: also every observation's Pareto k, as an array under 'pareto_k')."""
     with warnings.catch_warnings():  # high Pareto k is reported in the result, not as a warning
         warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
         result = az.loo(idata, pointwise=True)
@@ -156,6 +157,7 @@ def loo(idata) -> dict:
         "n_points": int(pareto_k.size),
         "n_high_pareto_k": int(np.sum(pareto_k > MAX_PARETO_K)),
         "max_pareto_k": float(np.max(pareto_k)),
+        **({"pareto_k": pareto_k} if pointwise else {}),
     }
 
 
