@@ -250,7 +250,10 @@ def train(
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
+        # map_location moved every tensor to the device; RNG states must be CPU byte tensors
+        torch.set_rng_state(saved["rng"].cpu())
+        if dev.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), dev)
         state = saved["state"]
     else:
         torch.manual_seed(recipe.seed)
@@ -301,11 +304,18 @@ def _save_checkpoint(path: Path, model, opt, sched, recipe: Recipe, state: dict)
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "rng": torch.get_rng_state(),
+        "cuda_rng": _cuda_rng_state(model),
         "recipe": asdict(recipe),
         "state": state,
     }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
+
+
+def _cuda_rng_state(model) -> torch.Tensor | None:
+    """The CUDA generator's state of the model's device, when it is on one."""
+    device = next(model.parameters()).device
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def _finish(model, recipe: Recipe, state: dict, out: Path, record: dict, dev, tokenizer_dir):
