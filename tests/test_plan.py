@@ -371,3 +371,25 @@ def test_few_point_forecast_of_an_unseen_domain_covers_the_truth(plan_fit):
         )
         covered += list((expected["lower"] <= true) & (true <= expected["upper"]))
     assert np.mean(covered) >= 0.8, covered
+
+
+def test_base_size_for_target_with_a_tail_that_grows_with_n():
+    """gamma < 0 (measured on the lab's small bases): L(N, k) falls, then rises with N. The size
+    that reaches the target is the first crossing, left of the minimum; a target below the
+    minimum is never reached. Reference: brentq on a dense scan, independent of the solver."""
+    t = {"L_star": 3.9, "B": 2e-4, "beta": 1.3, "A0": 1.5, "gamma": -0.35, "b": 0.4}
+    post = Posterior.point_mass(["llama/task_arithmetic/code"], t, sizes_b=(7e-4, 2e-3, 4e-3),
+                                pool_size=9)  # fmt: skip
+    grid = np.logspace(-4, 7, 20_001)
+    losses = law.mean_loss(grid, 9, *t.values())
+    lowest = losses.min()
+    assert 1e-4 < grid[losses.argmin()] < 1e7  # the curve has an interior minimum
+    target = lowest + 0.05
+    first = np.flatnonzero(losses <= target)[0]
+    expected = brentq(lambda n: law.mean_loss(n, 9, *t.values()) - target,
+                      grid[first - 1], grid[first])  # fmt: skip
+    answer = plan.experts_for_target(post, target, n_b=4e-3, k_max=9)
+    found = _values(answer, "base size (B) for target, <= 9 experts").estimate.iloc[0]
+    assert found == pytest.approx(expected, rel=1e-6)
+    below = plan.experts_for_target(post, lowest - 0.01, n_b=4e-3, k_max=9)
+    assert _values(below, "base size (B) for target, <= 9 experts").estimate.iloc[0] == math.inf

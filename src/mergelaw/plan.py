@@ -101,13 +101,35 @@ def size_for_floor(target: float, post: Posterior, index: np.ndarray) -> np.ndar
     return np.where(gap > 0, np.where(B <= 0, 0.0, n), np.inf)
 
 
+def _falling_until(q: dict[str, np.ndarray], lo_end: float, hi_end: float) -> np.ndarray:
+    """Per draw, the x = log N up to which L(x) falls: hi_end when gamma >= 0 (or no tail), else
+    the minimum of the convex L, where beta B e^(-beta x) = -gamma C e^(-gamma x)."""
+    B, beta, C, gamma = q["B"], q["beta"], q["C"], q["gamma"]
+    rising_tail = (gamma < 0) & (C > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_min = np.log(beta * B / np.where(rising_tail, -gamma * C, 1.0)) / (beta - gamma)
+    x_min = np.where(B > 0, x_min, lo_end)  # no floor term: the rising tail alone, min at the left
+    return np.where(rising_tail, np.clip(np.nan_to_num(x_min, nan=lo_end), lo_end, hi_end), hi_end)
+
+
+def _scaled_exp(coef: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """coef * e^exponent for coef >= 0, without 0 * inf = nan: 0 where coef is 0, and inf (not a
+    warning) where a steep exponent at a tiny size overflows."""
+    positive = coef > 0
+    with np.errstate(over="ignore"):
+        return np.where(positive, np.exp(np.log(np.where(positive, coef, 1.0)) + exponent), 0.0)
+
+
 def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray) -> np.ndarray:
     """Smallest base size (billions) whose expected loss with ``k`` experts is at or below
     ``target``, per draw; inf if even N_RANGE_B's top misses it.
 
     Safeguarded Newton in x = log N on L(x) = L* + B e^(-beta x) + C e^(-gamma x): from the left
     of the root (where the floor alone meets the target) Newton steps on this convex, falling
-    curve approach the root from the left; a step leaving the bracket bisects instead.
+    curve approach the root from the left; a step leaving the bracket bisects instead. With
+    gamma < 0 (a tail that grows with N, as measured on small lab bases) L is convex but not
+    monotone: the search is confined to the falling side, left of its minimum, and 'never'
+    means even the minimum misses the target.
     """
     p = {n: v[:, index] for n, v in post.law.items()}
     tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
@@ -120,16 +142,18 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
                                    ("C", tail), ("gamma", p["gamma"]))}  # fmt: skip
 
     def excess(x, i):
-        e_floor = q["B"][i] * np.exp(-q["beta"][i] * x)
-        e_tail = q["C"][i] * np.exp(-q["gamma"][i] * x)
+        e_floor = _scaled_exp(q["B"][i], -q["beta"][i] * x)
+        e_tail = _scaled_exp(q["C"][i], -q["gamma"][i] * x)
         f = q["L"][i] + e_floor + e_tail - target
         return f, -q["beta"][i] * e_floor - q["gamma"][i] * e_tail
 
     every = np.arange(x.size)
-    never = excess(np.full(x.size, hi_end), every)[0] > 0
+    right = _falling_until(q, lo_end, hi_end)
+    x = np.minimum(x, right)
+    never = excess(right, every)[0] > 0
     already = excess(np.full(x.size, lo_end), every)[0] <= 0
     todo = every[~(never | already)]
-    lo, hi, xs = np.full(todo.size, lo_end), np.full(todo.size, hi_end), x[todo]
+    lo, hi, xs = np.full(todo.size, lo_end), right[todo], x[todo]
     for _ in range(100):
         if todo.size == 0:
             break
