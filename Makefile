@@ -35,7 +35,7 @@ test-slow: install
 	$(TEST_ENV) $(BIN)/pytest -m slow
 
 # The main job on the measured curves shipped in data/curves: the Llama bases (3 sizes, 9 domains)
-# merged by Average and Task Arithmetic, fitted with 2 short chains (one per core; about 4 min),
+# merged by Average and Task Arithmetic, fitted with 2 short chains (one per core; about 2.5 min),
 # then planning, the method comparison and the HTML report. TIES is left out: its curves rise
 # with k, which the law cannot express (benchmarks/results/lab_analysis.txt).
 DEMO_FIT := build/demo/lab-llama.nc
