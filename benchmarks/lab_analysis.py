@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw.bayes.least_squares import fit_curve, fit_joint
+from mergelaw.bayes.model import spread_factor
 from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS, aggregate_curves, read_curves
 from mergelaw.io import atomic_path
 from mergelaw.law import floor_loss, gain_fraction, size_in_billions
@@ -99,7 +100,7 @@ def spread_by_k(table: pd.DataFrame, means: pd.DataFrame) -> pd.DataFrame:
     out = v.groupby(["method", "k"])["ratio"].median().unstack("method")
     m = int(table["pool_size"].max())
     k = out.index.to_numpy(float)
-    out.insert(0, "fpc (M-k)/(k(M-1))", (m - k) / (k * (m - 1)))
+    out.insert(0, "fpc (M-k)/(k(M-1))", spread_factor("finite_pool", k, np.full_like(k, m)))
     out.insert(0, "1/k", 1.0 / k)
     return out
 

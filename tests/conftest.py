@@ -30,3 +30,11 @@ def plan_fit(plan_table):
     from mergelaw.bayes.fit import fit
 
     return fit(plan_table, seed=5, draws=300, tune=300, chains=2)
+
+
+@pytest.fixture(scope="session")
+def plan_fit_path(plan_fit, tmp_path_factory):
+    """``plan_fit`` saved once, for the tests that read a fit file (CLI, report)."""
+    path = tmp_path_factory.mktemp("plan_fit") / "fit.nc"
+    plan_fit.save(path)
+    return path

@@ -11,13 +11,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def fit_path(plan_fit, tmp_path_factory):
-    path = tmp_path_factory.mktemp("plan") / "fit.nc"
-    plan_fit.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def points_path(plan_table, tmp_path_factory):
     """A new setting's losses at k = 1, 2, 4 (physics is not in the fit)."""
     from mergelaw.simulate import simulate_curves
@@ -35,10 +28,10 @@ def _run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def test_plan_target_prints_and_writes_json(fit_path, tmp_path):
+def test_plan_target_prints_and_writes_json(plan_fit_path, tmp_path):
     out = tmp_path / "target.json"
     result = _run(
-        "plan", fit_path, "target", "--loss", 0.3, "--size", 3, "--family", "average/code",
+        "plan", plan_fit_path, "target", "--loss", 0.3, "--size", 3, "--family", "average/code",
         "--json", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -50,33 +43,43 @@ def test_plan_target_prints_and_writes_json(fit_path, tmp_path):
     assert decision["status"] == "unreachable at this size" and decision["k"] == "inf"
 
 
-def test_plan_stop_budget_forecast(fit_path, points_path):
-    result = _run("plan", fit_path, "stop", "--size", 3, "--epsilon", 0.003)
+def test_plan_stop_budget_forecast(plan_fit_path, points_path):
+    result = _run("plan", plan_fit_path, "stop", "--size", 3, "--epsilon", 0.003)
     assert result.exit_code == 0, result.output
     assert "k80 (to k=9)" in result.output and "stop at k =" in result.output
     result = _run(
-        "plan", fit_path, "stop", "--size", 3, "--epsilon", 0.003, "--losses", points_path
+        "plan", plan_fit_path, "stop", "--size", 3, "--epsilon", 0.003, "--losses", points_path
     )
     assert result.exit_code == 0, result.output
     assert "CONTINUE" in result.output or "STOP" in result.output
     result = _run(
-        "plan", fit_path, "budget", "--budget", 30, "--base-costs", "0.5=1,3=5,14=20",
+        "plan", plan_fit_path, "budget", "--budget", 30, "--base-costs", "0.5=1,3=5,14=20",
         "--expert-cost", 2,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "best within 30: N = " in result.output
-    result = _run("plan", fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", "1,9")
+    result = _run(
+        "plan", plan_fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", "1,9"
+    )
     assert result.exit_code == 0, result.output
     assert "expected loss" in result.output and "observed loss" in result.output
-    result = _run("plan", fit_path, "forecast", "--size", 3, "--points", points_path)
+    result = _run("plan", plan_fit_path, "forecast", "--size", 3, "--points", points_path)
     assert result.exit_code == 0, result.output
     assert "few-point forecast" in result.output and "effective sample size" in result.output
 
 
-def test_compare_prints_contrasts_and_verdicts(fit_path, tmp_path):
+def test_compare_prints_contrasts_and_verdicts(plan_fit_path, tmp_path):
     out = tmp_path / "compare.json"
     result = _run(
-        "compare", fit_path, "--methods", "average,ties", "--k", 9, "--pooled-only", "--json", out
+        "compare",
+        plan_fit_path,
+        "--methods",
+        "average,ties",
+        "--k",
+        9,
+        "--pooled-only",
+        "--json",
+        out,
     )
     assert result.exit_code == 0, result.output
     assert "floor (pooled): " in result.output and "P(A<B)" in result.output
@@ -84,16 +87,26 @@ def test_compare_prints_contrasts_and_verdicts(fit_path, tmp_path):
     assert {row["quantity"] for row in table} == {"floor", "tail amplitude", "loss at k=9"}
 
 
-def test_errors_are_one_line_with_exit_code_2(fit_path, tmp_path):
+def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
     cases = [
         (["plan", tmp_path / "none.nc", "forecast", "--size", 3], "no such fit file"),
-        (["plan", fit_path, "forecast", "--size", 3, "--family", "physics"], "not a family"),
-        (["plan", fit_path, "target", "--loss", 0.5, "--size", -2], "not a positive number"),
+        (["plan", plan_fit_path, "forecast", "--size", 3, "--family", "physics"], "not a family"),
+        (["plan", plan_fit_path, "target", "--loss", 0.5, "--size", -2], "not a positive number"),
         (
-            ["plan", fit_path, "budget", "--budget", 1, "--base-costs", "3=x", "--expert-cost", 1],
+            [
+                "plan",
+                plan_fit_path,
+                "budget",
+                "--budget",
+                1,
+                "--base-costs",
+                "3=x",
+                "--expert-cost",
+                1,
+            ],
             "expected SIZE=COST",
         ),
-        (["compare", fit_path, "--methods", "average"], "expected two methods"),
+        (["compare", plan_fit_path, "--methods", "average"], "expected two methods"),
     ]
     for args, message in cases:
         result = _run(*args)

@@ -20,16 +20,9 @@ SECTIONS = ("data", "diagnostics", "curves", "parameters", "size", "spread", "ch
 
 
 @pytest.fixture(scope="module")
-def saved_fit(plan_fit, tmp_path_factory):
-    path = tmp_path_factory.mktemp("report") / "fit.nc"
-    plan_fit.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def report_path(saved_fit, tmp_path_factory):
+def report_path(plan_fit_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report.html"
-    write_report(saved_fit, out, targets=[2.2], epsilon=0.01)
+    write_report(plan_fit_path, out, targets=[2.2], epsilon=0.01)
     return out
 
 
@@ -73,13 +66,13 @@ def test_failed_diagnostics_are_highlighted(plan_fit):
     assert '<section id="diagnostics" class="">' in ok_text or not plan_fit.diagnostics.ok
 
 
-def test_cli_writes_the_report_atomically(saved_fit, tmp_path):
+def test_cli_writes_the_report_atomically(plan_fit_path, tmp_path):
     from typer.testing import CliRunner
 
     from mergelaw.cli import app
 
     out = tmp_path / "r.html"
-    result = CliRunner().invoke(app, ["report", str(saved_fit), "--out", str(out)])
+    result = CliRunner().invoke(app, ["report", str(plan_fit_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and f"report: {out.resolve()}" in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary left behind

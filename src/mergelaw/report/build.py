@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mergelaw import __version__
+from mergelaw import __version__, law
 from mergelaw.bayes import diagnostics as diag
+from mergelaw.bayes import predictive
 from mergelaw.bayes.fit import Fit
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.compare import contrasts
@@ -62,10 +63,13 @@ def build_report(
     post = Posterior.from_fit(fit)
     obs = fit.observations()
     size_b = float(size_b if size_b is not None else max(post.sizes_b))
-    thin = _thin(post.n_draws, FIGURE_DRAWS)
+    thin = predictive.thin_index(post.n_draws, FIGURE_DRAWS)
     points = pd.DataFrame(
         {"family": obs.family, "n_b": np.exp(obs.log_n), "k": obs.k, "loss": obs.y}
     )
+    # every measured row with its family's arch and method, once for all sections
+    labels = post.families[["arch", "method"]].to_numpy()[obs.family]
+    points["arch"], points["method"] = labels[:, 0], labels[:, 1]
     loo = _loo(fit)
     sections = [
         _overview(fit, post, points),
@@ -96,7 +100,7 @@ def write_report(fit_path: str | Path, out: str | Path, **options) -> Path:
 
 def _overview(fit: Fit, post: Posterior, points: pd.DataFrame) -> Section:
     families = post.families
-    sizes = ", ".join(_size(n) for n in post.sizes_b)
+    sizes = ", ".join(figures.size_text(n) for n in post.sizes_b)
     facts = {
         "rows fitted": f"{fit.meta['n_obs']:,} ({fit.meta['data_form']})",
         "families (arch, method, domain)": str(len(families)),
@@ -107,9 +111,7 @@ def _overview(fit: Fit, post: Posterior, points: pd.DataFrame) -> Section:
         "base sizes": sizes,
         "k": f"1 .. {int(points['k'].max())} (pool of {post.pool_size:g} experts)",
     }
-    rows_per = points.merge(families.reset_index(names="family")[["family", "method"]], on="family")
-    rows_per["k"] = rows_per["k"].astype(int)
-    counts = rows_per.groupby(["method", "k"]).size().unstack("k", fill_value=0)
+    counts = points.groupby(["method", points["k"].astype(int)]).size().unstack("k", fill_value=0)
     counts.index.name = "rows per (method, k)"
     blocks = [_facts(facts), _table(counts)]
     return Section("data", "Data", "What the fit was made from.", blocks)
@@ -163,7 +165,7 @@ def _curves(post: Posterior, points: pd.DataFrame, thin: np.ndarray) -> Section:
     families = post.families
     k_max = float(points["k"].max())
     grid = np.linspace(1.0, k_max, K_GRID_POINTS)
-    bands = {n: post.curves(n).mean(grid)[thin] for n in post.sizes_b}  # (S, F, K)
+    bands = {n: post.curves(n).take(thin).mean(grid) for n in post.sizes_b}  # (S, F, K)
     blocks = []
     for (arch, method), group in families.groupby(["arch", "method"], sort=True):
         panels = []
@@ -211,15 +213,12 @@ def _forest(fit: Fit, post: Posterior) -> Section:
 def _floor_tail(post: Posterior, points: pd.DataFrame, thin: np.ndarray, level: float) -> Section:
     sizes = np.array(post.sizes_b)
     grid = np.exp(np.linspace(np.log(sizes.min() / 1.25), np.log(sizes.max() * 1.25), 50))
-    law = {name: values[thin] for name, values in post.law.items()}
-    log_n = np.log(grid)
-    floor = law["L_star"][..., None] + law["B"][..., None] * np.exp(-law["beta"][..., None] * log_n)
-    tail = law["A0"][..., None] * np.exp(-law["gamma"][..., None] * log_n)  # (S, F, G)
+    p = {name: values[thin][..., None] for name, values in post.law.items()}  # (S, F, 1)
+    floor = law.floor_loss(grid, p["L_star"], p["B"], p["beta"])  # (S, F, G)
+    tail = law.tail_amplitude(grid, p["A0"], p["gamma"])
     families = post.families
     k_top = points["k"].max()
-    top = points[points["k"] == k_top].merge(
-        families.reset_index(names="family")[["family", "arch", "method"]], on="family"
-    )
+    top = points[points["k"] == k_top]
     panels = []
     for arch, group in families.groupby("arch", sort=True):
         by_method = dict(list(group.groupby("method", sort=True)))
@@ -245,17 +244,14 @@ def _floor_tail(post: Posterior, points: pd.DataFrame, thin: np.ndarray, level: 
 def _spread(post: Posterior, points: pd.DataFrame, thin: np.ndarray, level: float) -> Section:
     k_max = float(points["k"].max())
     grid = np.linspace(1.0, k_max, K_GRID_POINTS)
-    families = post.families.reset_index(names="family")
-    measured = (
-        points.groupby(["family", "n_b", "k"])["loss"].std().rename("sd").reset_index()
-        .merge(families[["family", "method"]], on="family")
-    )  # fmt: skip
-    measured = measured[measured["sd"] > 0]
+    measured = points.groupby(["family", "method", "n_b", "k"])["loss"].std().rename("sd")
+    measured = measured[measured > 0].reset_index()
+    curves = {n_b: post.curves(n_b).take(thin) for n_b in post.sizes_b}
     panels = []
-    for method, group in families.groupby("method", sort=True):
+    for method, group in post.families.groupby("method", sort=True):
         model = {}
-        for n_b in post.sizes_b:
-            sd = post.curves(n_b).families(group["family"].to_numpy()).noise_sd(grid)[thin]
+        for n_b, at_size in curves.items():
+            sd = at_size.families(group.index.to_numpy()).noise_sd(grid)
             model[n_b] = np.median(sd, axis=1)  # median over the method's families, per draw
         rows = measured[measured["method"] == method]
         median = rows.groupby(["n_b", "k"])["sd"].median().reset_index()
@@ -296,16 +292,17 @@ def _planning(post: Posterior, size_b: float, targets, epsilon: float, level: fl
         half = max(1.0, round(post.pool_size / 2))
         targets = [float(np.median(post.curves(size_b).mean(half).mean(axis=0)))]
     blocks = []
+    size = figures.size_text(size_b)
     stop = stopping(post, n_b=size_b, epsilon=epsilon, level=level)
-    blocks.append(_answer_table(stop, f"when to stop adding experts at {_size(size_b)}, "
+    blocks.append(_answer_table(stop, f"when to stop adding experts at {size}, "
                                 f"epsilon = {epsilon:g} nats"))  # fmt: skip
     for target in targets:
         answer = experts_for_target(post, target, n_b=size_b, level=level)
         status = pd.Series({label: d["status"] for label, d in answer.decision.items()})
         blocks.append(_answer_table(answer, f"experts for a loss of {target:.4g} at "
-                                    f"{_size(size_b)}", extra={"decision": status}))  # fmt: skip
+                                    f"{size}", extra={"decision": status}))  # fmt: skip
     lead = (
-        f"Planning answers at base size {_size(size_b)} with {level:.0%} credible intervals "
+        f"Planning answers at base size {size} with {level:.0%} credible intervals "
         "(estimate [lower, upper]). The stopping rule stops at the first k whose expected gain "
         "from one more expert is below epsilon; k80 / k90 reach 80% / 90% of the k = 1 to M drop. "
         "Base sizes in these tables are in billions of parameters."
@@ -350,14 +347,6 @@ def _loo(fit: Fit) -> dict | None:
     if "log_likelihood" not in fit.idata.groups():
         return None
     return diag.loo(fit.idata, pointwise=True)
-
-
-def _thin(n: int, keep: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(n, keep)).round().astype(int))
-
-
-def _size(n_b: float) -> str:
-    return f"{n_b * 1e3:.3g}M params" if n_b < 1 else f"{n_b:.3g}B params"
 
 
 def _settings(settings: dict) -> str:

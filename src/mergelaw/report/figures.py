@@ -51,8 +51,13 @@ def _plain_log_axis(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def size_text(n_b: float) -> str:
+    """A base size given in billions, in the unit that reads best: '0.726M params', '3B params'."""
+    return f"{n_b * 1e3:.3g}M params" if n_b < 1 else f"{n_b:.3g}B params"
+
+
 def _size_label(n_b: float) -> str:
-    return f"N = {n_b * 1e3:.3g}M" if n_b < 1 else f"N = {n_b:.3g}B"
+    return f"N = {size_text(n_b)}"
 
 
 def curve_bands(
