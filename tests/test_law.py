@@ -1,5 +1,6 @@
 """The law's closed forms against hand-derived values, brute force and the paper's example."""
 
+import itertools
 import math
 
 import numpy as np
@@ -138,3 +139,78 @@ def test_functions_keep_jax_arrays():
     sol = law.three_point_solution(jnp.asarray(3.0), 2.0, 1.5)
     assert float(sol.amplitude) == pytest.approx(2.0)
     assert float(law.first_k_gain_below(jnp.asarray(0.1), 1.0, 0.0)) == 3
+
+
+# ---- the terms measured curves add, and the arithmetic the model shares ----------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=9),
+    st.data(),
+    st.floats(min_value=-1.0, max_value=1.0),
+    st.floats(min_value=0.1, max_value=2.0),
+)
+def test_stratum_offsets_average_to_zero_over_every_k_subset(pool_size, data, gap, decay):
+    """Over all C(M, k) subsets of a pool, the offsets of the two strata cancel: the curve the
+    planner uses stays the average over subsets, by enumeration."""
+    k = data.draw(st.integers(min_value=1, max_value=pool_size))
+    subsets = list(itertools.combinations(range(pool_size), k))
+    in_domain = np.array([0 in s for s in subsets], dtype=float)  # expert 0 is the domain's own
+    offsets = law.stratum_offset(k, in_domain, pool_size, gap, decay)
+    assert offsets.mean() == pytest.approx(0.0, abs=1e-12)
+    assert in_domain.mean() == pytest.approx(law.in_domain_share(k, pool_size))
+
+
+def test_membership_terms_by_hand():
+    # the own expert's gap thins like gap / k at decay 1; with it, a subset sits (1 - k/M) gap(k)
+    assert law.own_expert_gap(4.0, -0.4) == pytest.approx(-0.1)
+    assert law.own_expert_gap(4.0, -0.4, 0.5) == pytest.approx(-0.2)
+    assert law.stratum_offset(3.0, 1.0, 9.0, -0.6) == pytest.approx((1 - 3 / 9) * -0.2)
+    assert law.stratum_offset(3.0, 0.0, 9.0, -0.6) == pytest.approx(-(3 / 9) * -0.2)
+    assert law.stratum_offset(9.0, 1.0, 9.0, -0.6) == 0.0  # the whole pool: no other stratum
+
+
+def test_noise_scale_and_sigma_at_size_by_hand():
+    assert law.noise_scale(0.3, 0.25, 0.04) == pytest.approx(math.sqrt(0.09 * 0.25 + 0.0016))
+    assert law.sigma_at_size(0.1, 0.5, 4.0) == pytest.approx(0.05)
+    factor = law.spread_factor("finite_pool", np.array([1.0, 3.0, 9.0, 12.0]), 9.0)
+    np.testing.assert_allclose(factor, [1.0, 6 / 24, 0.0, 0.0])  # beyond the pool: no spread
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(min_value=1.0, max_value=5.0),
+    st.floats(min_value=0.01, max_value=2.0),
+    st.floats(min_value=0.05, max_value=2.0),
+    st.floats(min_value=-2.0, max_value=2.0).filter(lambda a: abs(a) > 1e-3),
+    st.floats(min_value=-0.5, max_value=0.8),
+    st.floats(min_value=-0.9, max_value=10.0),
+    st.floats(min_value=1.0, max_value=2.0),
+)
+def test_anchored_law_inverts_the_anchors(L_star, B, beta, A0, gamma, b, k_low):
+    """Anchors computed from the paper's parameters (a signed tail included) give them back."""
+    n_ref, ratio_lo, ratio_hi, k_anchor = 2.0, 0.25, 4.0, 9.0
+    at = lambda n, k: law.mean_loss(n, k, L_star, B, beta, A0, gamma, b)  # noqa: E731
+    anchors = {
+        "level": at(n_ref, k_anchor),
+        "drop": at(n_ref, k_low) - at(n_ref, k_anchor),
+        "floor_drop": law.floor_loss(n_ref * ratio_lo, L_star, B, beta)
+        - law.floor_loss(n_ref * ratio_hi, L_star, B, beta),
+    }
+    back = law.anchored_law(
+        anchors["level"], anchors["drop"], k_anchor=k_anchor, k_low=k_low, b=b,
+        floor_drop=anchors["floor_drop"], beta=beta, gamma=gamma, n_ref=n_ref,
+        ratio_lo=ratio_lo, ratio_hi=ratio_hi,
+    )  # fmt: skip
+    assert back["L_star"] == pytest.approx(L_star, rel=1e-8, abs=1e-8)
+    assert back["B"] == pytest.approx(B, rel=1e-7)
+    assert back["A0"] == pytest.approx(A0, rel=1e-7)
+
+
+def test_anchored_law_of_one_size_is_the_curve():
+    # one base size: no size law; the floor and amplitude of the curve through the anchors
+    p = law.anchored_law(4.2, 0.3, k_anchor=9.0, b=0.5)
+    assert p["B"] == 0.0
+    assert law.curve_loss(9.0, p["L_star"], p["A0"], 0.5) == pytest.approx(4.2)
+    assert law.curve_loss(1.0, p["L_star"], p["A0"], 0.5) == pytest.approx(4.5)

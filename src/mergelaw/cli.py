@@ -285,7 +285,10 @@ def fit(
     draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up draws per chain.")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (one XLA host device each).")] = 4,
-    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance.")] = 0.99,
+    target_accept: Annotated[
+        float | None,
+        typer.Option(help="NUTS target acceptance. [default: the spec's, else 0.99]"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same posterior.")] = 0,
     arch: Annotated[
         list[str] | None, typer.Option(help="Fit only the rows of this arch (repeatable).")

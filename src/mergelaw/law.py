@@ -1,13 +1,18 @@
 """The merging law of Wang et al. (2025) and its closed forms, as pure vectorised functions.
 
-    E[L | N, k] = L_inf(N) + A(N) / (k + b)
+    E[L | N, k] = L_inf(N) + A(N) / (k + b)^alpha   (alpha = 1 in the paper)
     L_inf(N)    = L_star + B * N**(-beta)      (the floor, falls with base size N)
-    A(N)        = A0 * N**(-gamma)             (the tail amplitude)
+    A(N)        = A0 * N**(-gamma)             (the tail amplitude; negative for a rising curve)
+
+and what measured curves add to it (DESIGN.md): a subset holding the evaluated domain's own
+expert sits ``gap * k**-decay`` away from one without it, and merged models scatter around their
+stratum's mean with variance sigma^2 * spread(k, M) + nugget^2.
 
 N is the base size in billions of parameters (the paper's unit; see ``size_in_billions``), k the
-number of experts merged. Every function broadcasts over its arguments and accepts numpy or jax
-arrays (the result is of the same kind), so the same code serves least squares, both Bayesian
-backends and the planning queries over posterior draws.
+number of experts merged. Every function broadcasts over its arguments. The arithmetic of the
+model (mean, membership offset, noise scale, anchored parameters) is written with operators only,
+so numpy, jax.numpy and pytensor tensors all run it: the Bayesian model, its predictive checks,
+the posterior's queries and the few-point update share one copy.
 """
 
 from __future__ import annotations
@@ -71,9 +76,104 @@ def tail_amplitude(n: ArrayLike, A0: ArrayLike, gamma: ArrayLike) -> ArrayLike:
     return A0 * n ** (-gamma)
 
 
-def curve_loss(k: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
-    """Expected merged loss at k experts for one base size: floor + A / (k + b)."""
-    return floor + amplitude / (k + b)
+def tail_shape(k: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0) -> ArrayLike:
+    """(k + b)^-alpha: how the tail thins with k (1 / (k + b) at the theory's alpha = 1)."""
+    if isinstance(alpha, (int, float)) and alpha == 1.0:
+        return 1.0 / (k + b)
+    return (k + b) ** (-alpha)
+
+
+def curve_loss(
+    k: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
+) -> ArrayLike:
+    """Expected merged loss at k experts for one base size, averaged over the pool's k-subsets:
+    floor + A (k + b)^-alpha."""
+    return floor + amplitude * tail_shape(k, b, alpha)
+
+
+def own_expert_gap(k: ArrayLike, gap: ArrayLike, decay: ArrayLike = 1.0) -> ArrayLike:
+    """Mean loss of k-subsets holding the evaluated domain's own expert minus that of subsets
+    without it: gap * k^-decay (an equal merge weights the own expert c/k, so decay = 1 is the
+    natural start; TIES's disjoint mean keeps it at full weight, a decay near 0)."""
+    if isinstance(decay, (int, float)) and decay == 1.0:
+        return gap / k
+    return gap * k ** (-decay)
+
+
+def in_domain_share(k: ArrayLike, pool_size: ArrayLike) -> ArrayLike:
+    """Share of all k-subsets of an M-expert pool that hold one given expert: k / M."""
+    return k / pool_size
+
+
+def stratum_offset(
+    k: ArrayLike,
+    in_domain: ArrayLike,
+    pool_size: ArrayLike,
+    gap: ArrayLike,
+    decay: ArrayLike = 1.0,
+) -> ArrayLike:
+    """A subset's mean minus the curve's (the average over all k-subsets): (1 - k/M) * gap(k) for a
+    subset holding the own expert, -(k/M) * gap(k) for one without it. Averages to 0 over
+    subsets, so the curve stays the law the planner uses; ``in_domain`` is 0/1 (or a share)."""
+    return (in_domain - in_domain_share(k, pool_size)) * own_expert_gap(k, gap, decay)
+
+
+def spread_factor(spread: str, k: np.ndarray, pool_size: np.ndarray) -> np.ndarray:
+    """How the across-subset variance scales with k (numpy, on the table's structure): the
+    finite-pool form (M - k) / (k (M - 1)), 1/k, or constant."""
+    k = np.asarray(k, dtype=float)
+    pool_size = np.broadcast_to(np.asarray(pool_size, dtype=float), k.shape)
+    if spread == "finite_pool":
+        factor = (pool_size - k) / (k * np.maximum(pool_size - 1, 1))
+        return np.where(pool_size > 1, np.maximum(factor, 0.0), 0.0)
+    if spread == "inverse_k":
+        return 1.0 / k
+    return np.ones_like(k)
+
+
+def noise_scale(sigma: ArrayLike, factor: ArrayLike, nugget: ArrayLike) -> ArrayLike:
+    """Sd of one observation around its mean: sqrt(sigma^2 * factor + nugget^2). For a merged
+    model, sigma is the single-expert spread and factor spread(k, M); for a per-k mean, sigma is
+    its standard error and factor 1."""
+    return (sigma**2 * factor + nugget**2) ** 0.5
+
+
+def sigma_at_size(sigma_ref: ArrayLike, slope: ArrayLike, size_ratio: ArrayLike) -> ArrayLike:
+    """Single-expert spread at base size N from its value at N_ref: sigma_ref (N/N_ref)^-slope."""
+    return sigma_ref * size_ratio ** (-slope)
+
+
+def anchored_law(
+    level: ArrayLike,
+    drop: ArrayLike,
+    *,
+    k_anchor: float,
+    k_low: float = 1.0,
+    b: ArrayLike = 0.0,
+    alpha: ArrayLike = 1.0,
+    floor_drop: ArrayLike = 0.0,
+    beta: ArrayLike = 1.0,
+    gamma: ArrayLike = 0.0,
+    n_ref: float = 1.0,
+    ratio_lo: float = 1.0,
+    ratio_hi: float = 1.0,
+) -> dict[str, ArrayLike]:
+    """L_star, B and A0 from what a table pins down directly (see models/default.toml): level =
+    mean loss at (N_ref, k_anchor), drop = L(k_low) - L(k_anchor) at N_ref (negative: a rising
+    curve), floor_drop = floor(N_lo) - floor(N_hi), with N_lo/N_ref = ratio_lo and N_hi/N_ref =
+    ratio_hi. One base size (ratio_lo = ratio_hi): no size law, L_star is the floor, B = 0."""
+    shape_k1 = tail_shape(k_low, b, alpha)
+    shape_anchor = tail_shape(k_anchor, b, alpha)
+    amplitude_ref = drop / (shape_k1 - shape_anchor)
+    floor_ref = level - amplitude_ref * shape_anchor
+    if ratio_lo == ratio_hi:
+        return {"L_star": floor_ref, "B": 0.0 * floor_ref, "A0": amplitude_ref}
+    gap = floor_drop / (ratio_lo ** (-beta) - ratio_hi ** (-beta))
+    return {
+        "L_star": floor_ref - gap,
+        "B": gap * n_ref**beta,
+        "A0": amplitude_ref * n_ref**gamma,
+    }
 
 
 def mean_loss(

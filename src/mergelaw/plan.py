@@ -199,8 +199,9 @@ def experts_for_target(
     k_max = float(k_max if k_max is not None else post.pool_size)
     source, curves, index = _curves(post, n_b, family)
     needed = experts_needed(target, curves)
-    n_any = size_for_floor(target, source, index)
-    n_pool = size_for_target(target, k_max, source, index)
+    nothing = np.full_like(needed, np.nan)  # no size law (a fit of < 3 sizes): no size to name
+    n_any = size_for_floor(target, source, index) if source.size_law else nothing
+    n_pool = size_for_target(target, k_max, source, index) if source.size_law else nothing
     decided = _quantile_inverted(needed, prob)
     context = {"family": curves.labels, "n_b": curves.n_b, "target": target}
     records = rows(context, "experts for target", needed, level, "median")
@@ -210,9 +211,10 @@ def experts_for_target(
                           np.mean(np.isfinite(needed), axis=0), "probability", level)  # fmt: skip
     records += value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}",
                           decided, "decision", level)  # fmt: skip
-    records += rows(context, "base size (B) for target, any k", n_any, level, "median")
-    records += rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool, level,
-                    "median")  # fmt: skip
+    if source.size_law:
+        records += rows(context, "base size (B) for target, any k", n_any, level, "median")
+        records += rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool,
+                        level, "median")  # fmt: skip
     decision = {}
     for j, label in enumerate(curves.labels):
         k = float(decided[j])
@@ -424,16 +426,23 @@ def forecast(
     n_subsets: int | Sequence[int] = 1,
     level: float = 0.9,
     seed: int = 0,
+    pool: str | None = None,
 ) -> Answer:
     """Posterior predictive curve at base size ``n_b`` (any size: a new one extrapolates the size
     laws) for fitted families or a new one ('new'). Rows per k: the expected loss (credible
     interval) and the observed loss of a merge, or the mean of ``n_subsets`` merges (predictive
-    interval; one count, or one per k)."""
+    interval; one count, or one per k). ``pool``: the curve of merges that hold the evaluated
+    domain's own expert ('with_own') or not ('without_own'), at a fitted size; None: the average
+    over all k-subsets of the pool (the law)."""
     level = check_level(level)
     _, curves, _ = _curves(post, n_b, family)
+    curves = curves.in_stratum(pool)
     ks = _k_grid(k, post)
+    if pool == "without_own":
+        ks = [kk for kk in ks if kk < curves.pool_size]  # the whole pool holds the own expert
     records = forecast_rows(curves, ks, n_subsets, level, np.random.default_rng(seed))
-    return _answer(post, "forecast", records, {"n_b": curves.n_b, "k": list(ks)})
+    decision = {"n_b": curves.n_b, "k": list(ks), "pool": pool or "all subsets"}
+    return _answer(post, "forecast", records, decision)
 
 
 def forecast_from_points(

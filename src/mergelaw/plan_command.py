@@ -231,6 +231,13 @@ def forecast(
     pool_size: PoolOpt = None,
     level: LevelOpt = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of the predictive draws.")] = 0,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Merges that hold the evaluated domain's own expert (with_own) or not "
+            "(without_own), at a fitted size. [default: the average over all subsets]"
+        ),
+    ] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Posterior predictive curve at a base size; few-point forecast with --points.
@@ -260,8 +267,9 @@ def forecast(
         )
     else:
         answer = run_forecast(
-            post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed
-        )
+            post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed,
+            pool=pool,
+        )  # fmt: skip
     _report(answer, lines, json_out)
 
 

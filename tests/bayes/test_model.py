@@ -1,7 +1,10 @@
 """The model program: its mean is the law at the true parameters, in both parameterisations,
 and PyMC and NumPyro define the same log density from the same spec."""
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from mergelaw import law
@@ -51,7 +54,8 @@ def test_anchored_mean_equals_law_at_truth(data):
         "gamma": t["gamma"],
         "b": t["b"],
     }
-    mu = mean_curve(load_spec("default"), data, anchored, NumpyMath())
+    exact = dataclasses.replace(load_spec("default"), floor_deviation_prior_sd=0.0)
+    mu = mean_curve(exact, data, anchored, NumpyMath())
     expected = law.mean_loss(
         np.exp(data.log_n), data.k, *[t[n][data.family] for n in law.LAW_PARAM_NAMES]
     )
@@ -96,8 +100,72 @@ def test_means_form_and_size_errors():
     bad.loc[3, "se"] = -1.0
     with pytest.raises(MergelawError, match="column 'se' row 3"):
         prepare(bad)
-    with pytest.raises(MergelawError, match=">= 3 distinct n_params"):
-        prepare(simulate_curves(sizes_b=(0.5, 3.0), domains=("code",), methods=("average",)))
+
+    over = means.copy()
+    over.loc[5, "k"] = 12
+    with pytest.raises(MergelawError, match="row 5: k = 12 exceeds pool_size = 9"):
+        prepare(over)
+
+
+def test_means_form_samples_no_spread_it_does_not_use():
+    """A per-k means table's scale is sqrt(se^2 + nugget^2): no sigma, no sigma_slope, no
+    membership sites (the funnel of an unused sigma)."""
+    from mergelaw.bayes import numpyro_backend
+
+    table = simulate_curves(sizes_b=(0.5, 3.0, 14.0), domains=("code",), methods=("average",))
+    means = aggregate_curves(table).rename(columns={"se_fpc": "se_given"})
+    means["se"] = means["se_given"].fillna(0.0)
+    _, dims = numpyro_backend.model_fn(load_spec("default"), prepare(means))
+    assert not {"sigma", "sigma_raw", "sigma_slope", "gap", "decay"} & set(dims)
+    assert {"level", "drop", "b", "nugget"} <= set(dims)
+
+
+def test_one_or_two_sizes_drop_the_size_laws():
+    from mergelaw.bayes import numpyro_backend
+
+    for sizes in ((3.0,), (0.5, 3.0)):
+        table = simulate_curves(sizes_b=sizes, domains=("code", "physics"), methods=("average",))
+        data = prepare(table)
+        assert not data.size_law and data.n_sizes == len(sizes)
+        _, dims = numpyro_backend.model_fn(load_spec("default"), data)
+        assert dims["level"] == ["curve"] and dims["drop"] == ["curve"] and dims["b"] == ["curve"]
+        assert not {"floor_drop", "beta", "gamma", "B", "floor_dev"} & set(dims)
+        assert ("sigma_slope" in dims) == (len(sizes) == 2)  # one size: no spread-size slope
+
+
+def test_membership_and_floor_deviation_enter_the_mean(data):
+    """mean = the law + (in_domain - k/M) gap_c / k^decay, computed independently."""
+    t = _truth(data)
+    spec = dataclasses.replace(load_spec("default"), floor_deviation_prior_sd=0.0)
+    rng = np.random.default_rng(0)
+    gap = rng.normal(-0.3, 0.1, len(data.curves))
+    decay = rng.uniform(0.3, 1.2, len(data.families))
+    natural = {**t, "gap": gap, "decay": decay}
+    spec = dataclasses.replace(spec, parameterisation="natural")
+    mu = mean_curve(spec, data, natural, NumpyMath())
+    curve = law.mean_loss(
+        np.exp(data.log_n), data.k, *[t[n][data.family] for n in law.LAW_PARAM_NAMES]
+    )
+    share = data.k / data.pool_size
+    offset = (data.in_domain - share) * gap[data.curve] * data.k ** (-decay[data.family])
+    np.testing.assert_allclose(mu, curve + offset, rtol=1e-12)
+    assert set(np.unique(data.in_domain)) == {0.0, 1.0}
+
+
+def test_family_labels_carry_method_settings_only_where_needed():
+    from mergelaw.bayes.data import family_labels
+
+    families = pd.DataFrame(
+        {
+            "arch": ["llama"] * 3,
+            "method": ["ties", "ties", "average"],
+            "method_params": ['{"density": 0.2}', '{"density": 0.5}', "{}"],
+            "eval_domain": ["code"] * 3,
+        }
+    )
+    assert family_labels(families) == [
+        "llama/ties[density=0.2]/code", "llama/ties[density=0.5]/code", "llama/average/code"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("spec_name", ["default", "naive", "free_exponent", "homoscedastic"])

@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mergelaw import law
@@ -69,10 +70,7 @@ def test_new_family_from_a_narrow_population_is_its_centre():
     t = {name: value[0] for name, value in TRUTH.items()}
     centre = _anchored(post, t)
     spec = load_spec("default")
-    population = {
-        name: (np.log(v) if spec.params[name].transform == "log" else v, 1e-9)
-        for name, v in centre.items()
-    }
+    population = {name: (spec.params[name].to_raw(v), 1e-9) for name, v in centre.items()}
     post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), population=population)
     new = post.new_family(per_draw=2)
     assert new.labels == ["new"] and new.n_draws == 2 * post.n_draws
@@ -107,7 +105,62 @@ def test_from_fit_holds_the_fits_draws(plan_fit):
     assert post.labels == list(result.families["label"]) and post.n_draws == 600
     assert post.sizes_b == (0.5, 3.0, 14.0) and post.flag == result.flag
     assert post.provenance["data_hash"] == result.meta["data_hash"]
-    assert set(post.population) == set(result.spec.required_params())
+    pooled = [n for n in result.spec.required_params() if result.spec.is_pooled(n)]
+    assert set(post.population) == set(result.spec.required_params()) and "beta" not in pooled
     draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
-    np.testing.assert_allclose(post.curves(3.0).mean(2.0), law.mean_loss(3.0, 2.0, *draws.values()))
-    np.testing.assert_allclose(post.population["beta"][1], result.draws("beta_scale"))
+    # at a fitted size, each family's curve is the law plus that curve's floor deviation
+    curves = pd.DataFrame(result.meta["curves"])
+    at_3 = curves[curves["n_params"] == 3e9].sort_values("family").index.to_numpy()
+    dev = result.draws("floor_dev")[:, at_3]
+    law_mean = law.mean_loss(3.0, 2.0, *draws.values())
+    np.testing.assert_allclose(post.curves(3.0).mean(2.0), law_mean + dev)
+    np.testing.assert_allclose(post.population["gap"][1], result.draws("gap_scale"))
+    gap = post.curves(3.0).gap
+    np.testing.assert_allclose(gap, result.draws("gap")[:, at_3])
+
+
+@pytest.fixture(scope="module")
+def one_size_fit():
+    """A short real fit of a table with one base size (what most teams have): no size law."""
+    from mergelaw.bayes.fit import fit
+    from mergelaw.simulate import simulate_curves
+
+    table = simulate_curves(sizes_b=(3.0,), domains=("code", "biology"),
+                            methods=("average", "ties"), seed=2)  # fmt: skip
+    return fit(table, seed=1, draws=150, tune=200, chains=2)
+
+
+def test_one_size_fit_answers_at_its_size_and_refuses_size_laws(one_size_fit):
+    from mergelaw.plan import CostModel, budget, experts_for_target, forecast
+
+    assert one_size_fit.meta["size_law"] is False
+    assert "no size law" in one_size_fit.meta["notes"][0]
+    post = Posterior.from_fit(one_size_fit)
+    assert post.sizes_b == (3.0,) and not post.size_law
+    curves = post.curves(3.0)
+    # the family's curve is the fitted curve at that size: level and drop give floor and A
+    draws = one_size_fit.draws("L_star")
+    np.testing.assert_allclose(curves.floor, draws)
+    np.testing.assert_allclose(curves.mean(9.0), one_size_fit.draws("level"), rtol=1e-10)
+    answer = experts_for_target(post, float(np.median(curves.mean(4.0))), n_b=3.0)
+    assert not any("base size" in q for q in answer.table["quantity"])
+    assert len(forecast(post, n_b=3.0).table) > 0
+    assert len(forecast(post, n_b=3.0, family="new").table) > 0
+    with pytest.raises(MergelawError, match="needs the size laws, but this fit has 1 base size"):
+        post.curves(7.0)
+    with pytest.raises(MergelawError, match="needs the size laws"):
+        budget(post, CostModel(base={3.0: 1.0, 7.0: 2.0}, per_expert=0.1), limit=10.0)
+
+
+def test_pool_strata_straddle_the_law(one_size_fit):
+    """With the own expert the curve sits (1 - k/M) gap(k) off the average, without it -(k/M)
+    gap(k): the two strata, weighted k/M and 1 - k/M, average back to the law."""
+    post = Posterior.from_fit(one_size_fit)
+    curves = post.curves(3.0)
+    ks = np.arange(1.0, 9.0)
+    with_own, without = (curves.in_stratum(s).mean(ks) for s in ("with_own", "without_own"))
+    share = ks / post.pool_size
+    np.testing.assert_allclose(share * with_own + (1 - share) * without, curves.mean(ks))
+    assert np.all(np.median(with_own - without, axis=0) < 0)  # the own expert helps its domain
+    with pytest.raises(MergelawError, match="pool 'mine'"):
+        curves.in_stratum("mine")

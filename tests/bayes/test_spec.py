@@ -17,7 +17,15 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
         assert sorted(spec.params) == sorted(spec.required_params()), name
     default = load_spec("default")
     assert default.parameterisation == "anchored" and default.tail_exponent == "fixed"
-    assert default.params["level"].centred and not default.params["b"].centred
+    assert default.params["level"].centred and not default.params["decay"].centred
+    assert default.membership == "power" and default.nugget == "method"
+    assert not default.is_pooled("b") and default.is_pooled("drop")
+    assert default.params["drop"].transform == "identity"  # signed tail
+    assert default.required_params(size_law=False) == ["level", "drop", "b", "gap", "decay", "sigma"]
+    assert default.required_params(form="means") == [
+        "level", "drop", "floor_drop", "beta", "gamma", "b"
+    ]  # fmt: skip
+    assert default.target_accept == 0.9 and load_spec("default_v1").target_accept is None
     assert "alpha" in load_spec("free_exponent").required_params()
     assert "b" not in load_spec("no_offset").required_params()
 
@@ -58,3 +66,33 @@ def test_bad_specs_give_one_line_errors(tmp_path, edit, message):
 def test_unknown_spec_name_lists_available():
     with pytest.raises(MergelawError, match=r"no such model spec .*default"):
         load_spec("nonexistent")
+
+
+def test_transforms_and_population_density_match_scipy():
+    """A group parameter's population: value = transform(raw), raw ~ Normal(mean, scale); the
+    log density of a value carries the transform's Jacobian."""
+    import numpy as np
+    from scipy import stats
+
+    from mergelaw.bayes.spec import ParamPrior
+
+    values = np.array([-0.5, 0.0, 0.7, 3.0])
+    log1p = ParamPrior("log1p", 0.0, 1.0, 0.5)
+    expected = stats.lognorm(s=0.4, scale=np.exp(0.2)).logpdf(values + 1.0)
+    np.testing.assert_allclose(log1p.log_density(values, 0.2, 0.4), expected, rtol=1e-12)
+    assert log1p.log_density(np.array([-1.5]), 0.2, 0.4)[0] == -np.inf
+    assert log1p.to_value(np.log(2.5)) == 1.5
+    identity = ParamPrior("identity", 0.0, 1.0, 0.5)
+    np.testing.assert_allclose(
+        identity.log_density(values, 0.1, 0.3), stats.norm(0.1, 0.3).logpdf(values), rtol=1e-12
+    )
+    draws = log1p.sample(np.zeros(20000), np.full(20000, 0.5), np.random.default_rng(0))
+    assert draws.min() > -1.0 and np.median(draws) == pytest.approx(0.0, abs=0.02)
+
+
+def test_sampler_section_is_checked(tmp_path):
+    text = Path(load_spec("default").source).read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("target_accept = 0.9 ", "target_accept = 1.5 "))
+    with pytest.raises(MergelawError, match=r"\[sampler\].target_accept = 1.5"):
+        load_spec(bad)

@@ -34,6 +34,7 @@ def _posterior(n_draws=2000):
         population=POPULATION,
         sizes_b=(0.5, 3.0, 14.0),
         pool_size=9,
+        spec="default_v1",  # the population above is on its raw scales (log drop and b)
     )
 
 

@@ -90,13 +90,15 @@ def simulation_seed(seed: int, sim: int) -> int:
     return seed * 1_000_003 + 2 * sim
 
 
-def population_names(spec: ModelSpec) -> list[str]:
-    """Sites shared by all families: pooled means and scales, the nugget and the spread slope."""
-    names = ["nugget", "sigma_slope"]
-    if spec.pool:
-        for p in spec.required_params():
-            names += [f"{p}_mean", f"{p}_scale"]
-    return names
+def population_names(dims: dict[str, list[str]]) -> list[str]:
+    """Sites shared by all families (pooled means and scales, the nugget(s), the spread's size
+    slope, the floor deviations' scale), from a model's site dims (``numpyro_backend.model_fn``)."""
+    shared = ([], ["merge_method"])
+    return [
+        name
+        for name, site_dims in dims.items()
+        if site_dims in shared and not name.endswith("_log") and name != "loss"
+    ]
 
 
 def calibrate(
@@ -123,8 +125,8 @@ def calibrate(
         max_tree_depth=10,
         progress=False,
     )
-    model, _ = numpyro_backend.model_fn(spec, data)
-    names = population_names(spec)
+    model, dims = numpyro_backend.model_fn(spec, data)
+    names = population_names(dims)
     tail = (1.0 - level) / 2.0
     ranks, coverage, divergent = [], [], []
     for sim in range(n_sims):
@@ -147,8 +149,12 @@ def calibrate(
         jax.clear_caches()
         gc.collect()
         for name in names:
-            kept = posterior[name][::thin]
-            ranks.append({"sim": sim, "param": name, "rank": int(np.sum(kept < truth[name]))})
+            kept = posterior[name][::thin].reshape(len(posterior[name][::thin]), -1)
+            true = np.reshape(truth[name], -1)
+            for i in range(true.size):  # one rank per element (a nugget per merge method)
+                label = name if true.size == 1 else f"{name}[{i}]"
+                rank = int(np.sum(kept[:, i] < true[i]))
+                ranks.append({"sim": sim, "param": label, "rank": rank})
         for name in reported:
             lo, hi = np.quantile(posterior[name], [tail, 1.0 - tail], axis=0)
             inside = (lo <= truth[name]) & (truth[name] <= hi)

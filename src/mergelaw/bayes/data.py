@@ -7,6 +7,7 @@ standard errors (the paper's form: FAMILY columns, n_params, k, pool_size, mean,
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +30,7 @@ class ModelData:
     log_n: np.ndarray  # (n_obs,) log N, N in billions
     k: np.ndarray  # (n_obs,) experts merged
     pool_size: np.ndarray  # (n_obs,) M
+    in_domain: np.ndarray  # (n_obs,) 1.0 where the subset holds the eval domain's expert
     y: np.ndarray  # (n_obs,) subset loss, or per-k mean loss
     se: np.ndarray | None  # (n_obs,) standard error of a mean (means form only)
     families: pd.DataFrame  # one row per family: FAMILY_COLUMNS, label
@@ -38,18 +40,81 @@ class ModelData:
     x_hi: float
     k_anchor: float  # the largest k in the table
     data_hash: str
+    n_sizes: int = 3
+
+    @property
+    def size_law(self) -> bool:
+        """Whether the table has the >= 3 base sizes the floor's and tail's size laws need."""
+        return self.n_sizes >= MIN_SIZES_FOR_SIZE_LAW
+
+    @property
+    def family_method(self) -> np.ndarray:
+        """Index (into coords['merge_method']) of each family's merge method."""
+        methods = sorted(self.families["method"].unique())
+        return np.array([methods.index(m) for m in self.families["method"]], dtype=int)
+
+    @property
+    def curve_log_n(self) -> np.ndarray:
+        """log N (billions) of every curve."""
+        return np.log(size_in_billions(self.curves["n_params"].to_numpy(float)))
+
+    @property
+    def n_b(self) -> np.ndarray:
+        """Base size of every observation, billions."""
+        return np.exp(self.log_n)
+
+    @property
+    def size_ratio(self) -> np.ndarray:
+        """N / N_ref of every observation."""
+        return np.exp(self.x)
+
+    @property
+    def ratio_lo(self) -> float:
+        return float(np.exp(self.x_lo))
+
+    @property
+    def ratio_hi(self) -> float:
+        return float(np.exp(self.x_hi))
 
     @property
     def coords(self) -> dict[str, list[str]]:
         return {
             "family": list(self.families["label"]),
             "curve": list(self.curves["label"]),
+            "merge_method": sorted(self.families["method"].unique()),
             "obs": [str(i) for i in range(len(self.y))],
         }
 
 
-def family_label(row) -> str:
-    return f"{row['arch']}/{row['method']}/{row['eval_domain']}"
+MIN_SIZES_FOR_SIZE_LAW = 3
+
+
+def family_label(row, with_params: bool = False) -> str:
+    """'arch/method/eval_domain'; with the method's parameters ('ties[density=0.2]') where one
+    method appears with several settings in a table."""
+    method = row["method"]
+    if with_params:
+        params = json.loads(row["method_params"] or "{}")
+        method += "[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"
+    return f"{row['arch']}/{method}/{row['eval_domain']}"
+
+
+def family_labels(families: pd.DataFrame) -> list[str]:
+    """Unique labels of distinct family rows (FAMILY_COLUMNS): method parameters appear in the
+    label of every method that the table holds with more than one setting."""
+    settings = families.groupby("method")["method_params"].nunique()
+    several = set(settings.index[settings > 1])
+    return [family_label(row, row["method"] in several) for _, row in families.iterrows()]
+
+
+def size_law_note(n_sizes: int) -> str | None:
+    """The one-line note said when a table is too small for the size laws, else None."""
+    if n_sizes >= MIN_SIZES_FOR_SIZE_LAW:
+        return None
+    return (
+        f"{n_sizes} base size(s): no size law (floor, tail amplitude and b per family and size, "
+        "pooled across families); queries at another size refuse"
+    )
 
 
 def prepare(table: pd.DataFrame, source: str = "curves table") -> ModelData:
@@ -68,7 +133,7 @@ def prepare(table: pd.DataFrame, source: str = "curves table") -> ModelData:
         )
     families = table[list(FAMILY_COLUMNS)].drop_duplicates().sort_values(list(FAMILY_COLUMNS))
     families = families.reset_index(drop=True)
-    families["label"] = families.apply(family_label, axis=1)
+    families["label"] = family_labels(families)
     family = table.merge(families.reset_index(), on=list(FAMILY_COLUMNS), how="left")["index"]
     curves = (
         pd.DataFrame({"family": family.to_numpy(), "n_params": table["n_params"].to_numpy()})
@@ -84,11 +149,9 @@ def prepare(table: pd.DataFrame, source: str = "curves table") -> ModelData:
     curve = curve.merge(curves.reset_index(), on=["family", "n_params"], how="left")["index"]
     sizes = size_in_billions(table["n_params"].to_numpy(float))
     distinct = np.unique(sizes)
-    if len(distinct) < 3:
-        raise MergelawError(
-            f"{source}: {len(distinct)} base size(s); the size laws of the floor and tail need "
-            ">= 3 distinct n_params"
-        )
+    in_domain = (
+        table["in_domain"].to_numpy(float) if "in_domain" in table.columns else np.zeros(len(y))
+    )
     n_ref = float(np.exp(np.mean(np.log(distinct))))
     x = np.log(sizes / n_ref)
     return ModelData(
@@ -99,6 +162,7 @@ def prepare(table: pd.DataFrame, source: str = "curves table") -> ModelData:
         log_n=np.log(sizes),
         k=table["k"].to_numpy(float),
         pool_size=table["pool_size"].to_numpy(float),
+        in_domain=in_domain,
         y=y,
         se=se,
         families=families,
@@ -108,6 +172,7 @@ def prepare(table: pd.DataFrame, source: str = "curves table") -> ModelData:
         x_hi=float(x.max()),
         k_anchor=float(table["k"].max()),
         data_hash=data_hash,
+        n_sizes=len(distinct),
     )
 
 
@@ -129,6 +194,13 @@ def _validate_means(table: pd.DataFrame, source: str) -> pd.DataFrame:
                 f"{source}: column '{column}' row {row}: {table[column][row]!r} is not a finite "
                 f"{'non-negative' if zero_ok else 'positive'} number"
             )
+    over = np.flatnonzero(table["k"].to_numpy(float) > table["pool_size"].to_numpy(float))
+    if over.size:
+        row = int(over[0])
+        raise MergelawError(
+            f"{source}: row {row}: k = {table['k'][row]} exceeds pool_size = "
+            f"{table['pool_size'][row]} (expected 1 <= k <= pool_size)"
+        )
     return table
 
 

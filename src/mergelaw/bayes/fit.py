@@ -21,11 +21,13 @@ import pandas as pd
 
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
-from mergelaw.bayes.data import ModelData, prepare
+from mergelaw.bayes.data import ModelData, prepare, size_law_note
 from mergelaw.bayes.model import REPORTED
-from mergelaw.bayes.spec import ModelSpec, load_spec
+from mergelaw.bayes.spec import ModelSpec, load_spec, models_dir
+from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
 from mergelaw.io import atomic_path
+from mergelaw.law import size_in_billions
 
 Backend = Literal["numpyro", "pymc"]
 DEFAULT_TARGET_ACCEPT = 0.99
@@ -64,6 +66,14 @@ class Fit:
         values = self.idata.posterior[name].to_numpy()
         return values.reshape(-1, *values.shape[2:])
 
+    def family_nugget(self) -> np.ndarray:
+        """Nugget draws: (S,) for one nugget, (S, F) where each family takes its merge method's."""
+        nugget = self.draws("nugget")
+        if nugget.ndim == 1:
+            return nugget
+        methods = sorted(self.families["method"].unique())
+        return nugget[:, [methods.index(m) for m in self.families["method"]]]
+
     def law_summary(self, level: float = 0.9) -> pd.DataFrame:
         """Posterior mean and central interval of the paper's parameters, per family."""
         tail = (1.0 - level) / 2.0
@@ -96,6 +106,49 @@ class Fit:
             arrays, self.idata.observed_data["loss"].to_numpy()
         )
 
+    def observations_for(
+        self, rows: pd.DataFrame, new_curves: bool = False
+    ) -> predictive.Observations:
+        """The structure of ``rows`` (subset rows or per-k means) of this fit's curves, indexed by
+        its families and curves: held-out k of fitted curves, say. A row of a family the fit has
+        not seen is refused, and one of a curve it has not seen unless ``new_curves`` (held-out
+        curves in grouped k-fold: indexed after the fitted curves, their per-curve parameters
+        are drawn from the fitted population by ``predictive_draws``)."""
+        families = self.families
+        keys = list(FAMILY_COLUMNS)
+        lookup = families[keys].reset_index().rename(columns={"index": "family"})
+        merged = rows[keys].merge(lookup, on=keys, how="left")
+        if merged["family"].isna().any():
+            row = rows.iloc[int(np.flatnonzero(merged["family"].isna())[0])]
+            name = "/".join(str(row[c]) for c in keys)
+            raise MergelawError(f"rows of family {name!r}, which the fit has not seen")
+        family = merged["family"].to_numpy(int)
+        curves = pd.DataFrame(self.meta["curves"]).reset_index()
+        at = pd.DataFrame({"family": family, "n_params": rows["n_params"].to_numpy()})
+        curve = at.merge(curves, on=["family", "n_params"], how="left")["index"]
+        if curve.isna().any() and not new_curves:
+            raise MergelawError("rows of a base size the fit has not seen for their family")
+        unseen = at[curve.isna().to_numpy()].drop_duplicates().reset_index(drop=True)
+        new_index = {
+            (f, n): len(curves) + i for i, (f, n) in enumerate(unseen.itertuples(index=False))
+        }
+        curve = curve.to_numpy(float)
+        for i in np.flatnonzero(np.isnan(curve)):
+            curve[i] = new_index[(at["family"][i], at["n_params"][i])]
+        log_n = np.log(size_in_billions(rows["n_params"].to_numpy(float)))
+        means_form = "loss" not in rows.columns
+        return predictive.Observations(
+            family=family,
+            curve=curve.to_numpy(int),
+            x=log_n - np.log(float(self.meta["n_ref"])),
+            log_n=log_n,
+            k=rows["k"].to_numpy(float),
+            pool_size=rows["pool_size"].to_numpy(float),
+            se=rows["se"].to_numpy(float) if means_form else None,
+            y=rows["mean" if means_form else "loss"].to_numpy(float),
+            in_domain=rows["in_domain"].to_numpy(float) if "in_domain" in rows.columns else None,
+        )
+
     def predictive_draws(
         self,
         draws: int = predictive.DEFAULT_CHECK_DRAWS,
@@ -107,7 +160,33 @@ class Fit:
         names = [*REPORTED, "sigma", "sigma_slope", "nugget"]
         values = {n: self.draws(n)[keep] for n in names if n in self.idata.posterior}
         obs = self.observations() if obs is None else obs
-        return predictive.mean_and_scale(values, obs, self.spec.spread)
+        values["nugget"] = self.family_nugget()[keep]
+        n_curves = len(self.meta["curves"]["family"])
+        unseen = int(obs.curve.max()) + 1 - n_curves if len(obs.curve) else 0
+        if unseen > 0:
+            values = self._with_unseen_curves(values, keep, unseen)
+        return predictive.mean_and_scale(values, obs, self.spec.spread, len(self.families))
+
+    def _with_unseen_curves(self, values: dict, keep: np.ndarray, unseen: int) -> dict:
+        """Per-curve parameters of ``unseen`` curves the fit has not seen, appended as columns:
+        the membership gap from its population, the floor deviation from N(0, tau), per draw."""
+        rng = np.random.default_rng(0)
+        out = dict(values)
+        if "gap" in values:
+            prior = self.spec.params["gap"]
+            if self.spec.is_pooled("gap"):
+                mean = self.draws("gap_mean")[keep][:, None]
+                scale = self.draws("gap_scale")[keep][:, None]
+            else:
+                mean, scale = prior.prior_mean, prior.prior_sd
+            shape = (len(keep), unseen)
+            fresh = prior.sample(np.broadcast_to(mean, shape), np.broadcast_to(scale, shape), rng)
+            out["gap"] = np.concatenate([values["gap"], fresh], axis=1)
+        if "floor_dev" in values:
+            tau = self.draws("floor_dev_scale")[keep][:, None]
+            fresh = tau * rng.standard_normal((len(keep), unseen))
+            out["floor_dev"] = np.concatenate([values["floor_dev"], fresh], axis=1)
+        return out
 
     def posterior_predictive(
         self, draws: int = predictive.DEFAULT_CHECK_DRAWS, seed: int = 0
@@ -139,7 +218,9 @@ class Fit:
         table: pd.DataFrame | None = None,
     ) -> Fit:
         """Read a saved fit. It is refused if its spec differs from ``spec`` ('current': the spec
-        file of the same name as it is now; None: no check) or its data from ``table``."""
+        file it was made from, as it is now, where that file still exists (its path, else the
+        file of its name in models/); otherwise the spec saved inside the fit; None: no check)
+        or its data from ``table``."""
         path = Path(path)
         if not path.exists():
             raise MergelawError(
@@ -151,14 +232,17 @@ class Fit:
             saved_spec = ModelSpec.from_json(idata.posterior.attrs[_SPEC_KEY])
         except (KeyError, OSError, ValueError) as exc:
             raise MergelawError(f"{path}: not a mergelaw fit ({type(exc).__name__})") from None
-        if spec is not None:
-            current = load_spec(saved_spec.name if spec == "current" else spec)
-            if current.digest != saved_spec.digest:
-                raise MergelawError(
-                    f"{path}: fitted with spec '{saved_spec.name}' (digest {saved_spec.digest}), "
-                    f"but {current.source or current.name} now has digest {current.digest}; "
-                    "refit, or load with the spec the fit was made with"
-                )
+        current = None
+        if spec == "current":
+            current = _current_spec(saved_spec, meta.get("spec_source", ""))
+        elif spec is not None:
+            current = load_spec(spec) if isinstance(spec, str) else spec
+        if current is not None and current.digest != saved_spec.digest:
+            raise MergelawError(
+                f"{path}: fitted with spec '{saved_spec.name}' (digest {saved_spec.digest}), "
+                f"but {current.source or current.name} now has digest {current.digest}; "
+                "refit, or load with the spec the fit was made with"
+            )
         if table is not None:
             data_hash = prepare(table).data_hash
             if data_hash != meta["data_hash"]:
@@ -171,6 +255,21 @@ class Fit:
         return cls(idata, saved_spec, meta, diag.Diagnostics(**saved_diagnostics))
 
 
+def _current_spec(saved: ModelSpec, source: str) -> ModelSpec | None:
+    """The spec file a fit was made from, as it is now: its recorded path where it exists; a
+    spec from models/ (or a fit that recorded no path) by its name there. None where the file is
+    gone: the spec saved inside the fit then stands, whatever the file was called."""
+    shipped = models_dir().resolve()
+    if source:
+        path = Path(source)
+        if path.is_file():
+            return load_spec(path)
+        if path.parent != shipped:
+            return None
+    candidate = shipped / f"{saved.name}.toml"
+    return load_spec(candidate) if candidate.is_file() else None
+
+
 def fit(
     table: pd.DataFrame,
     spec: ModelSpec | str = "default",
@@ -180,7 +279,7 @@ def fit(
     tune: int = 1000,
     chains: int = 4,
     seed: int = 0,
-    target_accept: float = DEFAULT_TARGET_ACCEPT,
+    target_accept: float | None = None,
     max_tree_depth: int = 10,
     progress: bool = False,
     sampler: str = "pymc",
@@ -190,12 +289,13 @@ def fit(
 
     ``backend='numpyro'`` runs chains in parallel over XLA host devices; ``backend='pymc'`` uses
     PyMC with ``sampler`` 'pymc' (its own NUTS), 'nutpie' or 'numpyro'. The same seed gives the
-    same posterior. target_accept 0.99 by default: the posterior of the tail's shape narrows as b
-    grows (gamma then scales a large amplitude), and at 0.95 the default spec left divergent draws
-    in that corner of paper-scale and 60-curve benchmark tables; at 0.99 none (fit_bench).
+    same posterior. ``target_accept`` None: the spec's [sampler] setting, else 0.99 (the first
+    default left divergent draws at 0.95 where b is large, on paper-scale tables; fit_bench).
     """
     spec = load_spec(spec) if isinstance(spec, str) else spec
     data = prepare(table, source=source)
+    if target_accept is None:
+        target_accept = spec.target_accept or DEFAULT_TARGET_ACCEPT
     settings = dict(
         draws=draws,
         tune=tune,
@@ -221,6 +321,7 @@ def fit(
     obs = predictive.Observations.from_data(data)
     idata = diag.with_constant_data(idata, obs.arrays())
     meta = _meta(data, backend, sampler, settings, wall_time)
+    meta["spec_source"] = str(Path(spec.source).resolve()) if spec.source else ""
     result = Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
     return _with_curve_checks(result, obs, list(data.curves["label"]))
 
@@ -267,6 +368,9 @@ def _meta(data: ModelData, backend: str, sampler: str, settings: dict, wall_time
         "pool_size": float(data.pool_size.max()),
         "x_lo": data.x_lo,
         "x_hi": data.x_hi,
+        "n_sizes": data.n_sizes,
+        "size_law": data.size_law,
+        "notes": [note] if (note := size_law_note(data.n_sizes)) else [],
         "families": data.families.to_dict(orient="list"),
         "curves": data.curves.to_dict(orient="list"),
         "settings": {k: v for k, v in settings.items() if k != "progress"},

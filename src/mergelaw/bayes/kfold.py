@@ -17,14 +17,11 @@ import pandas as pd
 from scipy import stats
 from scipy.special import logsumexp
 
-from mergelaw.bayes.data import family_label
 from mergelaw.bayes.fit import Fit, fit
 from mergelaw.bayes.model import param_scope
-from mergelaw.bayes.predictive import Observations
 from mergelaw.bayes.spec import ModelSpec, load_spec
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
-from mergelaw.law import size_in_billions
 
 
 @dataclass(frozen=True)
@@ -68,25 +65,8 @@ def assign_folds(table: pd.DataFrame, folds: int, seed: int = 0) -> np.ndarray:
 
 def heldout_log_density(trained: Fit, heldout: pd.DataFrame, draws: int = 1000) -> np.ndarray:
     """log p(y_i | training rows) for each held-out row: the fold fit's posterior averaged."""
-    labels = heldout[list(FAMILY_COLUMNS)].apply(family_label, axis=1)
-    index = {label: i for i, label in enumerate(trained.families["label"])}
-    unknown = sorted(set(labels) - set(index))
-    if unknown:
-        raise MergelawError(f"held-out rows of family {unknown[0]!r}, which the fit has not seen")
-    family = labels.map(index).to_numpy(int)
-    log_n = np.log(size_in_billions(heldout["n_params"].to_numpy(float)))
-    means_form = "loss" not in heldout.columns
-    y = heldout["mean" if means_form else "loss"].to_numpy(float)
-    obs = Observations(
-        family=family,
-        curve=np.zeros_like(family),
-        x=log_n - np.log(float(trained.meta["n_ref"])),
-        log_n=log_n,
-        k=heldout["k"].to_numpy(float),
-        pool_size=heldout["pool_size"].to_numpy(float),
-        se=heldout["se"].to_numpy(float) if means_form else None,
-        y=y,
-    )
+    obs = trained.observations_for(heldout.reset_index(drop=True), new_curves=True)
+    y = obs.y
     mean, scale = trained.predictive_draws(draws, obs)
     log_lik = stats.norm.logpdf(y, mean, scale)  # (S, n)
     return logsumexp(log_lik, axis=0) - np.log(log_lik.shape[0])
@@ -103,7 +83,9 @@ def grouped_kfold(
     """Refit ``spec`` ``folds`` times, each time without one fold of curves, and score the
     held-out rows. ``fit_settings`` go to ``fit`` (draws, tune, chains, target_accept, ...)."""
     spec = load_spec(spec) if isinstance(spec, str) else spec
-    if "curve" in {param_scope(spec, name) for name in spec.required_params()}:
+    drawable = {"gap"}  # per curve, but a held-out curve's is drawn from its population
+    per_curve = {param_scope(spec, name) for name in spec.required_params() if name not in drawable}
+    if "curve" in per_curve:
         raise MergelawError(
             f"spec {spec.name!r} has parameters per curve; a held-out curve has none to predict "
             "with (grouped k-fold needs family-level parameters)"

@@ -1,9 +1,21 @@
 """The hierarchical merging law as one generative program, written against a tiny backend interface.
 
 ``merging_law(spec, data, backend)`` declares every random variable through ``backend`` (normal,
-half_normal, deterministic, likelihood) and does its arithmetic with ``backend.math`` (jax.numpy or
-pytensor.tensor). The PyMC and NumPyro backends are thin adapters over that interface, so the two
-cannot drift apart: the same spec gives the same model in both.
+half_normal, deterministic, likelihood) and does its arithmetic with ``mergelaw.law``'s functions
+(operators only, so jax.numpy and pytensor tensors run them). The PyMC and NumPyro backends are thin
+adapters over that interface, so the two cannot drift apart: the same spec gives the same model in
+both.
+
+Per row (one merged model evaluated on one domain) of a table with >= 3 base sizes:
+
+    loss ~ Normal(mu, scale)
+    mu    = curve_loss(k; floor(N), A(N), b) + stratum_offset(k, in_domain, M; gap, decay)
+    scale = noise_scale(sigma(N), spread(k, M), nugget)
+
+with each family's floor and tail following the size laws L_star + B N^-beta and A0 N^-gamma.
+A table of one or two sizes has no size law: floor, amplitude and b are then per (family, size)
+curve, partially pooled across all curves. A per-k means table has no membership term (its means
+average over subsets) and its scale is sqrt(se^2 + nugget^2).
 """
 
 from __future__ import annotations
@@ -12,12 +24,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mergelaw import law
 from mergelaw.bayes.data import ModelData
 from mergelaw.bayes.spec import ModelSpec
 from mergelaw.errors import MergelawError
 
 #: Law parameters reported per family in the paper's units (N in billions), whatever the spec.
-REPORTED = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha")
+REPORTED = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha", "gap", "decay", "floor_dev")
+spread_factor = law.spread_factor  # the table-level factor, re-exported for older imports
 
 
 class Backend(Protocol):
@@ -25,13 +39,21 @@ class Backend(Protocol):
 
     def normal(self, name: str, loc, scale, dims: tuple[str, ...] = ()) -> Any: ...
     def half_normal(self, name: str, scale, dims: tuple[str, ...] = ()) -> Any: ...
-    def gamma(self, name: str, shape: float, rate: float) -> Any: ...
+    def gamma(self, name: str, shape: float, rate: float, dims: tuple[str, ...] = ()) -> Any: ...
     def deterministic(self, name: str, value, dims: tuple[str, ...] = ()) -> Any: ...
     def likelihood(self, name: str, loc, scale, observed) -> Any: ...
 
 
-def param_scope(spec: ModelSpec, name: str) -> str:
-    """'curve' for parameters the spec gives each (family, size) curve, else 'family'."""
+#: Parameters given per (family, size) curve when the table has no size law.
+PER_CURVE_WITHOUT_SIZE_LAW = ("level", "drop", "b", "L_star", "A0", "gap")
+
+
+def param_scope(spec: ModelSpec, name: str, size_law: bool = True) -> str:
+    """'curve' for parameters given to each (family, size) curve, else 'family'."""
+    if name == "gap":
+        return "curve"
+    if not size_law and name in PER_CURVE_WITHOUT_SIZE_LAW:
+        return "curve"
     if name == "b" and spec.offset == "curve":
         return "curve"
     if name == "alpha" and spec.exponent_scope == "curve":
@@ -39,24 +61,28 @@ def param_scope(spec: ModelSpec, name: str) -> str:
     return "family"
 
 
-def check_spec_fits_data(spec: ModelSpec) -> None:
-    if spec.parameterisation == "anchored" and "curve" in {
-        param_scope(spec, p) for p in spec.required_params()
-    }:
-        raise MergelawError(
-            f"spec {spec.name!r}: the anchored parameterisation needs b and alpha per family "
-            "(offset and exponent_scope = 'family')"
-        )
+def required_params(spec: ModelSpec, data: ModelData) -> list[str]:
+    return spec.required_params(size_law=data.size_law, form=data.form)
 
 
-def group_parameters(spec: ModelSpec, backend: Backend) -> dict[str, Any]:
-    """Each group parameter: transform(raw), raw centred or not, partially pooled or not."""
-    m = backend.math
+def check_spec_fits_data(spec: ModelSpec, data: ModelData) -> None:
+    if data.size_law and spec.parameterisation == "anchored":
+        scoped = {p: param_scope(spec, p) for p in required_params(spec, data)}
+        if scoped.get("b") == "curve" or scoped.get("alpha") == "curve":
+            raise MergelawError(
+                f"spec {spec.name!r}: the anchored parameterisation needs b and alpha per family "
+                "(offset and exponent_scope = 'family')"
+            )
+
+
+def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict[str, Any]:
+    """Each group parameter: transform(raw), raw centred or not, partially pooled or not
+    (the population distribution is ``ParamPrior``'s, in the spec module)."""
     values = {}
-    for name in spec.required_params():
+    for name in required_params(spec, data):
         prior = spec.params[name]
-        dims = (param_scope(spec, name),)
-        if spec.pool:
+        dims = (param_scope(spec, name, data.size_law),)
+        if spec.is_pooled(name):
             mean = backend.normal(f"{name}_mean", prior.prior_mean, prior.prior_sd)
             scale = backend.half_normal(f"{name}_scale", prior.pool_scale)
         else:
@@ -65,83 +91,111 @@ def group_parameters(spec: ModelSpec, backend: Backend) -> dict[str, Any]:
             raw = backend.normal(f"{name}_raw", mean, scale, dims=dims)
         else:
             raw = mean + scale * backend.normal(f"{name}_z", 0.0, 1.0, dims=dims)
-        value = m.exp(raw) if prior.transform == "log" else raw
+        value = prior.to_value(raw, backend.math)
         values[name] = backend.deterministic(name, value, dims=dims)
     return values
 
 
-def _pick(values, scope: str, data: ModelData):
-    return values[data.family] if scope == "family" else values[data.curve]
-
-
-def anchored_law(
-    p: dict[str, Any], *, k_anchor: float, n_ref: float, x_lo: float, x_hi: float, math: Any = np
-) -> dict[str, Any]:
-    """L_star, B and A0 from anchored group parameters (level, drop, floor_drop, beta, gamma and
-    b, alpha where the spec has them), given the table's anchors. Pure arithmetic on ``math``
-    (numpy, jax.numpy or pytensor.tensor), so the planning queries reuse it on posterior draws."""
-    m = math
-    b = p.get("b", 0.0)
-    alpha = p.get("alpha", 1.0)
-    shape_k1 = (1.0 + b) ** (-alpha)
-    shape_anchor = (k_anchor + b) ** (-alpha)
-    amplitude_ref = p["drop"] / (shape_k1 - shape_anchor)
-    floor_ref = p["level"] - amplitude_ref * shape_anchor
-    gap = p["floor_drop"] / (m.exp(-p["beta"] * x_lo) - m.exp(-p["beta"] * x_hi))
-    log_n_ref = float(np.log(n_ref))
-    return {
-        "L_star": floor_ref - gap,
-        "B": gap * m.exp(p["beta"] * log_n_ref),
-        "A0": amplitude_ref * m.exp(p["gamma"] * log_n_ref),
-    }
+def _pick(value, scope: str, data: ModelData):
+    return value[data.family] if scope == "family" else value[data.curve]
 
 
 def mean_curve(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
-    """E[L] per observation, and the paper's parameters per family (reported as deterministics)."""
-    m = backend.math
-    b = p.get("b", 0.0)
-    alpha = p.get("alpha", 1.0)
-    if spec.parameterisation == "anchored":
-        family_law = anchored_law(
-            p, k_anchor=data.k_anchor, n_ref=data.n_ref, x_lo=data.x_lo, x_hi=data.x_hi, math=m
-        )
-    else:
-        family_law = {"L_star": p["L_star"], "B": p["B"], "A0": p["A0"]}
-    for name in ("L_star", "B", "A0"):
+    """E[L] per observation, and the paper's parameters (reported as deterministics)."""
+
+    def per_obs(name: str, default: float):
         if name not in p:
-            backend.deterministic(name, family_law[name], dims=("family",))
-    f = data.family
-    floor = family_law["L_star"][f] + family_law["B"][f] * m.exp(-p["beta"][f] * data.log_n)
-    amplitude = family_law["A0"][f] * m.exp(-p["gamma"][f] * data.log_n)
-    b_obs = _pick(b, param_scope(spec, "b"), data) if "b" in p else 0.0
-    alpha_obs = _pick(alpha, param_scope(spec, "alpha"), data) if "alpha" in p else 1.0
-    return floor + amplitude * (data.k + b_obs) ** (-alpha_obs)
+            return default
+        return _pick(p[name], param_scope(spec, name, data.size_law), data)
+
+    b, alpha = per_obs("b", 0.0), per_obs("alpha", 1.0)
+    if spec.parameterisation == "anchored":
+        scope = param_scope(spec, "level", data.size_law)
+        sizes = {}
+        if data.size_law:
+            sizes = {"n_ref": data.n_ref, "ratio_lo": data.ratio_lo, "ratio_hi": data.ratio_hi}
+            sizes |= {name: p[name] for name in ("floor_drop", "beta", "gamma")}
+        derived = law.anchored_law(
+            p["level"],
+            p["drop"],
+            k_anchor=data.k_anchor,
+            k_low=spec.drop_from_k,
+            b=p.get("b", 0.0),
+            alpha=p.get("alpha", 1.0),
+            **sizes,
+        )
+        for name in ("L_star", "B", "A0"):
+            if name == "B" and not data.size_law:
+                continue
+            backend.deterministic(name, derived[name], dims=(scope,))
+        p = {**p, **derived}
+    if data.size_law:
+        n = data.n_b
+        floor = law.floor_loss(n, per_obs("L_star", 0.0), per_obs("B", 0.0), per_obs("beta", 1.0))
+        amplitude = law.tail_amplitude(n, per_obs("A0", 0.0), per_obs("gamma", 0.0))
+        if spec.floor_deviation_prior_sd > 0:
+            floor = floor + _floor_deviation(spec, data, p, backend)[data.curve]
+    else:
+        floor, amplitude = per_obs("L_star", 0.0), per_obs("A0", 0.0)
+    mu = law.curve_loss(data.k, floor, amplitude, b, alpha)
+    if "gap" in p:
+        mu = mu + law.stratum_offset(
+            data.k, data.in_domain, data.pool_size, per_obs("gap", 0.0), per_obs("decay", 1.0)
+        )
+    return mu
 
 
-def spread_factor(spread: str, k: np.ndarray, pool_size: np.ndarray) -> np.ndarray:
-    """How the across-subset variance scales with k: the finite-pool form, 1/k, or constant."""
-    if spread == "finite_pool":
-        return np.where(pool_size > 1, (pool_size - k) / (k * np.maximum(pool_size - 1, 1)), 0.0)
-    if spread == "inverse_k":
-        return 1.0 / k
-    return np.ones_like(k)
+def _floor_deviation(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
+    """Each curve's floor off its family's size law (under-trained bases do not lower the floor
+    as a power law says). Sampled as the curve's level (its loss at k_anchor, which its rows pin
+    down) around the level the size law gives, with scale tau: sampling the deviation itself
+    would tie every law parameter to every deviation of its family (a ridge)."""
+    c = data.curves["family"].to_numpy(int)
+    n = np.exp(data.curve_log_n)
+    amplitude = law.tail_amplitude(n, p["A0"][c], p["gamma"][c])
+    b = p["b"][c] if "b" in p else 0.0
+    alpha = p["alpha"][c] if "alpha" in p else 1.0
+    law_level = law.floor_loss(n, p["L_star"][c], p["B"][c], p["beta"][c]) + amplitude * (
+        law.tail_shape(data.k_anchor, b, alpha)
+    )
+    tau = backend.half_normal("floor_dev_scale", spec.floor_deviation_prior_sd)
+    level = backend.normal("curve_level", law_level, tau, dims=("curve",))
+    return backend.deterministic("floor_dev", level - law_level, dims=("curve",))
+
+
+def _nugget(spec: ModelSpec, data: ModelData, backend: Backend):
+    """The noise floor of every observation: evaluation noise and the law's lack of fit, which
+    the finite-pool spread leaves alone at k = M (one subset). The table identifies it poorly
+    below the spread at k = M - 1, so its prior keeps it off zero: at zero the anchor level's
+    precision would scale with it (a funnel). Gamma(2, 1/mode) has zero density at 0; the
+    log-normal (nugget_log_sd > 0) keeps it within a factor of a few of the mode unless the data
+    say otherwise. One per merge method where the spec says so: TIES's spread does not shrink
+    with k, Average's does."""
+    dims = ("merge_method",) if spec.nugget == "method" else ()
+    mode = spec.nugget_prior_mode
+    if spec.nugget_log_sd > 0:
+        raw = backend.normal("nugget_log", float(np.log(mode)), spec.nugget_log_sd, dims=dims)
+        nugget = backend.deterministic("nugget", backend.math.exp(raw), dims=dims)
+    else:
+        nugget = backend.gamma("nugget", 2.0, 1.0 / mode, dims=dims)
+    return nugget[data.family_method[data.family]] if dims else nugget
 
 
 def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     """Declare the whole model on ``backend``, conditioned on losses ``y`` (None: unobserved, for
     prior predictive draws). The table's structure comes from ``data``, the losses from ``y``."""
-    check_spec_fits_data(spec)
-    m = backend.math
-    p = group_parameters(spec, backend)
+    check_spec_fits_data(spec, data)
+    p = group_parameters(spec, data, backend)
     mu = mean_curve(spec, data, p, backend)
-    # Gamma(2, 1/mode): zero density at 0, so the sampler never enters the funnel a vanishing
-    # nugget would open (every measurement has some evaluation noise and lack of fit).
-    nugget = backend.gamma("nugget", 2.0, 1.0 / spec.nugget_prior_mode)
+    nugget = _nugget(spec, data, backend)
     if data.form == "subsets":
-        slope = backend.normal("sigma_slope", 0.0, spec.sigma_slope_prior_sd)
-        sigma = p["sigma"][data.family] * m.exp(-slope * data.x)
-        factor = spread_factor(spec.spread, data.k, data.pool_size)
-        scale = m.sqrt(sigma**2 * factor + nugget**2)
+        sigma = p["sigma"][data.family]
+        if data.n_sizes > 1:  # how the spread changes with N: no such question on one size
+            slope = backend.normal("sigma_slope", 0.0, spec.sigma_slope_prior_sd)
+            sigma = law.sigma_at_size(sigma, slope, data.size_ratio)
+        scale = law.noise_scale(
+            sigma, law.spread_factor(spec.spread, data.k, data.pool_size), nugget
+        )
     else:
-        scale = m.sqrt(data.se**2 + nugget**2)
+        scale = law.noise_scale(data.se, 1.0, nugget)
     return backend.likelihood("loss", mu, scale, y)

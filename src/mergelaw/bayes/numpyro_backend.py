@@ -50,9 +50,11 @@ class NumpyroBackend:
         shape = self._shape(dims)
         return numpyro.sample(name, d.expand(shape) if shape else d)
 
-    def gamma(self, name, shape, rate):
-        self.dims[name] = []
-        return numpyro.sample(name, dist.Gamma(shape, rate))
+    def gamma(self, name, shape, rate, dims=()):
+        self.dims[name] = list(dims)
+        d = dist.Gamma(shape, rate)
+        size = self._shape(dims)
+        return numpyro.sample(name, d.expand(size) if size else d)
 
     def deterministic(self, name, value, dims=()):
         self.dims[name] = list(dims)

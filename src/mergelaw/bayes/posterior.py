@@ -10,6 +10,7 @@ base size; ``new_family`` draws a family the fit has not seen from the populatio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,14 +18,20 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from mergelaw.bayes.model import anchored_law, param_scope, spread_factor
+from mergelaw import law as law_math
+from mergelaw.bayes.model import param_scope
 from mergelaw.bayes.spec import ModelSpec, load_spec
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
 
 #: Per-family law parameters a Posterior carries (b = 0 and alpha = 1 where the spec lacks them).
-LAW_NAMES = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha")
+LAW_NAMES = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha", "decay")
+#: Per-curve parameters, kept per fitted base size: the membership gap, the floor's deviation
+#: from its size law, and (a fit without size laws) the curve itself.
+PER_SIZE_NAMES = ("gap", "floor_dev", "L_star", "A0", "b")
 NEW_FAMILY = "new"
+#: Pools a stratified forecast can be asked for: holding the target domain's expert, or not.
+STRATA = ("with_own", "without_own")
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,25 @@ class CurveDraws:
     nugget: np.ndarray
     spread: str
     pool_size: float
+    gap: np.ndarray | None = None  # (S, F) own-expert gap at k = 1 (None: not fitted here)
+    decay: np.ndarray | None = None  # (S, F)
+    stratum: str | None = None  # None: the average over subsets; or one of STRATA
 
     @property
     def n_draws(self) -> int:
         return self.floor.shape[0]
+
+    def in_stratum(self, stratum: str | None) -> CurveDraws:
+        """The curve of pools that hold the evaluated domain's own expert ('with_own') or not
+        ('without_own'); None: the average over all subsets (the law)."""
+        if stratum is not None and stratum not in STRATA:
+            raise MergelawError(f"pool {stratum!r} (expected one of: {', '.join(STRATA)})")
+        if stratum is not None and self.gap is None:
+            raise MergelawError(
+                "this fit has no in-domain membership term at this base size (fit subset rows "
+                "with the default spec, and ask at a fitted size)"
+            )
+        return dataclasses.replace(self, stratum=stratum)
 
     @cached_property
     def unit_alpha(self) -> bool:
@@ -58,53 +80,47 @@ class CurveDraws:
     def shape(self, k) -> np.ndarray:
         """(k + b)^-alpha; k broadcasts against a trailing axis: (S, F) or (S, F, K)."""
         k, b, alpha = self._k_axis(k)
-        return 1.0 / (k + b) if self.unit_alpha else (k + b) ** (-alpha)
+        return law_math.tail_shape(k, b, 1.0 if self.unit_alpha else alpha)
 
     def mean(self, k) -> np.ndarray:
-        """E[L] at k experts: (S, F) for scalar k, (S, F, K) for a sequence."""
+        """E[L] at k experts: (S, F) for scalar k, (S, F, K) for a sequence; in a stratum, the
+        mean of its subsets (law.stratum_offset added)."""
         floor, amplitude = (self._expand(a, k) for a in (self.floor, self.amplitude))
-        return floor + amplitude * self.shape(k)
+        mean = floor + amplitude * self.shape(k)
+        if self.stratum is None:
+            return mean
+        k_arr, _, _ = self._k_axis(k)
+        gap, decay = (self._expand(a, k) for a in (self.gap, self.decay))
+        own = 1.0 if self.stratum == "with_own" else 0.0
+        return mean + law_math.stratum_offset(k_arr, own, self.pool_size, gap, decay)
 
     def noise_sd(self, k, n_subsets=1) -> np.ndarray:
         """Sd of the mean loss of ``n_subsets`` random k-subsets around the curve (the fit's
         noise model: sigma²·spread(k, M) + nugget², divided by the number of subsets; a count
         per k broadcasts along k)."""
-        k_arr = np.asarray(k, dtype=float)
-        factor = np.maximum(
-            spread_factor(self.spread, k_arr, np.full_like(k_arr, self.pool_size)), 0
-        )
+        factor = law_math.spread_factor(self.spread, k, self.pool_size)
         sigma, nugget = (self._expand(a, k) for a in (self.sigma, self.nugget))
-        return np.sqrt((sigma**2 * factor + nugget**2) / n_subsets)
+        return law_math.noise_scale(sigma, factor, nugget) / np.sqrt(n_subsets)
 
     def marginal_gain(self, k) -> np.ndarray:
         """L(k) - L(k+1) per draw."""
         k = np.asarray(k, dtype=float)
+        if self.stratum is not None:
+            return self.mean(k) - self.mean(k + 1.0)
         return self._expand(self.amplitude, k) * (self.shape(k) - self.shape(k + 1.0))
 
     def take(self, index: np.ndarray) -> CurveDraws:
         """The draws at ``index`` (resampling)."""
-        arrays = {
-            name: getattr(self, name)[index]
-            for name in ("floor", "amplitude", "b", "alpha", "sigma", "nugget")
-        }
-        return CurveDraws(
-            self.labels, self.n_b, **arrays, spread=self.spread, pool_size=self.pool_size
-        )
+        return dataclasses.replace(self, **{n: a[index] for n, a in self._arrays().items()})
 
     def families(self, index: np.ndarray) -> CurveDraws:
         """The curves of the families at ``index`` (columns)."""
-        arrays = {
-            name: getattr(self, name)[:, index] for name in ("floor", "amplitude", "b", "alpha")
-        }
-        return CurveDraws(
-            [self.labels[i] for i in index],
-            self.n_b,
-            **arrays,
-            sigma=self.sigma[:, index],
-            nugget=self.nugget,
-            spread=self.spread,
-            pool_size=self.pool_size,
-        )
+        arrays = {n: a if a.shape[1] == 1 else a[:, index] for n, a in self._arrays().items()}
+        return dataclasses.replace(self, labels=[self.labels[i] for i in index], **arrays)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        names = ("floor", "amplitude", "b", "alpha", "sigma", "nugget", "gap", "decay")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def _k_axis(self, k):
         b, alpha = self.b, self.alpha
@@ -136,10 +152,29 @@ class Posterior:
     sizes_b: tuple[float, ...]
     flag: str = "ok"
     provenance: dict = field(default_factory=dict)
+    size_law: bool = True  # False: fitted on < 3 sizes, curves exist at the fitted sizes only
+    per_size: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)  # see PER_SIZE_NAMES
+    floor_dev_scale: np.ndarray | None = None  # (S,): a new size's floor sits off the law by this
 
     @property
     def n_draws(self) -> int:
         return self.sigma.shape[0]
+
+    def require_size_law(self, query: str) -> None:
+        """Refuse, in one line, a query that needs the floor's and tail's size laws."""
+        if not self.size_law:
+            sizes = ", ".join(f"{n:g}B" for n in self.sizes_b)
+            raise MergelawError(
+                f"{query} needs the size laws, but this fit has {len(self.sizes_b)} base size(s) "
+                f"({sizes}) and none (fit >= 3 sizes); ask at a fitted size"
+            )
+
+    def fitted_size(self, n_b: float) -> float | None:
+        """The fitted size equal to ``n_b`` (to 1e-6 relative), or None."""
+        for size in self.sizes_b:
+            if abs(size - n_b) <= 1e-6 * size:
+                return size
+        return None
 
     @cached_property
     def labels(self) -> list[str]:
@@ -157,15 +192,39 @@ class Posterior:
                     "need one law per family (fit with the default spec)"
                 )
         names = set(fit.idata.posterior.data_vars)
-        n_draws = fit.draws("nugget").shape[0]
-        n_fam = len(fit.families)
-        law = {
-            name: fit.draws(name) if name in names else np.full((n_draws, n_fam), _DEFAULT[name])
-            for name in LAW_NAMES
-        }
+        n_draws = fit.draws("sigma_slope" if "sigma_slope" in names else "nugget").shape[0]
+        families = fit.families
+        n_fam = len(families)
+        meta = fit.meta
+        curves = pd.DataFrame(meta["curves"])
+        size_law = bool(meta.get("size_law", True))
+
+        def family_draws(name: str) -> np.ndarray:
+            draws = fit.draws(name) if name in names else None
+            if draws is None or (not size_law and name in PER_SIZE_NAMES):
+                return np.full((n_draws, n_fam), _DEFAULT.get(name, 0.0))
+            return draws
+
+        law = {name: family_draws(name) for name in LAW_NAMES}
+        per_size: dict[float, dict[str, np.ndarray]] = {}
+        for n_params, rows in curves.groupby("n_params"):
+            column = np.full(n_fam, -1)
+            column[rows["family"].to_numpy(int)] = rows.index.to_numpy()
+            present = column >= 0
+            extras = {}
+            for name in PER_SIZE_NAMES:
+                if (
+                    name in names
+                    and fit.draws(name).shape[1] == len(curves)
+                    and (name in ("gap", "floor_dev") or not size_law)
+                ):
+                    values = np.full((n_draws, n_fam), np.nan)
+                    values[:, present] = fit.draws(name)[:, column[present]]
+                    extras[name] = values
+            per_size[float(n_params) / 1e9] = extras
         population = {}
-        for name in spec.required_params():
-            if spec.pool:
+        for name in spec.required_params(size_law=size_law, form=meta.get("data_form", "subsets")):
+            if spec.is_pooled(name):
                 population[name] = (fit.draws(f"{name}_mean"), fit.draws(f"{name}_scale"))
             else:
                 prior = spec.params[name]
@@ -173,15 +232,17 @@ class Posterior:
                     np.full(n_draws, prior.prior_mean),
                     np.full(n_draws, prior.prior_sd),
                 )
-        meta = fit.meta
-        sizes = sorted({n / 1e9 for n in meta["curves"]["n_params"]})
+        sizes = sorted(per_size)
+        if not size_law:  # no size law: the family's law is its curve at the largest fitted size
+            law.update({n: v for n, v in per_size[sizes[-1]].items() if n in law})
         slope = fit.draws("sigma_slope") if "sigma_slope" in names else np.zeros(n_draws)
+        nugget = fit.family_nugget()
         return cls(
-            families=fit.families,
+            families=families,
             law=law,
             sigma=fit.draws("sigma") if "sigma" in names else np.zeros((n_draws, n_fam)),
             sigma_slope=slope,
-            nugget=fit.draws("nugget"),
+            nugget=nugget,
             population=population,
             spec=spec,
             n_ref=float(meta["n_ref"]),
@@ -200,6 +261,9 @@ class Posterior:
                 "backend": meta.get("backend", ""),
                 "n_draws": n_draws,
             },
+            size_law=size_law,
+            per_size=per_size,
+            floor_dev_scale=fit.draws("floor_dev_scale") if "floor_dev_scale" in names else None,
         )
 
     @classmethod
@@ -306,24 +370,41 @@ class Posterior:
 
     def _curves(self, n_b: float, index: np.ndarray) -> CurveDraws:
         n_b = _positive_size(n_b)
+        fitted = self.fitted_size(n_b)
+        if fitted is None:
+            self.require_size_law(f"a curve at {n_b:g}B (not a fitted size)")
+        extras = {n: v[:, index] for n, v in self.per_size.get(fitted, {}).items()}
         every = len(index) == len(self.labels) and np.array_equal(index, np.arange(len(index)))
         p = self.law if every else {name: value[:, index] for name, value in self.law.items()}
-        log_n = np.log(n_b)
-        floor = p["L_star"] + p["B"] * np.exp(-p["beta"] * log_n)
-        amplitude = p["A0"] * np.exp(-p["gamma"] * log_n)
-        x = log_n - np.log(self.n_ref)
-        sigma = self.sigma[:, index] * np.exp(-self.sigma_slope[:, None] * x)
+        if not self.size_law:  # the fitted curve at this size; no size law to evaluate
+            floor, amplitude, b = extras["L_star"], extras["A0"], extras["b"]
+        else:
+            floor = law_math.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
+            amplitude = law_math.tail_amplitude(n_b, p["A0"], p["gamma"])
+            b = p["b"]
+            if "floor_dev" in extras:
+                floor = floor + extras["floor_dev"]
+            elif self.floor_dev_scale is not None:  # a new size: its deviation is unknown
+                rng = np.random.default_rng(0)
+                floor = floor + self.floor_dev_scale[:, None] * rng.standard_normal(floor.shape)
+        sigma = law_math.sigma_at_size(
+            self.sigma[:, index], self.sigma_slope[:, None], n_b / self.n_ref
+        )
+        nugget = self.nugget[:, index] if self.nugget.ndim == 2 else self.nugget[:, None]
+        gap = extras.get("gap")
         return CurveDraws(
             labels=[self.labels[i] for i in index],
             n_b=n_b,
             floor=floor,
             amplitude=amplitude,
-            b=p["b"],
+            b=b,
             alpha=p["alpha"],
             sigma=sigma,
-            nugget=self.nugget[:, None],
+            nugget=nugget,
             spread=self.spec.spread,
             pool_size=self.pool_size,
+            gap=gap,
+            decay=p["decay"] if gap is not None else None,
         )
 
     def population_draws(
@@ -339,9 +420,7 @@ class Posterior:
         source = np.repeat(np.arange(self.n_draws), per_draw)
         values = {}
         for name, (mean, scale) in self.population.items():
-            raw = mean[source] + scale[source] * rng.standard_normal(source.size)
-            transform = self.spec.params[name].transform
-            values[name] = np.exp(raw) if transform == "log" else raw
+            values[name] = self.spec.params[name].sample(mean[source], scale[source], rng)
         return values, source
 
     def law_of(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -349,9 +428,20 @@ class Posterior:
         through the model's own arithmetic."""
         values = dict(values)
         if self.spec.parameterisation == "anchored":
+            sizes = {}
+            if self.size_law:
+                sizes = {"n_ref": self.n_ref, "ratio_lo": np.exp(self.x_lo),
+                         "ratio_hi": np.exp(self.x_hi)}  # fmt: skip
+                sizes |= {n: values[n] for n in ("floor_drop", "beta", "gamma")}
             values.update(
-                anchored_law(
-                    values, k_anchor=self.k_anchor, n_ref=self.n_ref, x_lo=self.x_lo, x_hi=self.x_hi
+                law_math.anchored_law(
+                    values["level"],
+                    values["drop"],
+                    k_anchor=self.k_anchor,
+                    k_low=self.spec.drop_from_k,
+                    b=values.get("b", 0.0),
+                    alpha=values.get("alpha", 1.0),
+                    **sizes,
                 )
             )
         n = np.shape(values["L_star"])
@@ -360,18 +450,37 @@ class Posterior:
             for name in LAW_NAMES
         }
 
+    def _new_family_nugget(self, source: np.ndarray) -> np.ndarray:
+        """A new family's nugget: the fit's one nugget, or (one per method, the new family's
+        method unknown) the root mean square over the fitted families'."""
+        if self.nugget.ndim == 1:
+            return self.nugget[source]
+        return np.sqrt(np.mean(self.nugget[source] ** 2, axis=1))
+
     def new_family(self, per_draw: int = 1, seed: int = 0) -> Posterior:
         """A one-family posterior drawn from the population: a domain or method not in the fit
-        (the model has no method or domain effects, so every new family is alike a priori)."""
-        values, source = self.population_draws(per_draw, np.random.default_rng(seed))
+        (the model has no method or domain effects, so every new family is alike a priori).
+        Per-curve parameters (the membership gap; without size laws, the curve itself) are drawn
+        for each fitted size."""
+        rng = np.random.default_rng(seed)
+        values, source = self.population_draws(per_draw, rng)
         law = {name: value[:, None] for name, value in self.law_of(values).items()}
         sigma = values.get("sigma", np.zeros(source.size))
+        per_size = {}
+        for size in self.sizes_b:
+            fresh = values if size == self.sizes_b[0] else self.population_draws(per_draw, rng)[0]
+            extras = {"gap": fresh["gap"][:, None]} if "gap" in fresh else {}
+            if not self.size_law:
+                extras |= {
+                    n: v[:, None] for n, v in self.law_of(fresh).items() if n in PER_SIZE_NAMES
+                }
+            per_size[size] = extras
         return Posterior(
             families=_family_frame([f"?/?/{NEW_FAMILY}"]).assign(label=NEW_FAMILY),
             law=law,
             sigma=sigma[:, None],
             sigma_slope=self.sigma_slope[source],
-            nugget=self.nugget[source],
+            nugget=self._new_family_nugget(source),
             population={},
             spec=self.spec,
             n_ref=self.n_ref,
@@ -382,10 +491,15 @@ class Posterior:
             sizes_b=self.sizes_b,
             flag=self.flag,
             provenance=self.provenance,
+            size_law=self.size_law,
+            per_size=per_size,
+            floor_dev_scale=None if self.floor_dev_scale is None else self.floor_dev_scale[source],
         )
 
 
-_DEFAULT = {"b": 0.0, "alpha": 1.0}
+#: Law values a spec or a fit does not have: no offset, alpha 1, decay 1, and (no size law) a
+#: floor and tail that do not change with N.
+_DEFAULT = {"b": 0.0, "alpha": 1.0, "decay": 1.0, "B": 0.0, "beta": 0.0, "gamma": 0.0}
 
 
 def _positive_size(n_b: float) -> float:

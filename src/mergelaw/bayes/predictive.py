@@ -18,11 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mergelaw import law
 from mergelaw.bayes.data import ModelData
-from mergelaw.bayes.model import spread_factor
 
-#: Family-level posterior draws a predictive draw needs (b and alpha default to 0 and 1).
-_LAW = ("L_star", "B", "beta", "A0", "gamma")
 DEFAULT_CHECK_DRAWS = 1000
 FAMILYWISE_ALPHA = 0.05
 
@@ -39,11 +37,20 @@ class Observations:
     pool_size: np.ndarray
     se: np.ndarray | None
     y: np.ndarray
+    in_domain: np.ndarray | None = None
 
     @classmethod
     def from_data(cls, data: ModelData) -> Observations:
         return cls(
-            data.family, data.curve, data.x, data.log_n, data.k, data.pool_size, data.se, data.y
+            data.family,
+            data.curve,
+            data.x,
+            data.log_n,
+            data.k,
+            data.pool_size,
+            data.se,
+            data.y,
+            data.in_domain,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -56,6 +63,8 @@ class Observations:
             "k": self.k,
             "pool_size": self.pool_size,
         }
+        if self.in_domain is not None:
+            out["in_domain"] = self.in_domain
         if self.se is not None:
             out["se"] = self.se
         return out
@@ -71,36 +80,51 @@ class Observations:
             pool_size=np.asarray(arrays["pool_size"], dtype=float),
             se=np.asarray(arrays["se"], dtype=float) if "se" in arrays else None,
             y=np.asarray(y, dtype=float),
+            in_domain=np.asarray(arrays["in_domain"], dtype=float)
+            if "in_domain" in arrays
+            else None,
         )
 
 
 def mean_and_scale(
-    draws: dict[str, np.ndarray], obs: Observations, spread: str
+    draws: dict[str, np.ndarray], obs: Observations, spread: str, n_families: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """E[L] and the noise sd of every observation under each draw: two (S, n_obs) arrays.
 
-    ``draws`` maps L_star, B, beta, A0, gamma (and b, alpha where the spec has them) to (S, F)
-    or (S, C) arrays, sigma to (S, F), sigma_slope and nugget to (S,)."""
-    f = obs.family
-    law = {name: draws[name][:, f] for name in _LAW}
-    n_families = draws["L_star"].shape[1]
-    b = _per_obs(draws.get("b"), obs, n_families, 0.0)
-    alpha = _per_obs(draws.get("alpha"), obs, n_families, 1.0)
-    floor = law["L_star"] + law["B"] * np.exp(-law["beta"] * obs.log_n)
-    amplitude = law["A0"] * np.exp(-law["gamma"] * obs.log_n)
-    mean = floor + amplitude * (obs.k + b) ** (-alpha)
-    nugget = draws["nugget"][:, None]
+    ``draws`` maps the law's parameters (L_star, B, beta, A0, gamma; b, alpha, gap, decay where
+    the spec has them) to (S, F) or (S, C) arrays (per family or per curve), sigma and a
+    per-family nugget to (S, F), sigma_slope and a global nugget to (S,). A table of one size
+    has as many curves as families, in the same order, so either indexing is right there."""
+
+    def per_obs(name: str, default: float):
+        return _per_obs(draws.get(name), obs, n_families, default)
+
+    floor = law.floor_loss(np.exp(obs.log_n), per_obs("L_star", 0.0), per_obs("B", 0.0),
+                           per_obs("beta", 0.0))  # fmt: skip
+    amplitude = law.tail_amplitude(np.exp(obs.log_n), per_obs("A0", 0.0), per_obs("gamma", 0.0))
+    if "floor_dev" in draws:  # per curve: its floor off the family's size law
+        floor = floor + draws["floor_dev"][:, obs.curve]
+    mean = law.curve_loss(obs.k, floor, amplitude, per_obs("b", 0.0), per_obs("alpha", 1.0))
+    if "gap" in draws and obs.in_domain is not None:
+        mean = mean + law.stratum_offset(
+            obs.k, obs.in_domain, obs.pool_size, per_obs("gap", 0.0), per_obs("decay", 1.0)
+        )
+    nugget = draws["nugget"]
+    nugget = nugget[:, obs.family] if nugget.ndim == 2 else nugget[:, None]
     if obs.se is not None:
-        return mean, np.sqrt(obs.se**2 + nugget**2)
-    sigma = draws["sigma"][:, f] * np.exp(-draws["sigma_slope"][:, None] * obs.x)
-    factor = spread_factor(spread, obs.k, obs.pool_size)
-    return mean, np.sqrt(sigma**2 * factor + nugget**2)
+        return mean, law.noise_scale(obs.se, 1.0, nugget)
+    slope = draws.get("sigma_slope", np.zeros(len(nugget)))[:, None]
+    sigma = law.sigma_at_size(draws["sigma"][:, obs.family], slope, np.exp(obs.x))
+    factor = law.spread_factor(spread, obs.k, obs.pool_size)
+    return mean, law.noise_scale(sigma, factor, nugget)
 
 
 def _per_obs(values: np.ndarray | None, obs: Observations, n_families: int, default: float):
-    """A parameter given per family, or per curve (the naive spec's b, alpha), for every row."""
+    """A parameter given per family, or per curve, for every row (its default where absent)."""
     if values is None:
         return default
+    if values.ndim == 1:
+        return values[:, None]
     return values[:, obs.family] if values.shape[1] == n_families else values[:, obs.curve]
 
 

@@ -28,8 +28,8 @@ class PymcBackend:
     def half_normal(self, name, scale, dims=()):
         return pm.HalfNormal(name, scale, dims=dims or None)
 
-    def gamma(self, name, shape, rate):
-        return pm.Gamma(name, alpha=shape, beta=rate)
+    def gamma(self, name, shape, rate, dims=()):
+        return pm.Gamma(name, alpha=shape, beta=rate, dims=dims or None)
 
     def deterministic(self, name, value, dims=()):
         return pm.Deterministic(name, value, dims=dims or None)

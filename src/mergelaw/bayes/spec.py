@@ -14,16 +14,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mergelaw.errors import MergelawError
 
-TRANSFORMS = ("log", "identity")
+#: raw -> value: exp (positive), identity, or exp(raw) - 1 (> -1: the offset b, which the law
+#: needs above -1 only, so b = 0 is inside the support rather than at a log scale's far end).
+TRANSFORMS = ("log", "identity", "log1p")
 CHOICES = {
     "parameterisation": ("anchored", "natural"),
     "tail_exponent": ("fixed", "free"),
     "offset": ("family", "curve", "none"),
     "exponent_scope": ("family", "curve"),
     "spread": ("finite_pool", "inverse_k", "homoscedastic"),
+    "membership": ("none", "inverse_k", "power"),
+    "nugget": ("global", "method"),
 }
+#: Group parameters of the floor's and tail's size laws: dropped on a table of < 3 base sizes.
+SIZE_LAW_PARAMS = ("floor_drop", "beta", "gamma", "B")
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,45 @@ class ParamPrior:
     prior_sd: float
     pool_scale: float
     centred: bool = False
+    pooled: bool = True  # False: raw ~ Normal(prior_mean, prior_sd) in a pooled spec too
+
+    def to_value(self, raw, math: Any = np):
+        """The parameter from its raw (Normal) scale (see TRANSFORMS)."""
+        if self.transform == "log":
+            return math.exp(raw)
+        if self.transform == "log1p":
+            return math.exp(raw) - 1.0
+        return raw
+
+    def to_raw(self, value):
+        """The raw (Normal) scale of a value: to_value's inverse."""
+        value = np.asarray(value, dtype=float)
+        if self.transform == "log":
+            return np.log(value)
+        if self.transform == "log1p":
+            return np.log1p(value)
+        return value
+
+    def sample(self, mean, scale, rng: np.random.Generator):
+        """Values for new groups from the population Normal(mean, scale) on the raw scale."""
+        mean, scale = np.asarray(mean, dtype=float), np.asarray(scale, dtype=float)
+        return self.to_value(mean + scale * rng.standard_normal(np.shape(mean)))
+
+    def log_density(self, value, mean, scale):
+        """Log density of values under the population Normal(mean, scale) of the raw scale, with
+        the Jacobian of the transform (-inf where a log-transformed value is not positive)."""
+        value = np.asarray(value, dtype=float)
+        if self.transform in ("log", "log1p"):
+            shifted = value + (1.0 if self.transform == "log1p" else 0.0)
+            positive = shifted > 0
+            raw = np.log(np.where(positive, shifted, 1.0))
+            density = _normal_log_density(raw, mean, scale) - raw
+            return np.where(positive, density, -np.inf)
+        return _normal_log_density(value, mean, scale)
+
+
+def _normal_log_density(x, mean, scale):
+    return -0.5 * ((x - mean) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2.0 * np.pi)
 
 
 @dataclass(frozen=True)
@@ -56,6 +103,12 @@ class ModelSpec:
     sigma_slope_prior_sd: float
     params: dict[str, ParamPrior] = field(default_factory=dict)
     source: str = ""
+    membership: str = "none"
+    nugget: str = "global"
+    floor_deviation_prior_sd: float = 0.0
+    drop_from_k: float = 1.0  # the anchored drop is L(drop_from_k) - L(k_anchor)
+    target_accept: float | None = None  # [sampler]: NUTS's target for this model's geometry
+    nugget_log_sd: float = 0.0  # > 0: log nugget ~ Normal(log mode, this); 0: Gamma(2, 1/mode)
 
     @property
     def digest(self) -> str:
@@ -75,17 +128,31 @@ class ModelSpec:
         content["params"] = {k: ParamPrior(**v) for k, v in content["params"].items()}
         return cls(**content, source=source)
 
-    def required_params(self) -> list[str]:
-        """Group parameters this spec's mean and noise need, in a fixed order."""
+    def is_pooled(self, name: str) -> bool:
+        """Whether group parameter ``name`` has a learnt population (mean and scale)."""
+        return self.pool and self.params[name].pooled
+
+    def required_params(self, size_law: bool = True, form: str = "subsets") -> list[str]:
+        """Group parameters this spec's mean and noise need, in a fixed order. ``size_law``
+        False (a table of < 3 base sizes) drops the size laws' parameters; a per-k means table
+        (``form`` 'means') has no membership terms and takes its spread from the se column."""
         if self.parameterisation == "anchored":
             names = ["level", "drop", "floor_drop", "beta", "gamma"]
         else:
             names = ["L_star", "B", "beta", "A0", "gamma"]
+        if not size_law:
+            names = [n for n in names if n not in SIZE_LAW_PARAMS]
         if self.offset != "none":
             names.append("b")
         if self.tail_exponent == "free":
             names.append("alpha")
-        return [*names, "sigma"]
+        if form == "subsets" and self.membership != "none":
+            names.append("gap")
+            if self.membership == "power":
+                names.append("decay")
+        if form == "subsets":
+            names.append("sigma")
+        return names
 
 
 def models_dir() -> Path:
@@ -117,6 +184,17 @@ def load_spec(name_or_path: str | Path) -> ModelSpec:
     return _parse(raw, str(path))
 
 
+def _target_accept(sampler: dict[str, Any], source: str) -> float | None:
+    value = sampler.get("target_accept")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise MergelawError(
+            f"{source}: [sampler].target_accept = {value!r} (expected a number in (0, 1))"
+        )
+    return float(value)
+
+
 def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
     def get(table: dict, key: str, where: str, kind: type | tuple[type, ...]):
         if key not in table:
@@ -134,6 +212,8 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         "offset": get(mean, "offset", "[mean]", str),
         "exponent_scope": mean.get("exponent_scope", "family"),
         "spread": get(noise, "spread", "[noise]", str),
+        "membership": mean.get("membership", "none"),
+        "nugget": noise.get("nugget", "global"),
     }
     for key, value in settings.items():
         if value not in CHOICES[key]:
@@ -149,6 +229,7 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
             prior_sd=float(get(table, "prior_sd", where, (int, float))),
             pool_scale=float(get(table, "pool_scale", where, (int, float))),
             centred=bool(table.get("centred", False)),
+            pooled=bool(table.get("pooled", True)),
         )
         if prior.transform not in TRANSFORMS:
             raise MergelawError(
@@ -162,6 +243,10 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         name=get(raw, "name", "the top level", str),
         description=raw.get("description", ""),
         pool=get(raw, "pool", "the top level", bool),
+        floor_deviation_prior_sd=float(mean.get("floor_deviation_prior_sd", 0.0)),
+        nugget_log_sd=float(noise.get("nugget_log_sd", 0.0)),
+        drop_from_k=float(mean.get("drop_from_k", 1.0)),
+        target_accept=_target_accept(raw.get("sampler", {}), source),
         nugget_prior_mode=float(get(noise, "nugget_prior_mode", "[noise]", (int, float))),
         sigma_slope_prior_sd=float(get(noise, "sigma_slope_prior_sd", "[noise]", (int, float))),
         params=params,

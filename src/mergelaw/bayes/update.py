@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mergelaw.bayes.model import spread_factor
+from mergelaw import law
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.errors import MergelawError
 
@@ -125,11 +125,11 @@ def _variance(points: Points, curves: CurveDraws) -> np.ndarray:
 
 
 def _noise_variance(points: Points, sigma, nugget, spread: str, pool_size: float) -> np.ndarray:
-    nugget2 = np.asarray(nugget)[..., None] ** 2
+    nugget = np.asarray(nugget)[..., None]
     if points.se is not None:
-        return points.se**2 + nugget2
-    factor = np.maximum(spread_factor(spread, points.k, np.full_like(points.k, pool_size)), 0.0)
-    return np.asarray(sigma)[..., None] ** 2 * factor + nugget2
+        return law.noise_scale(points.se, 1.0, nugget) ** 2
+    factor = law.spread_factor(spread, points.k, pool_size)
+    return law.noise_scale(np.asarray(sigma)[..., None], factor, nugget) ** 2
 
 
 def _log_likelihood(points: Points, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -141,21 +141,28 @@ def _condition_population(
 ) -> Conditioned:
     per_draw = max(1, -(-n_proposals // post.n_draws))
     values, source = post.population_draws(per_draw, rng)
-    x_n = np.log(n_b / post.n_ref)
+    if not post.size_law and post.fitted_size(n_b) is None:
+        post.require_size_law(f"a curve at {n_b:g}B (not a fitted size)")
+    # The mean at k is linear in (level, drop): mean = level + drop * c(k) + offset, where c
+    # and offset come from the law at level = 0, drop = 1 and at level = drop = 0.
+    unit = post.law_of(values | {"level": np.zeros(source.size), "drop": np.ones(source.size)})
+    zero = post.law_of(values | {"level": np.zeros(source.size), "drop": np.zeros(source.size)})
+
+    def mean_at(p) -> np.ndarray:  # (P, len(points.k))
+        floor, amplitude = p["L_star"], p["A0"]
+        if post.size_law:
+            floor = law.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
+            amplitude = law.tail_amplitude(n_b, p["A0"], p["gamma"])
+        return law.curve_loss(points.k[None, :], floor[:, None], amplitude[:, None],
+                              p["b"][:, None], p["alpha"][:, None])  # fmt: skip
+
+    offset = mean_at(zero)
+    c = mean_at(unit) - offset
     n = source.size
-    b = values.get("b", np.zeros(n))[:, None]
-    alpha = values.get("alpha", np.ones(n))[:, None]
-
-    def shape(k) -> np.ndarray:
-        return (np.asarray(k, dtype=float)[None, :] + b) ** (-alpha)  # (P, len(k))
-
-    s1, s_anchor = shape([1.0]), shape([post.k_anchor])
-    c = (np.exp(-values["gamma"] * x_n)[:, None] * shape(points.k) - s_anchor) / (s1 - s_anchor)
-    beta = values["beta"]
-    gap = values["floor_drop"] / (np.exp(-beta * post.x_lo) - np.exp(-beta * post.x_hi))
-    offset = np.broadcast_to((-gap * (1.0 - np.exp(-beta * x_n)))[:, None], c.shape).copy()
-    sigma = values.get("sigma", np.zeros(n)) * np.exp(-post.sigma_slope[source] * x_n)
-    nugget = post.nugget[source]
+    sigma = law.sigma_at_size(
+        values.get("sigma", np.zeros(n)), post.sigma_slope[source], n_b / post.n_ref
+    )
+    nugget = post._new_family_nugget(source)
     var = _noise_variance(points, sigma, nugget, post.spec.spread, post.pool_size)
 
     linear = ["level", "drop"] if points.distinct_k >= 2 else ["level"]
@@ -167,15 +174,18 @@ def _condition_population(
         values[name] = theta[i]
         log_w = log_w + _log_population_density(post, name, theta[i], source)
 
-    law = post.law_of(values)
-    log_n = np.log(n_b)
+    p = post.law_of(values)
+    floor, amplitude = p["L_star"], p["A0"]
+    if post.size_law:
+        floor = law.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
+        amplitude = law.tail_amplitude(n_b, p["A0"], p["gamma"])
     proposals = CurveDraws(
         labels=[NEW_FAMILY],
         n_b=float(n_b),
-        floor=(law["L_star"] + law["B"] * np.exp(-law["beta"] * log_n))[:, None],
-        amplitude=(law["A0"] * np.exp(-law["gamma"] * log_n))[:, None],
-        b=np.asarray(law["b"], dtype=float)[:, None],
-        alpha=np.asarray(law["alpha"], dtype=float)[:, None],
+        floor=np.asarray(floor, dtype=float)[:, None],
+        amplitude=np.asarray(amplitude, dtype=float)[:, None],
+        b=np.asarray(p["b"], dtype=float)[:, None],
+        alpha=np.asarray(p["alpha"], dtype=float)[:, None],
         sigma=sigma[:, None],
         nugget=nugget[:, None],
         spread=post.spec.spread,
@@ -223,12 +233,7 @@ def _log_population_density(
 ) -> np.ndarray:
     """Log density of a new family's ``name`` under the population of each proposal's draw."""
     mean, scale = (a[source] for a in post.population[name])
-    if post.spec.params[name].transform == "log":
-        positive = value > 0
-        raw = np.log(np.where(positive, value, 1.0))
-        density = -0.5 * ((raw - mean) / scale) ** 2 - np.log(scale) - 0.5 * LOG_2PI - raw
-        return np.where(positive, density, -np.inf)
-    return -0.5 * ((value - mean) / scale) ** 2 - np.log(scale) - 0.5 * LOG_2PI
+    return post.spec.params[name].log_density(value, mean, scale)
 
 
 def _resample(

@@ -211,6 +211,12 @@ def _forest(fit: Fit, post: Posterior) -> Section:
 
 
 def _floor_tail(post: Posterior, points: pd.DataFrame, thin: np.ndarray, level: float) -> Section:
+    if not post.size_law:
+        lead = (
+            f"This fit has {len(post.sizes_b)} base size(s) and no size law: the floor and tail "
+            "are fitted per size (see the curves section); there is nothing to plot against N."
+        )
+        return Section("size", "Floor and tail against N", lead, [])
     sizes = np.array(post.sizes_b)
     grid = np.exp(np.linspace(np.log(sizes.min() / 1.25), np.log(sizes.max() * 1.25), 50))
     p = {name: values[thin][..., None] for name, values in post.law.items()}  # (S, F, 1)
