@@ -23,6 +23,7 @@ from scipy import stats
 
 from mergelaw.bayes.calibration import (  # one XLA host device per chain
     SBC_SETTINGS,
+    SBC_SPEC,
     SLOW_TEST_SIMS,
     calibrate,
     sbc_template,
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=SBC_SETTINGS["draws"])
     parser.add_argument("--chains", type=int, default=SBC_SETTINGS["chains"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--spec", default="default")
+    parser.add_argument("--spec", default=SBC_SPEC)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sbc.txt"))
     args = parser.parse_args()
     spec = load_spec(args.spec)

@@ -393,3 +393,20 @@ def test_base_size_for_target_with_a_tail_that_grows_with_n():
     assert found == pytest.approx(expected, rel=1e-6)
     below = plan.experts_for_target(post, lowest - 0.01, n_b=4e-3, k_max=9)
     assert _values(below, "base size (B) for target, <= 9 experts").estimate.iloc[0] == math.inf
+
+
+def test_a_rising_curve_says_adding_experts_makes_it_worse():
+    """A negative amplitude (TIES on our lab curves): the gain is negative from k = 1, the
+    stopping rule stops at once and says why, and a target is met at k = 1 or never."""
+    law_values = {"L_star": [4.4, 4.0], "B": 0.0, "beta": 0.5, "A0": [-0.3, 0.3], "gamma": 0.0,
+                  "b": 1.0}  # fmt: skip
+    post = Posterior.point_mass(["x/ties/code", "x/average/code"], law_values)
+    answer = plan.stopping(post, n_b=1.0, epsilon=0.001)
+    assert answer.decision["x/ties/code"] == {"stop_at_k": 1.0, "adding_experts": "makes it worse"}
+    assert answer.decision["x/average/code"]["adding_experts"] == "helps"
+    curves = post.curves(1.0)
+    at_1 = float(curves.mean(1.0)[0, 0])  # 4.4 - 0.15 = 4.25, rising towards 4.4
+    needed = plan.experts_for_target(post, at_1 + 0.01, n_b=1.0, family="x/ties/code")
+    assert needed.decision["x/ties/code"]["k"] == 1.0
+    never = plan.experts_for_target(post, at_1 - 0.01, n_b=1.0, family="x/ties/code")
+    assert never.decision["x/ties/code"]["status"] == "unreachable at this size"

@@ -272,7 +272,7 @@ def fit(
     spec: Annotated[
         str,
         typer.Option(
-            help="Model spec: a name in models/ (default, naive, free_exponent, "
+            help="Model spec: a name in models/ (default, default_v1, naive, free_exponent, "
             "no_offset, unpooled, homoscedastic) or a .toml path."
         ),
     ] = "default",
@@ -330,6 +330,8 @@ def fit(
         source=str(table),
     )
     result.save(out)
+    for note in result.meta.get("notes", []):
+        console.print(f"note: {note}", markup=False)
     _print_law_summary(result)
     _print_diagnostics(result)
     console.print(f"wrote {out}", markup=False)

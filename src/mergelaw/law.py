@@ -223,7 +223,7 @@ def first_k_gain_below(threshold: ArrayLike, amplitude: ArrayLike, b: ArrayLike)
     (k+b)(k+b+1) > A/threshold for k in closed form.
     """
     xp = _xp(threshold, amplitude, b)
-    ratio = amplitude / threshold
+    ratio = xp.maximum(amplitude / threshold, 0.0)  # a rising curve gains nothing from k = 1
     x_star = (-1.0 + xp.sqrt(1.0 + 4.0 * ratio)) / 2.0  # (x)(x+1) = ratio at x = x_star
     return xp.maximum(xp.floor(x_star - b) + 1.0, 1.0)
 

@@ -33,12 +33,18 @@ N_RANGE_B = (1e-4, 1e7)
 
 
 def k_for_target(target: float, curves: CurveDraws) -> np.ndarray:
-    """Continuous k where the mean curve reaches ``target``, per draw; inf at or below the floor."""
+    """Continuous k where the mean curve reaches ``target``, per draw; inf at or below the floor.
+    A rising curve (negative amplitude) is at its lowest at k = 1: 1 if that meets the target,
+    else inf (adding experts only moves away from it)."""
     if _alpha_is_one(curves):
-        return law.k_for_target(target, curves.floor, curves.amplitude, curves.b)
-    gap = target - curves.floor
-    safe = np.where(gap > 0, gap, 1.0)
-    return np.where(gap > 0, (curves.amplitude / safe) ** (1.0 / curves.alpha) - curves.b, np.inf)
+        k = law.k_for_target(target, curves.floor, curves.amplitude, curves.b)
+    else:
+        gap = target - curves.floor
+        safe = np.where(gap > 0, gap, 1.0)
+        ratio = np.where(gap > 0, curves.amplitude / safe, 1.0)
+        k = np.where(gap > 0, np.abs(ratio) ** (1.0 / curves.alpha) - curves.b, np.inf)
+    rising = curves.amplitude < 0
+    return np.where(rising, np.where(curves.mean(1.0) <= target, 1.0, np.inf), k)
 
 
 def experts_needed(target: float, curves: CurveDraws) -> np.ndarray:
@@ -267,8 +273,21 @@ def stopping(
         name = f"k{round(fraction * 100):d} (to k={k_max:g})"
         records += rows(context, name, experts_for_fraction(fraction, curves, k_max), level,
                         "median")  # fmt: skip
-    decision = {label: {"stop_at_k": float(stop[j])} for j, label in enumerate(curves.labels)}
+    p_rising = np.mean(curves.amplitude < 0, axis=0)
+    records += value_rows(context, "P(adding experts makes it worse)", p_rising, "probability",
+                          level)  # fmt: skip
+    decision = {
+        label: {"stop_at_k": float(stop[j]), "adding_experts": _direction(p_rising[j])}
+        for j, label in enumerate(curves.labels)
+    }
     return _answer(post, "stopping rule", records, decision)
+
+
+def _direction(p_rising: float, prob: float = 0.9) -> str:
+    """What adding experts does to the expected loss, where the posterior is sure enough."""
+    if p_rising >= prob:
+        return "makes it worse"
+    return "helps" if p_rising <= 1.0 - prob else "undecided"
 
 
 def expected_gain_stop(

@@ -161,8 +161,10 @@ def stop(
             level=level,
         )
         lines = [
-            f"{label} @ {size:g}B: stop at k = {d['stop_at_k']:.0f} (the next expert's expected "
-            f"gain is below {answer.table['threshold'].iloc[0]:.4g})"
+            f"{label} @ {size:g}B: adding experts makes it worse (P >= 0.9): stop at k = 1"
+            if d["adding_experts"] == "makes it worse"
+            else f"{label} @ {size:g}B: stop at k = {d['stop_at_k']:.0f} (the next expert's "
+            f"expected gain is below {answer.table['threshold'].iloc[0]:.4g})"
             for label, d in answer.decision.items()
         ]
     _report(answer, lines, json_out)

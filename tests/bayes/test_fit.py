@@ -117,6 +117,29 @@ def test_load_refuses_changed_spec_and_other_data(table, tmp_path):
         Fit.load(junk)
 
 
+def test_a_fit_reloads_with_its_own_spec_whatever_the_file_was_called(quick_fit, tmp_path):
+    """Made with --spec path/to/mine.toml: reloads by that path while it exists and is unchanged,
+    refuses it changed, and stands on the spec saved inside once the file is gone."""
+    import dataclasses
+
+    spec_path = tmp_path / "specs" / "mine.toml"
+    spec_path.parent.mkdir()
+    text = Path(load_spec("default").source).read_text()
+    text = text.replace('name = "default"', 'name = "mine"')
+    spec_path.write_text(text)
+    mine = load_spec(spec_path)
+    result = dataclasses.replace(quick_fit, spec=mine, meta={**quick_fit.meta,
+                                 "spec_source": str(spec_path.resolve())})  # fmt: skip
+    path = tmp_path / "fit.nc"
+    result.save(path)
+    assert Fit.load(path).spec.name == "mine"  # 'current': the file it came from
+    spec_path.write_text(text.replace("prior_sd = 0.75", "prior_sd = 0.9"))
+    with pytest.raises(MergelawError, match=r"fitted with spec 'mine'.*mine\.toml now has digest"):
+        Fit.load(path)
+    spec_path.unlink()
+    assert Fit.load(path).spec.digest == mine.digest  # the file is gone: the saved spec stands
+
+
 def test_cli_fit_diagnose_loo(table, tmp_path):
     runner = CliRunner()
     curves = tmp_path / "curves.parquet"

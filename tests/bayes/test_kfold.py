@@ -39,19 +39,28 @@ def test_folds_leave_out_whole_curves_and_keep_every_family():
 
 
 def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan_fit, plan_table):
+    """Rows of a fitted curve, scored by hand: the law, the curve's floor deviation and its
+    membership offset; the finite-pool spread and the method's nugget."""
     rows = plan_table[(plan_table["n_params"] == 3_000_000_000)].head(40)
     got = heldout_log_density(plan_fit, rows, draws=10_000)
     labels = list(plan_fit.families["label"])
+    curves = list(zip(plan_fit.meta["curves"]["family"], plan_fit.meta["curves"]["n_params"]))
+    methods = sorted(plan_fit.families["method"].unique())
     expected = []
     for _, row in rows.iterrows():
         f = labels.index(f"{row.arch}/{row.method}/{row.eval_domain}")
+        c = curves.index((f, row.n_params))
         p = {n: plan_fit.draws(n)[:, f] for n in ("L_star", "B", "beta", "A0", "gamma", "b")}
         n_b, k, m = row.n_params / 1e9, row.k, row.pool_size
         mu = mean_loss(n_b, k, p["L_star"], p["B"], p["beta"], p["A0"], p["gamma"], p["b"])
+        mu = mu + plan_fit.draws("floor_dev")[:, c]
+        decay = plan_fit.draws("decay")[:, methods.index(row.method)]
+        mu = mu + (row.in_domain - k / m) * plan_fit.draws("gap")[:, c] * k**-decay
         sigma = plan_fit.draws("sigma")[:, f] * (n_b / plan_fit.meta["n_ref"]) ** -plan_fit.draws(
             "sigma_slope"
         )
-        sd = np.sqrt(sigma**2 * (m - k) / (k * (m - 1)) + plan_fit.draws("nugget") ** 2)
+        nugget = plan_fit.draws("nugget")[:, methods.index(row.method)]
+        sd = np.sqrt(sigma**2 * (m - k) / (k * (m - 1)) + nugget**2)
         expected.append(np.log(np.mean(stats.norm.pdf(row.loss, mu, sd))))
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 

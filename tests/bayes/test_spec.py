@@ -21,7 +21,8 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     assert default.membership == "power" and default.nugget == "method"
     assert not default.is_pooled("b") and default.is_pooled("drop")
     assert default.params["drop"].transform == "identity"  # signed tail
-    assert default.required_params(size_law=False) == ["level", "drop", "b", "gap", "decay", "sigma"]
+    one_size = default.required_params(size_law=False)
+    assert one_size == ["level", "drop", "b", "gap", "decay", "sigma"]
     assert default.required_params(form="means") == [
         "level", "drop", "floor_drop", "beta", "gamma", "b"
     ]  # fmt: skip

@@ -69,10 +69,12 @@ class Fit:
     def family_nugget(self) -> np.ndarray:
         """Nugget draws: (S,) for one nugget, (S, F) where each family takes its merge method's."""
         nugget = self.draws("nugget")
-        if nugget.ndim == 1:
-            return nugget
+        return nugget if nugget.ndim == 1 else self.per_family(nugget)
+
+    def per_family(self, draws: np.ndarray) -> np.ndarray:
+        """(S, methods) draws of a per-method parameter as (S, F): each family its method's."""
         methods = sorted(self.families["method"].unique())
-        return nugget[:, [methods.index(m) for m in self.families["method"]]]
+        return draws[:, [methods.index(m) for m in self.families["method"]]]
 
     def law_summary(self, level: float = 0.9) -> pd.DataFrame:
         """Posterior mean and central interval of the paper's parameters, per family."""
@@ -132,14 +134,14 @@ class Fit:
         new_index = {
             (f, n): len(curves) + i for i, (f, n) in enumerate(unseen.itertuples(index=False))
         }
-        curve = curve.to_numpy(float)
+        curve = curve.to_numpy(float).copy()
         for i in np.flatnonzero(np.isnan(curve)):
             curve[i] = new_index[(at["family"][i], at["n_params"][i])]
         log_n = np.log(size_in_billions(rows["n_params"].to_numpy(float)))
         means_form = "loss" not in rows.columns
         return predictive.Observations(
             family=family,
-            curve=curve.to_numpy(int),
+            curve=curve.astype(int),
             x=log_n - np.log(float(self.meta["n_ref"])),
             log_n=log_n,
             k=rows["k"].to_numpy(float),
@@ -161,6 +163,8 @@ class Fit:
         values = {n: self.draws(n)[keep] for n in names if n in self.idata.posterior}
         obs = self.observations() if obs is None else obs
         values["nugget"] = self.family_nugget()[keep]
+        if "decay" in values:
+            values["decay"] = self.per_family(values["decay"])
         n_curves = len(self.meta["curves"]["family"])
         unseen = int(obs.curve.max()) + 1 - n_curves if len(obs.curve) else 0
         if unseen > 0:
@@ -236,7 +240,7 @@ class Fit:
         if spec == "current":
             current = _current_spec(saved_spec, meta.get("spec_source", ""))
         elif spec is not None:
-            current = load_spec(spec) if isinstance(spec, str) else spec
+            current = load_spec(spec) if isinstance(spec, (str, Path)) else spec
         if current is not None and current.digest != saved_spec.digest:
             raise MergelawError(
                 f"{path}: fitted with spec '{saved_spec.name}' (digest {saved_spec.digest}), "

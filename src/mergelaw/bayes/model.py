@@ -49,9 +49,12 @@ PER_CURVE_WITHOUT_SIZE_LAW = ("level", "drop", "b", "L_star", "A0", "gap")
 
 
 def param_scope(spec: ModelSpec, name: str, size_law: bool = True) -> str:
-    """'curve' for parameters given to each (family, size) curve, else 'family'."""
+    """'curve' for parameters given to each (family, size) curve, 'merge_method' for those of a
+    merge method (the own expert's decay: how the method weights it), else 'family'."""
     if name == "gap":
         return "curve"
+    if name == "decay":
+        return "merge_method"
     if not size_law and name in PER_CURVE_WITHOUT_SIZE_LAW:
         return "curve"
     if name == "b" and spec.offset == "curve":
@@ -97,6 +100,8 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
 
 
 def _pick(value, scope: str, data: ModelData):
+    if scope == "merge_method":
+        return value[data.family_method[data.family]]
     return value[data.family] if scope == "family" else value[data.curve]
 
 

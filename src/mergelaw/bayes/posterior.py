@@ -201,6 +201,8 @@ class Posterior:
 
         def family_draws(name: str) -> np.ndarray:
             draws = fit.draws(name) if name in names else None
+            if name == "decay" and draws is not None:  # one per merge method
+                return fit.per_family(draws)
             if draws is None or (not size_law and name in PER_SIZE_NAMES):
                 return np.full((n_draws, n_fam), _DEFAULT.get(name, 0.0))
             return draws
