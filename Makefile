@@ -42,7 +42,7 @@ LLAMA_L  := 0.004229568
 
 demo: install
 	$(BIN)/mergelaw validate data/curves/lab.parquet
-	$(BIN)/mergelaw fit data/curves/lab.parquet --arch llama --chains 2 --tune 600 --draws 1000 \
+	$(BIN)/mergelaw fit data/curves/lab.parquet --arch llama --chains 2 --tune 600 --draws 1500 \
 		--seed 0 --no-progress --out $(DEMO_FIT)
 	$(BIN)/mergelaw plan $(DEMO_FIT) stop --size $(LLAMA_L) --epsilon 0.005 \
 		--family llama/average/code

@@ -141,7 +141,8 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
     shape = tail.shape
     lo_end, hi_end = np.log(N_RANGE_B[0]), np.log(N_RANGE_B[1])
-    start = np.log(size_for_floor(target, post, index))
+    with np.errstate(divide="ignore"):  # a floor that does not fall with N: size 0, log -inf
+        start = np.log(size_for_floor(target, post, index))
     x = np.clip(np.where(np.isfinite(start), start, lo_end), lo_end, hi_end).ravel()
     # Work on the draws still searching only: flat arrays, compacted as draws converge.
     q = {n: v.ravel() for n, v in (("L", p["L_star"]), ("B", p["B"]), ("beta", p["beta"]),
