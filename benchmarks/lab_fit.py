@@ -34,6 +34,7 @@ import pandas as pd
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes.fit import Fit, fit
 from mergelaw.bayes.least_squares import fit_curve
+from mergelaw.bayes.predictive import FAMILYWISE_ALPHA
 from mergelaw.curves import FAMILY_COLUMNS, read_curves
 from mergelaw.io import atomic_path
 from mergelaw.law import curve_loss
@@ -49,6 +50,7 @@ def diagnostics_lines(name: str, result: Fit) -> list[str]:
     d = result.diagnostics
     checks = result.curve_checks()
     flagged = int(checks["misfit"].sum())
+    threshold = FAMILYWISE_ALPHA / (2 * len(checks))
     return [
         f"{name}: {result.meta['n_obs']} rows, {len(checks)} curves, {result.meta['sampler']}, "
         f"{result.meta['settings']['chains']} chains x "
@@ -60,8 +62,8 @@ def diagnostics_lines(name: str, result: Fit) -> list[str]:
         f"{100 * d.saturated_share:.2f}% of draws; mean tree steps {d.mean_tree_steps:.0f}; "
         f"min BFMI {d.min_bfmi:.2f}",
         f"  per-curve predictive checks: {flagged} of {len(checks)} curves flagged "
-        f"({100 * flagged / len(checks):.1f}%, threshold p < {checks.attrs.get('threshold', 0):.1e}"
-        f"); median 90% row coverage {checks['coverage_90'].median():.3f}",
+        f"({100 * flagged / len(checks):.1f}%, threshold p < {threshold:.1e}); median 90% row "
+        f"coverage {checks['coverage_90'].median():.3f}",
         f"  flag: {result.flag}",
     ]
 

@@ -17,7 +17,7 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
         assert sorted(spec.params) == sorted(spec.required_params()), name
     default = load_spec("default")
     assert default.parameterisation == "anchored" and default.tail_exponent == "fixed"
-    assert default.params["level"].centred and not default.params["decay"].centred
+    assert default.params["level"].centred and not default.is_pooled("decay")
     assert default.membership == "power" and default.nugget == "method"
     assert not default.is_pooled("b") and default.is_pooled("drop")
     assert default.params["drop"].transform == "identity"  # signed tail
