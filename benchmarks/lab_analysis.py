@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from mergelaw.bayes.least_squares import fit_curve, fit_joint
-from mergelaw.bayes.model import spread_factor
 from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS, aggregate_curves, read_curves
 from mergelaw.io import atomic_path
-from mergelaw.law import floor_loss, gain_fraction, size_in_billions
+from mergelaw.law import floor_loss, gain_fraction, size_in_billions, spread_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 

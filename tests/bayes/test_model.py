@@ -9,10 +9,11 @@ import pytest
 
 from mergelaw import law
 from mergelaw.bayes.data import prepare
-from mergelaw.bayes.model import mean_curve, spread_factor
+from mergelaw.bayes.model import mean_curve
 from mergelaw.bayes.spec import load_spec
 from mergelaw.curves import aggregate_curves
 from mergelaw.errors import MergelawError
+from mergelaw.law import spread_factor
 from mergelaw.paper import paper_law_params
 from mergelaw.simulate import simulate_curves
 

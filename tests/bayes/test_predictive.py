@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mergelaw.bayes.model import spread_factor
 from mergelaw.bayes.predictive import (
     Observations,
     curve_checks,
@@ -13,7 +12,7 @@ from mergelaw.bayes.predictive import (
     replicate,
     thin_index,
 )
-from mergelaw.law import mean_loss
+from mergelaw.law import mean_loss, spread_factor
 
 LAW = {"L_star": 0.3, "B": 0.2, "beta": 0.4, "A0": 0.08, "gamma": 0.05, "b": 0.5}
 

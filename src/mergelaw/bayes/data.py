@@ -50,8 +50,7 @@ class ModelData:
     @property
     def family_method(self) -> np.ndarray:
         """Index (into coords['merge_method']) of each family's merge method."""
-        methods = sorted(self.families["method"].unique())
-        return np.array([methods.index(m) for m in self.families["method"]], dtype=int)
+        return method_index(self.families)
 
     @property
     def curve_log_n(self) -> np.ndarray:
@@ -87,6 +86,13 @@ class ModelData:
 
 
 MIN_SIZES_FOR_SIZE_LAW = 3
+
+
+def method_index(families: pd.DataFrame) -> np.ndarray:
+    """Each family's merge method as an index into the sorted method names (the 'merge_method'
+    coordinate of per-method parameters)."""
+    methods = sorted(families["method"].unique())
+    return np.array([methods.index(m) for m in families["method"]], dtype=int)
 
 
 def family_label(row, with_params: bool = False) -> str:

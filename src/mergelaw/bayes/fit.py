@@ -21,7 +21,7 @@ import pandas as pd
 
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
-from mergelaw.bayes.data import ModelData, prepare, size_law_note
+from mergelaw.bayes.data import ModelData, method_index, prepare, size_law_note
 from mergelaw.bayes.model import REPORTED
 from mergelaw.bayes.spec import ModelSpec, load_spec, models_dir
 from mergelaw.curves import FAMILY_COLUMNS
@@ -73,8 +73,7 @@ class Fit:
 
     def per_family(self, draws: np.ndarray) -> np.ndarray:
         """(S, methods) draws of a per-method parameter as (S, F): each family its method's."""
-        methods = sorted(self.families["method"].unique())
-        return draws[:, [methods.index(m) for m in self.families["method"]]]
+        return draws[:, method_index(self.families)]
 
     def law_summary(self, level: float = 0.9) -> pd.DataFrame:
         """Posterior mean and central interval of the paper's parameters, per family."""

@@ -31,7 +31,6 @@ from mergelaw.errors import MergelawError
 
 #: Law parameters reported per family in the paper's units (N in billions), whatever the spec.
 REPORTED = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha", "gap", "decay", "floor_dev")
-spread_factor = law.spread_factor  # the table-level factor, re-exported for older imports
 
 
 class Backend(Protocol):
