@@ -203,3 +203,31 @@ def test_anchored_spec_refuses_per_curve_offsets(data):
     bad = ModelSpec(**{**load_spec("default").__dict__, "offset": "curve"})
     with pytest.raises(MergelawError, match="anchored parameterisation needs b and alpha"):
         numpyro_backend.model_fn(bad, data)
+
+
+@pytest.mark.parametrize("spec_name", ["default", "default_v1"])
+def test_cell_statistics_give_exactly_the_rows_log_density(data, spec_name):
+    """The sampler's likelihood (rows summarised per cell) equals the sum over rows of scipy's
+    normal log density at the mean and sd that the fit's predictive draws compute per row."""
+    from numpyro.handlers import seed, substitute, trace
+    from scipy import stats
+
+    from mergelaw.bayes import numpyro_backend
+    from mergelaw.bayes.data import method_index
+    from mergelaw.bayes.predictive import Observations, mean_and_scale
+
+    spec = load_spec(spec_name)
+    model, _ = numpyro_backend.model_fn(spec, data)
+    draw = numpyro_backend.prior_draw(model, seed=4)
+    draw.pop("loss")
+    sites = trace(substitute(seed(model, 0), data=draw)).get_trace(y=data.y)
+    cells = float(sites["loss"]["fn"].log_prob(sites["loss"]["value"]))
+    methods = method_index(data.families)
+    values = {name: np.asarray(value)[None] for name, value in draw.items()}
+    for name in ("nugget", "decay"):
+        if name in values and values[name].ndim == 2:
+            values[name] = values[name][:, methods]
+    mean, scale = mean_and_scale(values, Observations.from_data(data), spec.spread, len(methods))
+    rows = stats.norm.logpdf(data.y, mean[0], scale[0]).sum()
+    assert len(data.cells.first) < len(data.y)
+    assert cells == pytest.approx(rows, rel=1e-10)

@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
@@ -154,10 +155,13 @@ class Fit:
         self,
         draws: int = predictive.DEFAULT_CHECK_DRAWS,
         obs: predictive.Observations | None = None,
+        keep: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """E[L] and noise sd under ``draws`` evenly thinned posterior draws, of every fitted row
-        or of the rows ``obs`` describes (held-out rows, indexed by this fit's families)."""
-        keep = predictive.thin_index(self.draws("nugget").shape[0], draws)
+        """E[L] and noise sd under ``draws`` evenly thinned posterior draws (or the draws
+        ``keep`` indexes, chains stacked), of every fitted row or of the rows ``obs`` describes
+        (held-out rows, indexed by this fit's families)."""
+        if keep is None:
+            keep = predictive.thin_index(self.draws("nugget").shape[0], draws)
         names = [*REPORTED, "sigma", "sigma_slope", "nugget"]
         values = {n: self.draws(n)[keep] for n in names if n in self.idata.posterior}
         obs = self.observations() if obs is None else obs
@@ -322,11 +326,27 @@ def fit(
     else:
         raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
     obs = predictive.Observations.from_data(data)
-    idata = diag.with_constant_data(idata, obs.arrays())
     meta = _meta(data, backend, sampler, settings, wall_time)
     meta["spec_source"] = str(Path(spec.source).resolve()) if spec.source else ""
     result = Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
+    idata = diag.with_observations(idata, data.y, _pointwise_log_likelihood(result, obs))
+    result.idata = diag.with_constant_data(idata, obs.arrays())
     return _with_curve_checks(result, obs, list(data.curves["label"]))
+
+
+def _pointwise_log_likelihood(
+    result: Fit, obs: predictive.Observations, chunk: int = 250
+) -> np.ndarray:
+    """log Normal(y | E[L], sd) of every row under every draw, (chain, draw, obs), from the law's
+    one home (``predictive.mean_and_scale``), a chunk of draws at a time (memory)."""
+    posterior = result.idata.posterior
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+    out = np.empty((shape[0] * shape[1], len(obs.y)))
+    for start in range(0, len(out), chunk):
+        keep = np.arange(start, min(start + chunk, len(out)))
+        mean, scale = result.predictive_draws(obs=obs, keep=keep)
+        out[keep] = stats.norm.logpdf(obs.y, mean, scale)
+    return out.reshape(*shape, len(obs.y))
 
 
 def _with_curve_checks(result: Fit, obs: predictive.Observations, curve_labels: list[str]) -> Fit:

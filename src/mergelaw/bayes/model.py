@@ -8,7 +8,7 @@ both.
 
 Per row (one merged model evaluated on one domain) of a table with >= 3 base sizes:
 
-    loss ~ Normal(mu, scale)
+    loss ~ Normal(mu, scale)          (evaluated per cell of rows sharing mu and scale)
     mu    = curve_loss(k; floor(N), A(N), b) + stratum_offset(k, in_domain, M; gap, decay)
     scale = noise_scale(sigma(N), spread(k, M), nugget)
 
@@ -41,6 +41,7 @@ class Backend(Protocol):
     def gamma(self, name: str, shape: float, rate: float, dims: tuple[str, ...] = ()) -> Any: ...
     def deterministic(self, name: str, value, dims: tuple[str, ...] = ()) -> Any: ...
     def likelihood(self, name: str, loc, scale, observed) -> Any: ...
+    def potential(self, name: str, log_density) -> Any: ...
 
 
 #: Parameters given per (family, size) curve when the table has no size law.
@@ -185,21 +186,42 @@ def _nugget(spec: ModelSpec, data: ModelData, backend: Backend):
     return nugget[data.family_method[data.family]] if dims else nugget
 
 
+def cell_log_likelihood(count, mean, ss, mu, scale, math):
+    """log prod_i Normal(y_i | mu, scale) over each cell's rows, summed over cells, from the
+    cell's count, mean and within-cell sum of squares: exactly the rows' log density."""
+    return math.sum(
+        -count * (math.log(scale) + 0.5 * np.log(2.0 * np.pi))
+        - (ss + count * (mean - mu) ** 2) / (2.0 * scale**2)
+    )
+
+
+def _noise(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
+    """The noise sd of every observation: the spread across subsets and the nugget."""
+    nugget = _nugget(spec, data, backend)
+    if data.form == "means":
+        return law.noise_scale(data.se, 1.0, nugget)
+    sigma = p["sigma"][data.family]
+    if data.n_sizes > 1:  # how the spread changes with N: no such question on one size
+        slope = backend.normal("sigma_slope", 0.0, spec.sigma_slope_prior_sd)
+        sigma = law.sigma_at_size(sigma, slope, data.size_ratio)
+    return law.noise_scale(sigma, law.spread_factor(spec.spread, data.k, data.pool_size), nugget)
+
+
 def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     """Declare the whole model on ``backend``, conditioned on losses ``y`` (None: unobserved, for
-    prior predictive draws). The table's structure comes from ``data``, the losses from ``y``."""
+    prior predictive draws, one 'loss' per row). The table's structure comes from ``data``, the
+    losses from ``y``. The law is evaluated once per cell (rows of one curve, k and stratum
+    share their mean and scale); observed, the rows enter through their cells' sufficient
+    statistics (``cell_log_likelihood``), and the pointwise log-likelihood is made after
+    sampling (``mergelaw.bayes.fit``)."""
     check_spec_fits_data(spec, data)
-    p = group_parameters(spec, data, backend)
-    mu = mean_curve(spec, data, p, backend)
-    nugget = _nugget(spec, data, backend)
-    if data.form == "subsets":
-        sigma = p["sigma"][data.family]
-        if data.n_sizes > 1:  # how the spread changes with N: no such question on one size
-            slope = backend.normal("sigma_slope", 0.0, spec.sigma_slope_prior_sd)
-            sigma = law.sigma_at_size(sigma, slope, data.size_ratio)
-        scale = law.noise_scale(
-            sigma, law.spread_factor(spec.spread, data.k, data.pool_size), nugget
-        )
-    else:
-        scale = law.noise_scale(data.se, 1.0, nugget)
-    return backend.likelihood("loss", mu, scale, y)
+    cells, at = data.cells, data.at_cells()
+    p = group_parameters(spec, at, backend)
+    mu = mean_curve(spec, at, p, backend)
+    scale = _noise(spec, at, p, backend)
+    if y is None:
+        return backend.likelihood("loss", mu[cells.index], scale[cells.index], None)
+    mean, ss = cells.stats(y)
+    return backend.potential(
+        "loss", cell_log_likelihood(cells.count, mean, ss, mu, scale, backend.math)
+    )

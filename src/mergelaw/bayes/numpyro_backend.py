@@ -64,6 +64,9 @@ class NumpyroBackend:
         self.dims[name] = ["obs"]
         return numpyro.sample(name, dist.Normal(loc, scale), obs=observed)
 
+    def potential(self, name, log_density):
+        return numpyro.factor(name, log_density)
+
 
 def model_fn(spec: ModelSpec, data: ModelData):
     """A numpyro model function ``model(y=None)`` for ``spec`` on ``data``'s structure, and the

@@ -37,6 +37,9 @@ class PymcBackend:
     def likelihood(self, name, loc, scale, observed):
         return pm.Normal(name, loc, scale, observed=observed, dims="obs")
 
+    def potential(self, name, log_density):
+        return pm.Potential(name, log_density)
+
 
 def build_model(spec: ModelSpec, data: ModelData, observed: bool = True) -> pm.Model:
     with pm.Model(coords=data.coords) as model:
@@ -82,7 +85,7 @@ def sample(
             target_accept=target_accept,
             nuts_sampler=sampler,
             progressbar=progress,
-            idata_kwargs={"log_likelihood": True},
+            idata_kwargs={"log_likelihood": False},  # made per row after sampling (fit)
             compute_convergence_checks=False,
             **kwargs,
         )
