@@ -175,3 +175,10 @@ def test_cli_fit_diagnose_loo(table, tmp_path):
     assert "PSIS-LOO" in result.stdout and "elpd_diff" in result.stdout
     result = runner.invoke(app, ["fit", str(curves), "--out", str(tmp_path / "x.txt")])
     assert result.exit_code == 2 and "expected a .nc path" in result.stderr
+
+
+def test_one_chain_is_a_valid_flagged_fit(table):
+    one = fit(table, seed=6, **{**QUICK, "chains": 1})
+    assert "1 chain: R-hat needs >= 2 chains" in one.flag
+    assert np.isnan(one.diagnostics.max_rhat) and one.diagnostics.min_ess_bulk > 0
+    assert one.idata.log_likelihood["loss"].shape == (1, QUICK["draws"], len(table))

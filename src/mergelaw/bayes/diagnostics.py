@@ -60,8 +60,30 @@ class Diagnostics:
 
 
 def from_numpyro(mcmc, coords: dict, dims: dict):
-    """InferenceData of a NumPyro run, with named coords and the pointwise log-likelihood."""
-    return az.from_numpyro(mcmc, coords=coords, dims=dims, log_likelihood=True)
+    """InferenceData of a NumPyro run, with named coords (the observations and their pointwise
+    log-likelihood are added by ``with_observations``: the sampler saw cell statistics)."""
+    sampled = mcmc.get_samples()
+    dims = {name: d for name, d in dims.items() if name in sampled}
+    return az.from_numpyro(mcmc, coords=coords, dims=dims, log_likelihood=False)
+
+
+def with_observations(idata, y: np.ndarray, log_likelihood: np.ndarray):
+    """Add the observed losses and their pointwise log-likelihood ((chain, draw, obs)) as the
+    'loss' of the observed_data and log_likelihood groups, which LOO reads."""
+    import xarray as xr
+
+    posterior = idata.posterior
+    obs = np.arange(len(y)).astype(str)
+    observed = xr.Dataset({"loss": ("obs", np.asarray(y, dtype=float))}, coords={"obs": obs})
+    pointwise = xr.Dataset(
+        {"loss": (("chain", "draw", "obs"), log_likelihood)},
+        coords={"chain": posterior["chain"], "draw": posterior["draw"], "obs": obs},
+    )
+    for group in ("observed_data", "log_likelihood"):
+        if group in idata.groups():
+            delattr(idata, group)
+    idata.add_groups(observed_data=observed, log_likelihood=pointwise)
+    return idata
 
 
 def with_constant_data(idata, arrays: dict[str, np.ndarray]):
@@ -90,7 +112,9 @@ def parameter_names(idata) -> list[str]:
 def diagnose(idata, max_tree_depth: int) -> Diagnostics:
     """R-hat, bulk/tail ESS, divergences, tree-depth saturation, BFMI, against the thresholds."""
     names = parameter_names(idata)
-    rhat = _flat(az.rhat(idata, var_names=names))
+    chains = idata.posterior.sizes["chain"]
+    # R-hat compares chains: one chain has none (a valid fit, flagged below)
+    rhat = _flat(az.rhat(idata, var_names=names)) if chains > 1 else pd.Series({"-": np.nan})
     bulk = _flat(az.ess(idata, var_names=names, method="bulk"))
     tail = _flat(az.ess(idata, var_names=names, method="tail"))
     stats = idata.sample_stats
@@ -100,8 +124,8 @@ def diagnose(idata, max_tree_depth: int) -> Diagnostics:
     bfmi = float(np.min(az.bfmi(idata))) if "energy" in stats else float("nan")
     ess = pd.concat([bulk, tail], axis=1).min(axis=1)
     diagnostics = dict(
-        max_rhat=float(rhat.max()),
-        worst_rhat=str(rhat.idxmax()),
+        max_rhat=float(rhat.max()) if chains > 1 else float("nan"),
+        worst_rhat=str(rhat.idxmax()) if chains > 1 else "one chain",
         min_ess_bulk=float(bulk.min()),
         min_ess_tail=float(tail.min()),
         worst_ess=str(ess.idxmin()),
@@ -112,7 +136,9 @@ def diagnose(idata, max_tree_depth: int) -> Diagnostics:
         min_bfmi=bfmi,
     )
     failures = []
-    if diagnostics["max_rhat"] > MAX_RHAT:
+    if chains < 2:
+        failures.append("1 chain: R-hat needs >= 2 chains to check convergence")
+    elif diagnostics["max_rhat"] > MAX_RHAT:
         failures.append(
             f"R-hat {diagnostics['max_rhat']:.3f} > {MAX_RHAT} ({diagnostics['worst_rhat']})"
         )
