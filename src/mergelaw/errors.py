@@ -1,4 +1,15 @@
-"""Errors raised on bad input. Each message is one line naming the file/column/value at fault."""
+"""Errors raised on bad input, and the checks of command-line values that raise them.
+
+Each message is one line naming the file, column, option or value at fault and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 
 class MergelawError(ValueError):
@@ -7,3 +18,92 @@ class MergelawError(ValueError):
 
 class CurvesTableError(MergelawError):
     """A curves table that breaks the data contract of ``mergelaw.curves``."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: finite numbers between ``low`` and ``high`` (None: no
+    bound), each bound included unless ``open_low`` / ``open_high``."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def contains(self, value: float) -> bool:
+        value = float(value)
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def describe(self, kind: str = "a number") -> str:
+        """'a number > 0', 'a whole number >= 1', 'a number in (0, 1)', ... (always finite)."""
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"{kind} in {left}{number(self.low)}, {number(self.high)}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.open_low else '>='} {number(self.low)}"
+        if self.high is not None:
+            return f"{kind} {'<' if self.open_high else '<='} {number(self.high)}"
+        return f"a finite {kind.removeprefix('a ')}"
+
+    def check(self, option: str, value: Any) -> None:
+        """Raise a one-line MergelawError naming ``option`` unless every number in ``value``
+        (a number or a list of numbers; None passes) is in range."""
+        if value is None or isinstance(value, str | bool):
+            return
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if not self.contains(item):
+                kind = "a whole number" if isinstance(item, int) else "a number"
+                raise MergelawError(f"{option} {number(item)}: expected {self.describe(kind)}")
+
+
+def check_options(
+    values: Mapping[str, Any], ranges: Mapping[str, Range], flags: Mapping[str, str]
+) -> None:
+    """Check each value whose parameter name has a range; ``flags`` names its option."""
+    for name, allowed in ranges.items():
+        if name in values:
+            allowed.check(flags.get(name, name), values[name])
+
+
+def parse_list(
+    text: str | None,
+    convert: Callable[[str], Any],
+    option: str,
+    allowed: Range | None = None,
+) -> list | None:
+    """Comma-separated values of ``option`` (None stays None), each converted and, with
+    ``allowed``, checked against its range."""
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise MergelawError(f"{option} {text!r}: empty list (expected comma-separated values)")
+    try:
+        values = [convert(item) for item in items]
+    except ValueError:
+        raise MergelawError(
+            f"{option} {text!r}: cannot read it (expected comma-separated values)"
+        ) from None
+    if allowed is not None:
+        allowed.check(option, values)
+    return values
+
+
+def number(value: Any) -> str:
+    """A number as a user typed it: 3, 0.5, -0.1, nan (never a numpy repr such as
+    np.float64(0.5))."""
+    if hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_NUMPY_SCALAR = re.compile(r"\bnp\.(?:float|int|uint|bool|str)\w*\(([^()]*)\)")
+
+
+def plain(message: str) -> str:
+    """``message`` with numpy scalar reprs (np.float64(-0.1)) written as plain values (-0.1)."""
+    return _NUMPY_SCALAR.sub(r"\1", message)
