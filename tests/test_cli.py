@@ -66,7 +66,7 @@ def test_missing_file_and_bad_option_values(tmp_path):
     result = runner.invoke(
         app, ["simulate", "--out", str(tmp_path / "x.parquet"), "--sizes", "a,b"]
     )
-    assert result.exit_code == 2 and "--sizes: cannot read 'a,b'" in result.stderr
+    assert result.exit_code == 2 and "--sizes 'a,b': cannot read it" in result.stderr
     result = runner.invoke(
         app, ["simulate", "--out", str(tmp_path / "x.parquet"), "--methods", "dare_ties"]
     )
@@ -100,7 +100,7 @@ def test_fit_ls_prints_and_writes(table_path, tmp_path):
 
 def test_fit_ls_bad_level(table_path):
     result = runner.invoke(app, ["fit-ls", str(table_path), "--level", "1.5"])
-    assert result.exit_code == 2 and "level 1.5 is not strictly between 0 and 1" in result.stderr
+    assert result.exit_code == 2 and "--level 1.5: expected a number in (0, 1)" in result.stderr
 
 
 def test_fit_row_filters_refuse_unknown_values(table_path, tmp_path):

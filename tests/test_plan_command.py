@@ -91,7 +91,7 @@ def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
     cases = [
         (["plan", tmp_path / "none.nc", "forecast", "--size", 3], "no such fit file"),
         (["plan", plan_fit_path, "forecast", "--size", 3, "--family", "physics"], "not a family"),
-        (["plan", plan_fit_path, "target", "--loss", 0.5, "--size", -2], "not a positive number"),
+        (["plan", plan_fit_path, "target", "--loss", 0.5, "--size", -2], "--size -2: expected"),
         (
             [
                 "plan",
@@ -106,7 +106,7 @@ def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
             ],
             "expected SIZE=COST",
         ),
-        (["compare", plan_fit_path, "--methods", "average"], "expected two methods"),
+        (["compare", plan_fit_path, "--methods", "average"], "expected two different methods"),
     ]
     for args, message in cases:
         result = _run(*args)

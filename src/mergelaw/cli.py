@@ -1,14 +1,23 @@
 """The ``mergelaw`` command: validate, simulate and fit curves tables; plan and compare from a fit.
 
-Every command reports bad input as one line on stderr and exits with code 2; no traceback is shown
-unless MERGELAW_DEBUG=1. Outputs are written atomically.
+Every command reports bad input as one line on stderr (``error: ...``) and exits with code 2; no
+traceback is shown unless MERGELAW_DEBUG=1. That holds for what typer refuses too (a missing
+option, a value of the wrong type): ``OneLineUsage`` prints those as one line. Numeric options are
+checked against one table of ranges per command group (``RANGES`` here) before a command starts;
+output paths are checked for writability before any work, and written atomically. Library
+warnings and logging (JAX, ArviZ, PyMC, transformers) are silenced unless ``mergelaw --verbose``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
-from collections.abc import Callable
+import sys
+import typing
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -17,10 +26,69 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mergelaw import __version__
+from mergelaw.errors import MergelawError, Range, check_options, parse_list, plain
+
+#: Allowed values of the numeric options of the top-level commands (by parameter name).
+SEED = Range(0, 2**32 - 1)
+LEVEL = Range(0, 1, open_low=True, open_high=True)
+POSITIVE = Range(0, open_low=True)
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "level": LEVEL,
+    "sizes": POSITIVE,  # simulate --sizes (billions)
+    "pool_size": Range(2),
+    "k_max": Range(1),
+    "subsets_per_k": Range(1),
+    "spread_scale": Range(0),
+    "n_boot": Range(1),
+    "draws": Range(1),
+    "tune": Range(0),
+    "chains": Range(1),
+    "target_accept": Range(0, 1, open_low=True, open_high=True),
+    "folds": Range(2),
+    "target": POSITIVE,  # report --target (losses)
+    "epsilon": POSITIVE,
+    "size": POSITIVE,
+    "rope": Range(0),
+}
+
+#: Loggers of the libraries whose warnings stay off stderr unless --verbose.
+LIBRARY_LOGGERS = ("jax", "absl", "arviz", "pymc", "pytensor", "numpyro", "transformers",
+                   "huggingface_hub", "torch", "matplotlib", "ray")  # fmt: skip
+_state = {"verbose": False}
+
+
+class OneLineUsage(TyperGroup):
+    """The root command group: usage errors (missing option, bad value, unknown command) are one
+    line ``error: ...`` with exit code 2, like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except typer._click.ClickException as exc:  # typer's own click
+            if type(exc).__name__ != "NoArgsIsHelpError":  # help already printed
+                names, ctx = [], getattr(exc, "ctx", None)
+                while ctx is not None:
+                    names.insert(0, ctx.info_name)
+                    ctx = ctx.parent
+                command = " ".join(names)
+                message = " ".join(exc.format_message().split()).rstrip(".")
+                where, hint = (f"{command}: ", f" (see {command} --help)") if names else ("", "")
+                error_console.print(f"error: {where}{message}{hint}", markup=False)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            error_console.print("error: aborted", markup=False)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineUsage,
     name="mergelaw",
     help=(
         "Plan model merging with the merging law L(N,k) = L* + B·N^-β + A0·N^-γ/(k+b).\n\n"
@@ -35,7 +103,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
-error_console = Console(stderr=True, soft_wrap=True, highlight=False)
+error_console = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 F = TypeVar("F", bound=Callable)
 
@@ -55,43 +123,93 @@ class WeightingChoice(StrEnum):
     none = "none"
 
 
-def one_line_errors(command: F) -> F:
-    """Turn any failure into one line on stderr and exit code 2 (MERGELAW_DEBUG=1 re-raises)."""
+def one_line_errors(command: F, ranges: Mapping[str, Range] = RANGES) -> F:
+    """Check the command's numeric options against ``ranges`` (its group's table), run it with
+    library output quiet (unless --verbose), and turn any failure into one line on stderr and
+    exit code 2 (MERGELAW_DEBUG=1 re-raises)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("MERGELAW_DEBUG") == "1":
+        with library_output(_state["verbose"]):
+            try:
+                check_options(kwargs, ranges, option_flags(command))
+                return command(*args, **kwargs)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
-            from mergelaw.errors import MergelawError
-
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if not isinstance(exc, MergelawError | OSError):
-                message = f"{type(exc).__name__}: {message}"
-            error_console.print(f"error: {message}", markup=False)
-            raise typer.Exit(code=2) from None
+            except Exception as exc:
+                if _debug():
+                    raise
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if not isinstance(exc, MergelawError | OSError):
+                    message = f"{type(exc).__name__}: {message}"
+                error_console.print(f"error: {plain(message)}", markup=False)
+                raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _split(text: str | None, convert: Callable[[str], object], what: str) -> list | None:
-    if text is None:
-        return None
-    from mergelaw.errors import MergelawError
+@functools.cache
+def option_flags(command: Callable) -> dict[str, str]:
+    """Parameter name -> the option as the user types it (--json for json_out), from the
+    command's typer annotations; arguments by their metavar."""
+    flags = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        for info in getattr(hint, "__metadata__", ()):
+            if isinstance(info, typer.models.OptionInfo):
+                decls = [*info.param_decls]
+                if isinstance(info.default, str) and info.default.startswith("-"):
+                    decls.insert(0, info.default)
+                long = [d.split("/")[0] for d in decls if d.startswith("--")]
+                flags[name] = long[0] if long else "--" + name.replace("_", "-")
+            elif isinstance(info, typer.models.ArgumentInfo):
+                flags[name] = info.metavar or name.upper()
+    return flags
 
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise MergelawError(f"{what}: empty list (expected comma-separated values)")
+
+@contextlib.contextmanager
+def library_output(verbose: bool) -> Iterator[None]:
+    """Silence library warnings, logging below ERROR and transformers' progress bars for the
+    duration of a command, unless ``verbose``; restore them afterwards."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    env = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    saved_env = {key: os.environ.get(key) for key in env}
+    bars = _transformers_bars(None)
     try:
-        return [convert(item) for item in items]
-    except ValueError:
-        raise MergelawError(
-            f"{what}: cannot read {text!r} (expected comma-separated values)"
-        ) from None
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        for key, value in env.items():
+            os.environ.setdefault(key, value)
+        _transformers_bars(False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+        if bars:
+            _transformers_bars(True)
+
+
+def _transformers_bars(enable: bool | None) -> bool | None:
+    """Whether transformers shows progress bars (None: not imported); set it when ``enable`` is
+    given. Only touches transformers where a command already imported it."""
+    hf = sys.modules.get("transformers.utils.logging")
+    if hf is None:
+        return None
+    if enable is not None:
+        (hf.enable_progress_bar if enable else hf.disable_progress_bar)()
+    return bool(hf.is_progress_bar_enabled())
+
+
+def _debug() -> bool:
+    return os.environ.get("MERGELAW_DEBUG") == "1"
 
 
 def _version_callback(value: bool) -> None:
@@ -111,8 +229,18 @@ def main(
             help="Print the version and exit.",
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show library warnings, logging and progress bars (JAX, ArviZ, PyMC, "
+            "transformers), which are silenced otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Plan model merging with a Bayesian merging law."""
+    _state["verbose"] = verbose or _debug()
 
 
 @app.command()
@@ -174,14 +302,21 @@ def simulate(
     variance fits, shrinking like 1/k with the finite-pool factor (M-k)/(M-1).
     """
     from mergelaw.curves import write_curves
+    from mergelaw.errors import MergelawError
+    from mergelaw.io import check_writable
     from mergelaw.simulate import simulate_curves
 
-    k_top = pool_size if k_max is None else k_max
+    if out.suffix not in (".parquet", ".csv"):
+        raise MergelawError(f"--out {out}: expected a .parquet or .csv path")
+    check_writable(out)
+    if k_max is not None and k_max > pool_size:
+        raise MergelawError(f"--k-max {k_max}: expected at most --pool-size ({pool_size})")
+    sizes_b = parse_list(sizes, float, "--sizes", RANGES["sizes"])
     curves = simulate_curves(
-        sizes_b=_split(sizes, float, "--sizes") or (0.5, 1.5, 3.0, 7.0, 14.0, 32.0, 72.0),
-        domains=_split(domains, str, "--domains"),
-        methods=_split(methods, str, "--methods"),
-        k_values=list(range(1, k_top + 1)),
+        sizes_b=sizes_b or (0.5, 1.5, 3.0, 7.0, 14.0, 32.0, 72.0),
+        domains=parse_list(domains, str, "--domains"),
+        methods=parse_list(methods, str, "--methods"),
+        k_values=list(range(1, (pool_size if k_max is None else k_max) + 1)),
         pool_size=pool_size,
         subsets_per_k=subsets_per_k,
         spread_scale=spread_scale,
@@ -230,10 +365,15 @@ def fit_ls(
 
     from mergelaw.bayes.least_squares import fit_least_squares
     from mergelaw.curves import read_curves
-    from mergelaw.io import atomic_path, write_json
+    from mergelaw.io import atomic_path, check_writable, write_json
 
+    for path in (out_csv, out_json):
+        if path is not None:
+            check_writable(path)
     curves = read_curves(table)
-    with Progress(console=error_console, transient=True) as progress:
+    # a bar only on a terminal: elsewhere rich's transient bar leaves a blank line on stderr
+    quiet = not error_console.is_terminal
+    with Progress(console=error_console, transient=True, disable=quiet) as progress:
         task = progress.add_task("fitting", total=None)
 
         def advance(done: int, total: int) -> None:
@@ -264,6 +404,12 @@ class BackendChoice(StrEnum):
     pymc = "pymc"
 
 
+class SamplerChoice(StrEnum):
+    pymc = "pymc"
+    nutpie = "nutpie"
+    numpyro = "numpyro"
+
+
 @app.command()
 @one_line_errors
 def fit(
@@ -280,8 +426,9 @@ def fit(
         BackendChoice.numpyro
     ),
     sampler: Annotated[
-        str, typer.Option(help="With --backend pymc: pymc, nutpie or numpyro.")
-    ] = "pymc",
+        SamplerChoice | None,
+        typer.Option(help="With --backend pymc: pymc, nutpie or numpyro. [default: pymc]"),
+    ] = None,
     draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up draws per chain.")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (one XLA host device each).")] = 4,
@@ -308,17 +455,23 @@ def fit(
     flag is printed here and travels with every answer made from the fit.
     """
     from mergelaw.bayes.fit import fit as run_fit
+    from mergelaw.bayes.spec import load_spec
     from mergelaw.curves import read_curves
     from mergelaw.errors import MergelawError
+    from mergelaw.io import check_writable
 
     if out.suffix != ".nc":
-        raise MergelawError(f"{out}: a fit is written as netCDF (expected a .nc path)")
+        raise MergelawError(f"--out {out}: a fit is written as netCDF (expected a .nc path)")
+    if sampler is not None and backend != BackendChoice.pymc:
+        raise MergelawError(f"--sampler {sampler.value}: needs --backend pymc")
+    check_writable(out)
+    model_spec = load_spec(spec)
     curves = _read_fit_input(table, read_curves)
     for column, wanted in (("arch", arch), ("method", method), ("eval_domain", domain)):
         curves = _only(curves, column, wanted, table)
     result = run_fit(
         curves,
-        spec,
+        model_spec,
         backend.value,
         draws=draws,
         tune=tune,
@@ -326,7 +479,7 @@ def fit(
         seed=seed,
         target_accept=target_accept,
         progress=progress,
-        sampler=sampler,
+        sampler=(sampler or SamplerChoice.pymc).value,
         source=str(table),
     )
     result.save(out)
@@ -354,12 +507,20 @@ def _only(curves, column: str, wanted: list[str] | None, source: Path):
 
 
 def _read_fit_input(table: Path, read_curves):
+    """A curves table, or (a .csv with 'mean' and no 'loss' column) a per-k means table, which
+    ``prepare`` validates."""
     import pandas as pd
 
-    if table.suffix == ".csv":
-        head = pd.read_csv(table, nrows=1)
-        if "mean" in head.columns and "loss" not in head.columns:
-            return pd.read_csv(table)  # a per-k means table; prepare() validates it
+    from mergelaw.errors import MergelawError
+
+    if table.suffix == ".csv" and table.is_file():
+        try:
+            head = pd.read_csv(table, nrows=1)
+            if "mean" in head.columns and "loss" not in head.columns:
+                return pd.read_csv(table)
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MergelawError(f"{table}: cannot be read as CSV ({first})") from None
     return read_curves(table)
 
 
@@ -477,8 +638,11 @@ def kfold(
     """Compare specs by grouped k-fold cross-validation (refits without whole curves): the
     fallback where PSIS-LOO's Pareto k is too high."""
     from mergelaw.bayes.kfold import compare_kfold, grouped_kfold
+    from mergelaw.bayes.spec import load_spec
     from mergelaw.curves import read_curves
 
+    for name in spec:
+        load_spec(name)  # a bad spec is refused before the first fold is fitted
     curves = _read_fit_input(table, read_curves)
     settings = dict(draws=draws, tune=tune, chains=chains, seed=seed)
     results = []
@@ -509,9 +673,10 @@ def _print_diagnostics(result) -> None:
 
 
 def _register_measure() -> None:
+    from mergelaw.measure.command import RANGES as MEASURE_RANGES
     from mergelaw.measure.command import measure  # imports no torch until the command runs
 
-    app.command("measure")(one_line_errors(measure))
+    app.command("measure")(one_line_errors(measure, MEASURE_RANGES))
 
 
 _register_measure()

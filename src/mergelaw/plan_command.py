@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,40 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from mergelaw.errors import MergelawError, Range, parse_list
+
 console = Console()
+
+POSITIVE = Range(0, open_low=True)
+UNIT = Range(0, 1, open_low=True, open_high=True)
+#: Allowed values of the numeric options of plan and compare (by parameter name); the
+#: comma-separated ones (--fractions, --k, compare's --size, the costs) are checked as parsed.
+RANGES: dict[str, Range] = {
+    "size": POSITIVE,
+    "loss": POSITIVE,
+    "target": POSITIVE,
+    "prob": UNIT,
+    "level": UNIT,
+    "k_max": Range(1),
+    "k": Range(1),
+    "pool_size": Range(2),
+    "epsilon": POSITIVE,
+    "cost_per_expert": POSITIVE,
+    "fractions": UNIT,
+    "seed": Range(0, 2**32 - 1),
+    "limit": POSITIVE,
+    "cost": Range(0),  # --base-costs, --expert-cost
+    "merge_cost": Range(0),
+    "n_subsets": Range(1),
+    "rope": Range(0),
+    "rope_experts": Range(0),
+}
+
+
+class PoolChoice(StrEnum):
+    with_own = "with_own"
+    without_own = "without_own"
+
 
 plan_app = typer.Typer(
     help=(
@@ -72,7 +106,9 @@ def target(
     'Unreachable at this size' comes with the base size that would reach it."""
     from mergelaw.plan import experts_for_target
 
-    post = _posterior(ctx, pool_size)
+    if k_max is not None and pool_size is not None and k_max > pool_size:
+        raise MergelawError(f"--k-max {k_max:g}: expected at most --pool-size ({pool_size:g})")
+    post = _posterior(ctx, pool_size, json_out)
     answer = experts_for_target(
         post, loss, n_b=size, family=family, prob=prob, k_max=k_max, level=level
     )
@@ -131,11 +167,13 @@ def stop(
     and k80/k90; with --losses, stop or continue for a pool being measured."""
     from mergelaw.plan import sequential_stop, stopping
 
-    post = _posterior(ctx, pool_size)
-    if losses is not None:
+    shares = parse_list(fractions, float, "--fractions", RANGES["fractions"])
+    measured = None if losses is None else _read_points(losses, "--losses")
+    post = _posterior(ctx, pool_size, json_out)
+    if measured is not None:
         answer = sequential_stop(
             post,
-            _read_points(losses),
+            measured,
             n_b=size,
             epsilon=epsilon,
             prior=prior,
@@ -156,7 +194,7 @@ def stop(
             epsilon=epsilon,
             family=family,
             cost_per_expert=cost_per_expert,
-            fractions=_split(fractions, float, "--fractions"),
+            fractions=shares,
             k_max=k_max,
             level=level,
         )
@@ -193,16 +231,16 @@ def budget(
     from mergelaw.plan import CostModel
     from mergelaw.plan import budget as run_budget
 
-    post = _posterior(ctx, pool_size)
     per_expert = _mapping(expert_cost, "--expert-cost") if "=" in expert_cost else None
     costs = CostModel(
         base=_mapping(base_costs, "--base-costs"),
-        per_expert=per_expert if per_expert is not None else _float(expert_cost, "--expert-cost"),
+        per_expert=per_expert if per_expert is not None else _cost(expert_cost, "--expert-cost"),
         per_merge=merge_cost,
     )
-    families = None if family is None else _split(family, str, "--family")
+    families = parse_list(family, str, "--family")
     if families == ["new"]:
         families = "new"
+    post = _posterior(ctx, pool_size, json_out)
     answer = run_budget(post, costs, limit, family=families, k_max=k_max, level=level)
     d = answer.decision
     lines = [
@@ -234,7 +272,7 @@ def forecast(
     level: LevelOpt = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of the predictive draws.")] = 0,
     pool: Annotated[
-        str | None,
+        PoolChoice | None,
         typer.Option(
             help="Merges that hold the evaluated domain's own expert (with_own) or not "
             "(without_own), at a fitted size. [default: the average over all subsets]"
@@ -249,13 +287,16 @@ def forecast(
     from mergelaw.plan import forecast as run_forecast
     from mergelaw.plan import forecast_from_points
 
-    post = _posterior(ctx, pool_size)
-    ks = _split(k, float, "--k")
+    ks = parse_list(k, float, "--k", RANGES["k"])
+    if points is not None and pool is not None:
+        raise MergelawError("--pool applies to a fitted family's curve, not to --points")
+    measured = None if points is None else _read_points(points, "--points")
+    post = _posterior(ctx, pool_size, json_out)
     lines = []
-    if points is not None:
+    if measured is not None:
         answer = forecast_from_points(
             post,
-            _read_points(points),
+            measured,
             n_b=size,
             k=ks,
             prior=prior,
@@ -270,7 +311,7 @@ def forecast(
     else:
         answer = run_forecast(
             post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed,
-            pool=pool,
+            pool=None if pool is None else pool.value,
         )  # fmt: skip
     _report(answer, lines, json_out)
 
@@ -308,18 +349,24 @@ def compare(
     from mergelaw.bayes.fit import Fit
     from mergelaw.bayes.posterior import Posterior
     from mergelaw.compare import contrasts, method_effects_loo
-    from mergelaw.errors import MergelawError
+    from mergelaw.io import check_writable
 
-    names = _split(methods, str, "--methods")
-    if len(names) != 2:
-        raise MergelawError(f"--methods {methods!r}: expected two methods, A,B")
+    names = parse_list(methods, str, "--methods")
+    if len(names) != 2 or names[0] == names[1]:
+        raise MergelawError(f"--methods {methods!r}: expected two different methods, A,B")
+    sizes_b = parse_list(size, float, "--size", RANGES["size"])
+    ks = parse_list(k, float, "--k", RANGES["k"])
+    if null is not None and not null.is_file():
+        raise MergelawError(f"--null {null}: no such fit file")
+    if json_out is not None:
+        check_writable(json_out)
     loaded = Fit.load(fit)
     answer = contrasts(
         Posterior.from_fit(loaded),
         names[0],
         names[1],
-        sizes_b=_split(size, float, "--size"),
-        k=_split(k, float, "--k"),
+        sizes_b=sizes_b,
+        k=ks,
         target=target,
         rope=rope,
         rope_experts=rope_experts,
@@ -348,42 +395,47 @@ def compare(
 
 
 def register(app: typer.Typer, wrap: Callable) -> None:
-    """Add ``plan`` (with its subcommands) and ``compare`` to ``app``; ``wrap`` turns errors into
-    one line and exit code 2."""
+    """Add ``plan`` (with its subcommands) and ``compare`` to ``app``; ``wrap(command, ranges)``
+    checks the numeric options against ``RANGES`` and turns errors into one line, exit code 2."""
     for name, command in (
         ("target", target),
         ("stop", stop),
         ("budget", budget),
         ("forecast", forecast),
     ):
-        plan_app.command(name)(wrap(command))
+        plan_app.command(name)(wrap(command, RANGES))
     app.add_typer(plan_app, name="plan")
-    app.command("compare")(wrap(compare))
+    app.command("compare")(wrap(compare, RANGES))
 
 
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def _posterior(ctx: typer.Context, pool_size: float | None):
+def _posterior(ctx: typer.Context, pool_size: float | None, json_out: Path | None):
+    """The fit's posterior, once ``--json`` (if given) is known to be writable."""
     from mergelaw.bayes.fit import Fit
     from mergelaw.bayes.posterior import Posterior
+    from mergelaw.io import check_writable
 
+    if json_out is not None:
+        check_writable(json_out)
     return Posterior.from_fit(Fit.load(ctx.obj["fit"]), pool_size=pool_size)
 
 
-def _read_points(path: Path):
+def _read_points(path: Path, option: str):
+    """Measured points of one curve (k and loss, or k, mean and se), checked before the fit is
+    loaded; unreadable files are named with the option that gave them."""
     import pandas as pd
 
-    from mergelaw.errors import MergelawError
-
-    if not path.exists():
-        raise MergelawError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        points = pd.read_parquet(path)
-    elif path.suffix == ".csv":
-        points = pd.read_csv(path)
-    else:
-        raise MergelawError(f"{path}: expected a .csv or .parquet file")
+    if not path.is_file():
+        raise MergelawError(f"{option} {path}: no such file")
+    if path.suffix not in (".parquet", ".csv"):
+        raise MergelawError(f"{option} {path}: expected a .csv or .parquet file")
+    try:
+        points = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:  # pyarrow / pandas parse errors of all kinds
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MergelawError(f"{option} {path}: cannot be read ({first})") from None
     for column in ("n_params", "eval_domain", "method"):
         if column in points.columns and points[column].nunique() > 1:
             raise MergelawError(
@@ -394,35 +446,24 @@ def _read_points(path: Path):
     return Points.from_frame(points, source=str(path))
 
 
-def _split(text: str | None, convert: Callable, what: str) -> list | None:
-    from mergelaw.errors import MergelawError
-
-    if text is None:
-        return None
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        values = [convert(item) for item in items]
-    except ValueError:
-        values = []
-    if not values:
-        raise MergelawError(f"{what}: cannot read {text!r} (expected comma-separated values)")
-    return values
+def _cost(text: str, option: str) -> float:
+    values = parse_list(text, float, option, RANGES["cost"])
+    if len(values) != 1:
+        raise MergelawError(f"{option} {text!r}: expected one cost, or SIZE=COST,...")
+    return values[0]
 
 
-def _float(text: str, what: str) -> float:
-    return _split(text, float, what)[0]
-
-
-def _mapping(text: str, what: str) -> dict[float, float]:
-    from mergelaw.errors import MergelawError
-
+def _mapping(text: str, option: str) -> dict[float, float]:
+    """SIZE=COST,... as {size: cost}: sizes > 0, costs >= 0."""
     out = {}
-    for item in _split(text, str, what):
+    for item in parse_list(text, str, option):
         size, _, cost = item.partition("=")
         try:
             out[float(size)] = float(cost)
         except ValueError:
-            raise MergelawError(f"{what}: cannot read {item!r} (expected SIZE=COST)") from None
+            raise MergelawError(f"{option}: cannot read {item!r} (expected SIZE=COST)") from None
+        RANGES["size"].check(f"{option} size", float(size))
+        RANGES["cost"].check(f"{option} cost", float(cost))
     return out
 
 

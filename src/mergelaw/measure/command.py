@@ -5,13 +5,23 @@ Importing this module loads no torch; the sweep runner imports it when the comma
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, Range
+
+#: Allowed values of the numeric options of measure and lab (by parameter name).
+RANGES: dict[str, Range] = {
+    "threads": Range(1),
+    "workers": Range(1),
+    "gpus_per_worker": Range(0),
+    "cpus_per_worker": Range(0, open_low=True),
+    "vocab_size": Range(257),  # the 256 bytes and at least one merge
+}
 
 
 class ExecutorChoice(StrEnum):
@@ -97,28 +107,54 @@ def measure(
 
     All settings: see the mergelaw.measure.sweep module docstring.
     """
+    from mergelaw.io import check_writable
     from mergelaw.measure.sweep import read_sweep, run_sweep
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-    runner = None
-    if executor == ExecutorChoice.ray:
-        runner = _ray_executor(address, workers, gpus_per_worker, cpus_per_worker, device)
-    else:
+    if executor != ExecutorChoice.ray:
         given = {"--address": address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
         given["--cpus-per-worker"] = None if cpus_per_worker == 1.0 else cpus_per_worker
         for flag, value in given.items():
             if value is not None:
                 raise MergelawError(f"{flag} needs --executor ray (the local executor has none)")
+    # a Ray worker's GPUs are not this machine's: only a local run needs CUDA here
+    check_device(device, local=executor != ExecutorChoice.ray)
     spec = read_sweep(sweep)
+    check_writable(out / "curves.parquet")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    runner = None
+    if executor == ExecutorChoice.ray:
+        runner = _ray_executor(address, workers, gpus_per_worker, cpus_per_worker, device)
     table = run_sweep(spec, out, device=device, progress=progress, executor=runner)
     typer.echo(
         f"wrote {out / 'curves.parquet'}: {len(table)} rows, "
         f"{table['subset'].nunique()} subsets, {table['method'].nunique()} methods, "
         f"{table['eval_domain'].nunique()} eval domains"
     )
+
+
+def check_device(device: str, *, local: bool = True, option: str = "--device") -> None:
+    """Refuse a device name torch would not take, or (``local``) CUDA on a machine without it,
+    as one line naming the option, before anything is loaded."""
+    if device in ("auto", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise MergelawError(f"{option} {device}: expected auto, cpu, cuda or cuda:N")
+    if not local:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU found"
+        raise MergelawError(f"{option} {device}: CUDA is not available ({why}); use auto or cpu")
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise MergelawError(
+            f"{option} {device}: this machine has {count} CUDA device(s) (expected cuda:0 to "
+            f"cuda:{count - 1})"
+        )
 
 
 def _ray_executor(

@@ -5,10 +5,16 @@ Importing this module loads no torch; the stages import it when they train or me
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from mergelaw.measure.command import RANGES, check_device
+from mergelaw.measure.lab.pipeline import STAGES  # stdlib only: no torch yet
+
+Stage = StrEnum("Stage", [(stage, stage) for stage in STAGES])
 
 lab_app = typer.Typer(
     name="lab",
@@ -20,8 +26,8 @@ lab_app = typer.Typer(
 def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline file, e.g. data/lab/pipeline.toml.")],
     until: Annotated[
-        str, typer.Option(help="Last stage: corpora, tokenizer, bases, experts, sweeps, curves.")
-    ] = "curves",
+        Stage, typer.Option(help="Last stage: corpora, tokenizer, bases, experts, sweeps, curves.")
+    ] = Stage.curves,
     only: Annotated[
         list[str] | None,
         typer.Option(help="Train and sweep only this base (repeatable); others are left alone."),
@@ -41,13 +47,15 @@ def run(
     Every stage is skipped when its output is there, and training and sweeps
     checkpoint as they go: interrupted, run the same command again to continue.
     """
-    from mergelaw.measure.lab.pipeline import run_pipeline
+    from mergelaw.measure.lab.pipeline import read_pipeline, run_pipeline
 
+    check_device(device)
+    spec = read_pipeline(pipeline)
     if threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
-    curves = run_pipeline(pipeline, until=until, only=only, device=device, progress=progress,
+        torch.set_num_threads(threads)
+    curves = run_pipeline(spec, until=until.value, only=only, device=device, progress=progress,
                           log=typer.echo)  # fmt: skip
     if curves is not None:
         typer.echo(f"done: {curves}")
@@ -64,8 +72,11 @@ def corpora(
 
     Deterministic: the same pins give byte-identical files (see OUT/PROVENANCE.md).
     """
+    from mergelaw.io import check_writable
     from mergelaw.measure.lab.corpora import build_corpora
 
+    check_writable(out / "provenance.json")
+    check_writable(cache / "sources")
     build_corpora(out, cache, domains=domain, log=typer.echo)
     typer.echo(f"wrote {out}")
 
@@ -78,9 +89,11 @@ def tokenizer(
     vocab_size: Annotated[int, typer.Option(help="Vocabulary size.")] = 8192,
 ) -> None:
     """Train the byte-level BPE on every domain's train split (deterministic)."""
+    from mergelaw.io import check_writable
     from mergelaw.measure.lab.bpe import build_tokenizer
     from mergelaw.measure.lab.corpora import corpus_files
 
+    check_writable(out / "tokenizer.json")
     files = corpus_files(corpora_dir)
     build_tokenizer([files[d]["train"] for d in sorted(files)], out, vocab_size=vocab_size)
     typer.echo(f"wrote {out}")
@@ -88,7 +101,7 @@ def tokenizer(
 
 def register(app: typer.Typer, wrap) -> None:
     """Add ``mergelaw lab`` to the main app; ``wrap`` turns errors into one line (cli's)."""
-    lab_app.command("run")(wrap(run))
-    lab_app.command("corpora")(wrap(corpora))
-    lab_app.command("tokenizer")(wrap(tokenizer))
+    lab_app.command("run")(wrap(run, RANGES))
+    lab_app.command("corpora")(wrap(corpora, RANGES))
+    lab_app.command("tokenizer")(wrap(tokenizer, RANGES))
     app.add_typer(lab_app, name="lab")
