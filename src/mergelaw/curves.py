@@ -330,6 +330,8 @@ def read_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise CurvesTableError(f"{path}: no such file (expected a curves table, .parquet or .csv)")
+    if path.is_dir():
+        raise CurvesTableError(f"{path}: is a folder (expected a curves table, .parquet or .csv)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":

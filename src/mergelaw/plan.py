@@ -12,6 +12,7 @@ A family is named by its label ('qwen2/ties/code', or a unique part such as 'tie
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -203,6 +204,8 @@ def experts_for_target(
     'unreachable at this size', with the base size that would make it reachable.
     """
     level, prob = check_level(level), check_level(prob, "probability")
+    if not (math.isfinite(target) and target > 0):
+        raise MergelawError(f"target loss {float(target):g} is not a positive loss (nats/token)")
     k_max = float(k_max if k_max is not None else post.pool_size)
     source, curves, index = _curves(post, n_b, family)
     needed = experts_needed(target, curves)
@@ -367,6 +370,24 @@ class CostModel:
     base: Mapping[float, float]
     per_expert: float | Mapping[float, float]
     per_merge: float = 0.0
+
+    def __post_init__(self) -> None:
+        per_expert = self.per_expert
+        given = {
+            "base cost": list(self.base.values()),
+            "per-expert cost": list(per_expert.values())
+            if isinstance(per_expert, Mapping)
+            else [per_expert],
+            "merge cost": [self.per_merge],
+        }
+        for what, values in given.items():
+            bad = [float(v) for v in values if not (math.isfinite(v) and v >= 0)]
+            if bad:
+                raise MergelawError(f"{what} {bad[0]:g} is not a number >= 0")
+        sizes = [*self.base, *(per_expert if isinstance(per_expert, Mapping) else [])]
+        bad = [float(n) for n in sizes if not (math.isfinite(n) and n > 0)]
+        if bad:
+            raise MergelawError(f"base size {bad[0]:g} is not a positive number of billions")
 
     def total(self, n_b: float, k: float) -> float:
         per_expert = (
@@ -566,8 +587,9 @@ def _threshold(epsilon: float, cost_per_expert: float | None) -> float:
 
 def _k_grid(k: Sequence[float] | None, post: Posterior) -> list[float]:
     ks = list(k) if k is not None else list(range(1, int(post.k_anchor) + 1))
-    if not ks or any(not kk >= 1 for kk in ks):
-        raise MergelawError(f"k values {ks} must be >= 1")
+    bad = [float(kk) for kk in ks if not kk >= 1]
+    if not ks or bad:
+        raise MergelawError(f"k value {bad[0] if bad else 'list'} is not >= 1")
     return [float(kk) for kk in ks]
 
 

@@ -153,6 +153,10 @@ def simulate_curves(
         raise MergelawError(f"interaction_share {interaction_share} is not in [0, 1)")
     if eval_noise_sd < 0:
         raise MergelawError(f"eval_noise_sd {eval_noise_sd} is negative")
+    if not (math.isfinite(spread_scale) and spread_scale >= 0):
+        raise MergelawError(f"spread_scale {spread_scale:g} is not a number >= 0")
+    if subsets_per_k < 1:
+        raise MergelawError(f"subsets_per_k {subsets_per_k} is below 1")
 
     rng = np.random.default_rng(seed)
     pool = expert_pool(pool_size)
@@ -232,8 +236,8 @@ def _check_request(law_params, spread_params, methods, domains, k_values, pool_s
                         f"(available methods: {', '.join(sorted({m for m, _ in have}))}; "
                         f"domains: {', '.join(sorted({d for _, d in have}))})"
                     )
-    if pool_size < 1:
-        raise MergelawError(f"pool size {pool_size} is below 1")
+    if pool_size < 2:
+        raise MergelawError(f"pool size {pool_size} is below 2 (the spread needs M - 1 > 0)")
     bad_k = [k for k in k_values if not 1 <= k <= pool_size]
     if bad_k:
         raise MergelawError(f"k = {bad_k[0]} is outside 1..{pool_size} (the pool size)")

@@ -195,7 +195,41 @@ def _target_accept(sampler: dict[str, Any], source: str) -> float | None:
     return float(value)
 
 
+#: The keys a spec file may hold, per table; anything else is refused (a typo would otherwise be
+#: ignored silently and the fit saved under a spec that does not say what was meant).
+KNOWN_KEYS = {
+    "the top level": {"name", "description", "pool", "mean", "noise", "sampler", "params"},
+    "[mean]": {"parameterisation", "tail_exponent", "offset", "exponent_scope", "membership",
+               "floor_deviation_prior_sd", "drop_from_k"},
+    "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd"},
+    "[sampler]": {"target_accept"},
+    "[params.*]": {"transform", "prior_mean", "prior_sd", "pool_scale", "centred", "pooled"},
+}  # fmt: skip
+
+
+def _check_keys(raw: dict[str, Any], source: str) -> None:
+    """One line naming the first unknown key (and its table) of a spec file."""
+    tables = [("the top level", raw, "the top level")]
+    for name in ("mean", "noise", "sampler"):
+        tables.append((f"[{name}]", raw.get(name, {}), f"[{name}]"))
+    params = raw.get("params", {})
+    if not isinstance(params, dict):
+        raise MergelawError(f"{source}: [params] must be a table of parameter tables")
+    tables += [(f"[params.{p}]", t, "[params.*]") for p, t in params.items()]
+    for where, table, kind in tables:
+        if not isinstance(table, dict):
+            raise MergelawError(f"{source}: {where} must be a table")
+        unknown = sorted(set(table) - KNOWN_KEYS[kind])
+        if unknown:
+            raise MergelawError(
+                f"{source}: unknown key '{unknown[0]}' in {where} (expected some of: "
+                f"{', '.join(sorted(KNOWN_KEYS[kind]))})"
+            )
+
+
 def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
+    _check_keys(raw, source)
+
     def get(table: dict, key: str, where: str, kind: type | tuple[type, ...]):
         if key not in table:
             raise MergelawError(f"{source}: missing key '{key}' in {where}")

@@ -112,9 +112,15 @@ def _load_base(source: ModelSource) -> tuple[nn.Module, dict[str, torch.Tensor],
     where = str(source)
     state, _ = _load_state(source)
     _config_json(Path(source))
-    model = AutoModelForCausalLM.from_pretrained(
-        Path(source), dtype=torch.float32, local_files_only=True
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            Path(source), dtype=torch.float32, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' own errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MergelawError(
+            f"{source}: transformers cannot load this checkpoint ({first})"
+        ) from None
     return model, state, where
 
 
@@ -133,7 +139,11 @@ def _load_state(source: ModelSource) -> tuple[dict[str, torch.Tensor], str]:
         raise MergelawError(f"{path}: no *.safetensors files (expected a safetensors checkpoint)")
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        state.update(load_file(file))
+        try:
+            state.update(load_file(file))
+        except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MergelawError(f"{file}: not a readable safetensors file ({first})") from None
     return state, str(path)
 
 

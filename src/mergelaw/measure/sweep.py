@@ -159,6 +159,11 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
             f"{src}: 'sampler' = {sampler!r} (expected a table with name one of "
             f"{', '.join(SAMPLERS)})"
         )
+    unknown = sorted(set(sampler) - {"name", "n", "candidates"})
+    if unknown:
+        raise MergelawError(
+            f"{src}: unknown setting 'sampler.{unknown[0]}' (expected some of: candidates, n, name)"
+        )
     dtype = ev.get("dtype", "auto")
     if dtype not in DTYPES:
         raise MergelawError(f"{src}: 'eval.dtype' = {dtype!r} (expected one of {DTYPES})")

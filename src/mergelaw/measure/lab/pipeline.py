@@ -77,6 +77,19 @@ def read_pipeline(path: str | Path) -> Pipeline:
             raise MergelawError(f"{path}: missing {key!r}")
     corpora = raw["corpora"] if isinstance(raw["corpora"], dict) else {"path": raw["corpora"]}
     tok = raw.get("tokenizer", {})
+    curves = raw.get("curves", {"path": "curves/lab.parquet"})
+    tables = {"corpora": (corpora, {"path", "cache"}), "tokenizer": (tok, {"path", "vocab_size"})}
+    tables["curves"] = (curves if isinstance(curves, dict) else {}, {"path"})
+    for key, (table, allowed) in tables.items():
+        if not isinstance(table, dict):
+            raise MergelawError(
+                f"{path}: [{key}] must be a table (expected keys {sorted(allowed)})"
+            )
+        if set(table) - allowed:
+            bad = sorted(set(table) - allowed)[0]
+            raise MergelawError(
+                f"{path}: unknown setting '{key}.{bad}' (expected {sorted(allowed)})"
+            )
     bases = []
     for i, b in enumerate(raw["bases"]):
         if not isinstance(b, dict) or "name" not in b or "arch" not in b:
@@ -90,7 +103,6 @@ def read_pipeline(path: str | Path) -> Pipeline:
     if set(sweep) - allowed:
         bad = sorted(set(sweep) - allowed)[0]
         raise MergelawError(f"{path}: unknown setting 'sweep.{bad}' (expected {sorted(allowed)})")
-    curves = raw.get("curves", {"path": "curves/lab.parquet"})
     from mergelaw.measure.training import Recipe
 
     for key in ("pretrain", "finetune"):
@@ -398,6 +410,7 @@ def run_pipeline(
     if until not in STAGES:
         raise MergelawError(f"until = {until!r}: expected one of {', '.join(STAGES)}")
     last = STAGES.index(until)
+    _selected(p, {"only": only})  # an unknown --only base is refused before any stage runs
     opts = {
         "only": list(only) if only else None,
         "train": {"device": device, "progress": progress, "stop_after": stop_after},
