@@ -80,6 +80,17 @@ def test_cli_writes_the_report_atomically(plan_fit_path, tmp_path):
     assert missing.exit_code != 0 and "no such fit file" in missing.output
 
 
+def test_two_reports_of_one_fit_are_byte_identical(report_path, plan_fit_path, tmp_path):
+    """No timestamp, no random table ids, no PNG metadata: the same fit gives the same bytes.
+    A temporary left by an earlier, killed write of the same target is removed."""
+    again = tmp_path / "report.html"
+    stale = tmp_path / ".report.html.999999999.deadbeef.tmp"
+    stale.write_text("half a report")
+    write_report(plan_fit_path, again, targets=[2.2], epsilon=0.01)
+    assert again.read_bytes() == report_path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

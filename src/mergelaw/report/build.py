@@ -7,24 +7,26 @@ style sheet is inline, nothing is fetched.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mergelaw import __version__, law
+from mergelaw.answer import check_level
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
 from mergelaw.bayes.fit import Fit
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.compare import contrasts
-from mergelaw.io import atomic_path
+from mergelaw.errors import MergelawError, number
+from mergelaw.io import atomic_path, check_writable
 from mergelaw.law import LAW_PARAM_NAMES
 from mergelaw.plan import experts_for_target, stopping
 from mergelaw.report import figures
@@ -59,7 +61,9 @@ def build_report(
     """The report of ``fit`` as one HTML string. ``targets`` (losses) for the experts-needed
     table (default: one, the median over families of E[L] at k = M/2 at ``size_b``);
     ``epsilon`` (nats) for the stopping rule; ``size_b``: base size of the planning tables
-    (default: the fit's largest)."""
+    (default: the fit's largest). The same fit and options give the same bytes."""
+    level, prob = check_level(level), check_level(prob, "probability")
+    _check_options(targets, epsilon, size_b, rope)
     post = Posterior.from_fit(fit)
     obs = fit.observations()
     size_b = float(size_b if size_b is not None else max(post.sizes_b))
@@ -86,13 +90,28 @@ def build_report(
 
 
 def write_report(fit_path: str | Path, out: str | Path, **options) -> Path:
-    """Load the fit at ``fit_path`` and write its report to ``out`` atomically."""
+    """Load the fit at ``fit_path`` and write its report to ``out`` atomically (``out`` is
+    checked for writability first, before the fit is read)."""
+    check_writable(out)
     fit = Fit.load(fit_path, spec=None)
     text = build_report(fit, source=Path(fit_path).name, **options)
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
+
+
+def _check_options(
+    targets: Sequence[float] | None, epsilon: float, size_b: float | None, rope: float
+) -> None:
+    """Refuse options out of range before any section is computed (one line each)."""
+    positive = {"target loss": targets or [], "epsilon": [epsilon], "base size": [size_b or 1.0]}
+    for what, values in positive.items():
+        for value in values:
+            if not (math.isfinite(value) and value > 0):
+                raise MergelawError(f"{what} {number(value)} is not a positive number")
+    if not (math.isfinite(rope) and rope >= 0):
+        raise MergelawError(f"rope {number(rope)} is not a number >= 0")
 
 
 # ---- sections --------------------------------------------------------------------------------
@@ -402,7 +421,10 @@ def _table(
     def cell(value):
         return f"{value:.{digits}g}" if isinstance(value, float) else value
 
+    # the table's id from its content, not pandas' random uuid: the same fit gives the same page
+    key = f"{caption}|{highlight}|{frame.to_csv()}".encode()
     styler = frame.style.format(cell, escape="html", na_rep="")
+    styler = styler.set_uuid(hashlib.sha256(key).hexdigest()[:10])
     styler = styler.format_index(escape="html").set_table_attributes("class='data'")
     if highlight is not None and highlight in frame.columns:
         styler = styler.apply(
@@ -444,7 +466,6 @@ def _render(fit: Fit, post: Posterior, source: str, sections: list[Section]) -> 
         data_hash=fit.meta["data_hash"],
         backend=fit.meta["backend"],
         versions=_settings(fit.meta["versions"]),
-        made=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         mergelaw_version=__version__,
         sections=sections,
     )

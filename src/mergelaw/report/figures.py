@@ -19,9 +19,10 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F
 
 
 def png_data_uri(fig: Figure, dpi: int = 110) -> str:
-    """The figure as a base64 PNG data URI (the report embeds its images)."""
+    """The figure as a base64 PNG data URI (the report embeds its images). No metadata is
+    written (matplotlib's 'Software' key names its version): the same figure, the same bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
