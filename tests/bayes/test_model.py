@@ -6,6 +6,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mergelaw import law
 from mergelaw.bayes.data import prepare
@@ -206,9 +208,11 @@ def test_anchored_spec_refuses_per_curve_offsets(data):
 
 
 @pytest.mark.parametrize("spec_name", ["default", "default_v1"])
-def test_cell_statistics_give_exactly_the_rows_log_density(data, spec_name):
-    """The sampler's likelihood (rows summarised per cell) equals the sum over rows of scipy's
-    normal log density at the mean and sd that the fit's predictive draws compute per row."""
+def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
+    """What the sampler evaluates (rows summarised per cell; default: each curve's floor
+    deviation integrated out) equals scipy's log density of the rows: independent normals at
+    the mean and sd the fit's predictive draws compute per row, and with floor deviations one
+    multivariate normal per curve, covariance diag(sd^2) + tau^2 (all rows shift together)."""
     from numpyro.handlers import seed, substitute, trace
     from scipy import stats
 
@@ -220,14 +224,59 @@ def test_cell_statistics_give_exactly_the_rows_log_density(data, spec_name):
     model, _ = numpyro_backend.model_fn(spec, data)
     draw = numpyro_backend.prior_draw(model, seed=4)
     draw.pop("loss")
+    deviation = draw.pop("floor_dev", None)
     sites = trace(substitute(seed(model, 0), data=draw)).get_trace(y=data.y)
-    cells = float(sites["loss"]["fn"].log_prob(sites["loss"]["value"]))
+    sampled = float(sites["loss"]["fn"].log_prob(sites["loss"]["value"]))
     methods = method_index(data.families)
     values = {name: np.asarray(value)[None] for name, value in draw.items()}
     for name in ("nugget", "decay"):
         if name in values and values[name].ndim == 2:
             values[name] = values[name][:, methods]
     mean, scale = mean_and_scale(values, Observations.from_data(data), spec.spread, len(methods))
-    rows = stats.norm.logpdf(data.y, mean[0], scale[0]).sum()
+    mean, scale = mean[0], scale[0]
+    if deviation is None:
+        expected = stats.norm.logpdf(data.y, mean, scale).sum()
+    else:
+        tau = float(draw["floor_dev_scale"])
+        expected = 0.0
+        for c in range(len(data.curves)):
+            rows = data.curve == c
+            cov = np.diag(scale[rows] ** 2) + tau**2
+            expected += stats.multivariate_normal.logpdf(data.y[rows], mean[rows], cov)
     assert len(data.cells.first) < len(data.y)
-    assert cells == pytest.approx(rows, rel=1e-10)
+    assert sampled == pytest.approx(expected, rel=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    residual=st.lists(st.floats(-0.2, 0.2), min_size=1, max_size=6),
+    log_sd=st.floats(np.log(0.002), np.log(0.1)),
+    tau=st.floats(0.005, 0.2),
+)
+def test_floor_deviation_integrates_out_exactly(residual, log_sd, tau):
+    """Evidence and conditional moments against numerical integration over the deviation."""
+    from scipy import integrate, stats
+
+    from mergelaw.bayes.model import floor_deviation_conditional, floor_deviation_evidence
+
+    r = np.asarray(residual)
+    sd = np.exp(log_sd) * np.linspace(1.0, 2.0, r.size)
+    w = 1.0 / sd**2
+    at_zero = stats.norm.logpdf(r, 0.0, sd).sum()
+    centre, variance = floor_deviation_conditional(w.sum(), (w * r).sum(), tau)
+
+    def density(d, power=0):  # relative to its value at the conditional mean: no underflow
+        log = stats.norm.logpdf(r, d, sd).sum() + stats.norm.logpdf(d, 0, tau)
+        top = stats.norm.logpdf(r, centre, sd).sum() + stats.norm.logpdf(centre, 0, tau)
+        return d**power * np.exp(log - top)
+
+    width = 12 * np.sqrt(variance)
+    lo, hi = centre - width, centre + width
+    mass = integrate.quad(density, lo, hi, epsabs=0, epsrel=1e-11)[0]
+    first = integrate.quad(density, lo, hi, args=(1,), epsabs=0, epsrel=1e-11)[0]
+    second = integrate.quad(density, lo, hi, args=(2,), epsabs=0, epsrel=1e-11)[0]
+    top = stats.norm.logpdf(r, centre, sd).sum() + stats.norm.logpdf(centre, 0, tau)
+    evidence = float(floor_deviation_evidence(w.sum(), (w * r).sum(), tau, np))
+    assert evidence == pytest.approx(top + np.log(mass) - at_zero, abs=1e-8)
+    assert first / mass == pytest.approx(centre, rel=1e-6, abs=1e-9)
+    assert second / mass - (first / mass) ** 2 == pytest.approx(variance, rel=1e-5)

@@ -86,6 +86,19 @@ def with_observations(idata, y: np.ndarray, log_likelihood: np.ndarray):
     return idata
 
 
+def with_posterior_variable(idata, name: str, values: np.ndarray, dim: str, labels: list[str]):
+    """Add a variable drawn after sampling, (chain, draw, dim), to the posterior group."""
+    import xarray as xr
+
+    posterior = idata.posterior
+    idata.posterior[name] = xr.DataArray(
+        values,
+        dims=("chain", "draw", dim),
+        coords={"chain": posterior["chain"], "draw": posterior["draw"], dim: labels},
+    )
+    return idata
+
+
 def with_constant_data(idata, arrays: dict[str, np.ndarray]):
     """Keep the observation-level structure (k, size, family of every row) in the fit, so a saved
     fit can make predictive draws and checks without the table."""

@@ -23,7 +23,7 @@ from scipy import stats
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
 from mergelaw.bayes.data import ModelData, method_index, prepare, size_law_note
-from mergelaw.bayes.model import REPORTED
+from mergelaw.bayes.model import REPORTED, floor_deviation_conditional, has_floor_deviations
 from mergelaw.bayes.spec import ModelSpec, load_spec, models_dir
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
@@ -52,7 +52,7 @@ class Fit:
     idata: object  # arviz.InferenceData
     spec: ModelSpec
     meta: dict
-    diagnostics: diag.Diagnostics
+    diagnostics: diag.Diagnostics | None  # None only while fit() assembles it
 
     @property
     def flag(self) -> str:
@@ -328,10 +328,39 @@ def fit(
     obs = predictive.Observations.from_data(data)
     meta = _meta(data, backend, sampler, settings, wall_time)
     meta["spec_source"] = str(Path(spec.source).resolve()) if spec.source else ""
-    result = Fit(idata, spec, meta, diag.diagnose(idata, max_tree_depth))
+    result = Fit(idata, spec, meta, diagnostics=None)
+    if has_floor_deviations(spec, data):
+        values = _floor_deviation_draws(result, data, seed)
+        labels = list(data.curves["label"])
+        diag.with_posterior_variable(result.idata, "floor_dev", values, "curve", labels)
+    result.diagnostics = diag.diagnose(idata, max_tree_depth)
     idata = diag.with_observations(idata, data.y, _pointwise_log_likelihood(result, obs))
     result.idata = diag.with_constant_data(idata, obs.arrays())
     return _with_curve_checks(result, obs, list(data.curves["label"]))
+
+
+def _floor_deviation_draws(result: Fit, data: ModelData, seed: int, chunk: int = 250) -> np.ndarray:
+    """Draws of every curve's floor deviation, (chain, draw, curve): the sampler integrated them
+    out, so each is drawn from its exact normal conditional given that draw's other parameters
+    (``model.floor_deviation_conditional``), seeded by the fit's seed."""
+    at, count = data.at_cells(), data.cells.count
+    obs = predictive.Observations.from_data(at)
+    to_curve = np.zeros((len(at.y), len(data.curves)))
+    to_curve[np.arange(len(at.y)), at.curve] = 1.0
+    tau = result.draws("floor_dev_scale")
+    posterior = result.idata.posterior
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+    rng = np.random.default_rng([seed, len(data.curves)])
+    out = np.empty((len(tau), len(data.curves)))
+    for start in range(0, len(out), chunk):
+        keep = np.arange(start, min(start + chunk, len(out)))
+        mean, scale = result.predictive_draws(obs=obs, keep=keep)  # at deviation 0
+        weight = count / scale**2
+        centre, variance = floor_deviation_conditional(
+            weight @ to_curve, (weight * (at.y - mean)) @ to_curve, tau[keep, None]
+        )
+        out[keep] = centre + np.sqrt(variance) * rng.standard_normal(centre.shape)
+    return out.reshape(*shape, len(data.curves))
 
 
 def _pointwise_log_likelihood(

@@ -42,6 +42,7 @@ class Backend(Protocol):
     def deterministic(self, name: str, value, dims: tuple[str, ...] = ()) -> Any: ...
     def likelihood(self, name: str, loc, scale, observed) -> Any: ...
     def potential(self, name: str, log_density) -> Any: ...
+    def segment_sum(self, values, index: np.ndarray, n: int) -> Any: ...
 
 
 #: Parameters given per (family, size) curve when the table has no size law.
@@ -138,8 +139,6 @@ def mean_curve(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Bac
         n = data.n_b
         floor = law.floor_loss(n, per_obs("L_star", 0.0), per_obs("B", 0.0), per_obs("beta", 1.0))
         amplitude = law.tail_amplitude(n, per_obs("A0", 0.0), per_obs("gamma", 0.0))
-        if spec.floor_deviation_prior_sd > 0:
-            floor = floor + _floor_deviation(spec, data, p, backend)[data.curve]
     else:
         floor, amplitude = per_obs("L_star", 0.0), per_obs("A0", 0.0)
     mu = law.curve_loss(data.k, floor, amplitude, b, alpha)
@@ -150,22 +149,27 @@ def mean_curve(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Bac
     return mu
 
 
-def _floor_deviation(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
-    """Each curve's floor off its family's size law (under-trained bases do not lower the floor
-    as a power law says). Sampled as the curve's level (its loss at k_anchor, which its rows pin
-    down) around the level the size law gives, with scale tau: sampling the deviation itself
-    would tie every law parameter to every deviation of its family (a ridge)."""
-    c = data.curves["family"].to_numpy(int)
-    n = np.exp(data.curve_log_n)
-    amplitude = law.tail_amplitude(n, p["A0"][c], p["gamma"][c])
-    b = p["b"][c] if "b" in p else 0.0
-    alpha = p["alpha"][c] if "alpha" in p else 1.0
-    law_level = law.floor_loss(n, p["L_star"][c], p["B"][c], p["beta"][c]) + amplitude * (
-        law.tail_shape(data.k_anchor, b, alpha)
-    )
-    tau = backend.half_normal("floor_dev_scale", spec.floor_deviation_prior_sd)
-    level = backend.normal("curve_level", law_level, tau, dims=("curve",))
-    return backend.deterministic("floor_dev", level - law_level, dims=("curve",))
+def has_floor_deviations(spec: ModelSpec, data: ModelData) -> bool:
+    """Whether each curve's floor may sit off its family's size law (under-trained bases do not
+    lower the floor as a power law says): dev_c ~ N(0, tau), one per (family, size) curve."""
+    return data.size_law and spec.floor_deviation_prior_sd > 0
+
+
+def floor_deviation_evidence(sum_w, sum_wr, tau, math):
+    """Per curve, what integrating its floor deviation d ~ N(0, tau) out adds to the log
+    density of its rows at d = 0: log E_d[exp(d sum_wr - d^2 sum_w / 2)], with sum_w the
+    rows' total precision (count / scale^2 per cell) and sum_wr their precision-weighted
+    residual. The deviation shifts every row of its curve alike, so it is normal given the
+    rest and integrates out exactly: no funnel between tau, the nugget and 216 deviations."""
+    precision = sum_w + tau**-2
+    return 0.5 * sum_wr**2 / precision - 0.5 * math.log1p(tau**2 * sum_w)
+
+
+def floor_deviation_conditional(sum_w, sum_wr, tau):
+    """Mean and variance of a curve's floor deviation given everything else (the draws a fit
+    keeps of it are made from these after sampling)."""
+    precision = sum_w + tau**-2
+    return sum_wr / precision, 1.0 / precision
 
 
 def _nugget(spec: ModelSpec, data: ModelData, backend: Backend):
@@ -212,16 +216,28 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     prior predictive draws, one 'loss' per row). The table's structure comes from ``data``, the
     losses from ``y``. The law is evaluated once per cell (rows of one curve, k and stratum
     share their mean and scale); observed, the rows enter through their cells' sufficient
-    statistics (``cell_log_likelihood``), and the pointwise log-likelihood is made after
-    sampling (``mergelaw.bayes.fit``)."""
+    statistics (``cell_log_likelihood``), the floor deviations are integrated out
+    (``floor_deviation_evidence``), and the pointwise log-likelihood and the deviations' draws
+    are made after sampling (``mergelaw.bayes.fit``)."""
     check_spec_fits_data(spec, data)
     cells, at = data.cells, data.at_cells()
     p = group_parameters(spec, at, backend)
     mu = mean_curve(spec, at, p, backend)
     scale = _noise(spec, at, p, backend)
+    deviates = has_floor_deviations(spec, data)
+    if deviates:
+        tau = backend.half_normal("floor_dev_scale", spec.floor_deviation_prior_sd)
     if y is None:
+        if deviates:
+            mu = mu + backend.normal("floor_dev", 0.0, tau, dims=("curve",))[at.curve]
         return backend.likelihood("loss", mu[cells.index], scale[cells.index], None)
     mean, ss = cells.stats(y)
-    return backend.potential(
-        "loss", cell_log_likelihood(cells.count, mean, ss, mu, scale, backend.math)
-    )
+    log_density = cell_log_likelihood(cells.count, mean, ss, mu, scale, backend.math)
+    if deviates:
+        n_curves = len(data.curves)
+        weight = cells.count / scale**2
+        sum_w = backend.segment_sum(weight, at.curve, n_curves)
+        sum_wr = backend.segment_sum(weight * (mean - mu), at.curve, n_curves)
+        evidence = floor_deviation_evidence(sum_w, sum_wr, tau, backend.math)
+        log_density = log_density + backend.math.sum(evidence)
+    return backend.potential("loss", log_density)

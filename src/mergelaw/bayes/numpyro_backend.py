@@ -67,6 +67,9 @@ class NumpyroBackend:
     def potential(self, name, log_density):
         return numpyro.factor(name, log_density)
 
+    def segment_sum(self, values, index, n):
+        return jax.ops.segment_sum(values, index, num_segments=n)
+
 
 def model_fn(spec: ModelSpec, data: ModelData):
     """A numpyro model function ``model(y=None)`` for ``spec`` on ``data``'s structure, and the

@@ -40,6 +40,9 @@ class PymcBackend:
     def potential(self, name, log_density):
         return pm.Potential(name, log_density)
 
+    def segment_sum(self, values, index, n):
+        return pt.inc_subtensor(pt.zeros(n)[index], values)
+
 
 def build_model(spec: ModelSpec, data: ModelData, observed: bool = True) -> pm.Model:
     with pm.Model(coords=data.coords) as model:
