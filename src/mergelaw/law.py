@@ -131,11 +131,14 @@ def spread_factor(spread: str, k: np.ndarray, pool_size: np.ndarray) -> np.ndarr
     return np.ones_like(k)
 
 
-def noise_scale(sigma: ArrayLike, factor: ArrayLike, nugget: ArrayLike) -> ArrayLike:
-    """Sd of one observation around its mean: sqrt(sigma^2 * factor + nugget^2). For a merged
-    model, sigma is the single-expert spread and factor spread(k, M); for a per-k mean, sigma is
-    its standard error and factor 1."""
-    return (sigma**2 * factor + nugget**2) ** 0.5
+def noise_scale(
+    sigma: ArrayLike, factor: ArrayLike, nugget: ArrayLike, curve_factor: ArrayLike = 1.0
+) -> ArrayLike:
+    """Sd of one observation around its mean: curve_factor * sqrt(sigma^2 * factor + nugget^2).
+    For a merged model, sigma is the single-expert spread and factor spread(k, M); for a per-k
+    mean, sigma is its standard error and factor 1. curve_factor: how much noisier one curve is
+    than its family and method say (exp of its noise deviation; 1 where the spec has none)."""
+    return curve_factor * (sigma**2 * factor + nugget**2) ** 0.5
 
 
 def sigma_at_size(sigma_ref: ArrayLike, slope: ArrayLike, size_ratio: ArrayLike) -> ArrayLike:

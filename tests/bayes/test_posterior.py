@@ -117,6 +117,12 @@ def test_from_fit_holds_the_fits_draws(plan_fit):
     np.testing.assert_allclose(post.population["gap"][1], result.draws("gap_scale"))
     gap = post.curves(3.0).gap
     np.testing.assert_allclose(gap, result.draws("gap")[:, at_3])
+    # ... and its noise the fit's noise model times that curve's noise factor
+    obs = result.observations()
+    rows = [int(np.flatnonzero((obs.curve == c) & (obs.k == 2.0))[0]) for c in at_3]
+    _, scale = result.predictive_draws(obs=obs, keep=np.arange(post.n_draws))
+    np.testing.assert_allclose(post.curves(3.0).noise_sd(2.0), scale[:, rows], rtol=1e-10)
+    assert np.ptp(result.draws("noise_dev")) > 0
 
 
 @pytest.fixture(scope="module")

@@ -189,10 +189,11 @@ class Fit:
             shape = (len(keep), unseen)
             fresh = prior.sample(np.broadcast_to(mean, shape), np.broadcast_to(scale, shape), rng)
             out["gap"] = np.concatenate([values["gap"], fresh], axis=1)
-        if "floor_dev" in values:
-            tau = self.draws("floor_dev_scale")[keep][:, None]
-            fresh = tau * rng.standard_normal((len(keep), unseen))
-            out["floor_dev"] = np.concatenate([values["floor_dev"], fresh], axis=1)
+        for name in ("floor_dev", "noise_dev"):
+            if name in values:
+                tau = self.draws(f"{name}_scale")[keep][:, None]
+                fresh = tau * rng.standard_normal((len(keep), unseen))
+                out[name] = np.concatenate([values[name], fresh], axis=1)
         return out
 
     def posterior_predictive(

@@ -30,7 +30,9 @@ from mergelaw.bayes.spec import ModelSpec
 from mergelaw.errors import MergelawError
 
 #: Law parameters reported per family in the paper's units (N in billions), whatever the spec.
-REPORTED = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha", "gap", "decay", "floor_dev")
+REPORTED = (
+    "L_star", "B", "beta", "A0", "gamma", "b", "alpha", "gap", "decay", "floor_dev", "noise_dev"
+)  # fmt: skip
 
 
 class Backend(Protocol):
@@ -200,7 +202,9 @@ def cell_log_likelihood(count, mean, ss, mu, scale, math):
 
 
 def _noise(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
-    """The noise sd of every observation: the spread across subsets and the nugget."""
+    """The noise sd of every observation: the spread across subsets and the nugget, times each
+    curve's noise factor where the spec has one (some curves scatter more than their family
+    and method: the lab's TIES Spanish curve at the middle size twice as much)."""
     nugget = _nugget(spec, data, backend)
     if data.form == "means":
         return law.noise_scale(data.se, 1.0, nugget)
@@ -208,7 +212,13 @@ def _noise(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend
     if data.n_sizes > 1:  # how the spread changes with N: no such question on one size
         slope = backend.normal("sigma_slope", 0.0, spec.sigma_slope_prior_sd)
         sigma = law.sigma_at_size(sigma, slope, data.size_ratio)
-    return law.noise_scale(sigma, law.spread_factor(spec.spread, data.k, data.pool_size), nugget)
+    curve_factor = 1.0
+    if spec.noise_curve_prior_sd > 0:
+        spread = backend.half_normal("noise_dev_scale", spec.noise_curve_prior_sd)
+        deviation = backend.normal("noise_dev", 0.0, spread, dims=("curve",))
+        curve_factor = backend.math.exp(deviation)[data.curve]
+    factor = law.spread_factor(spec.spread, data.k, data.pool_size)
+    return law.noise_scale(sigma, factor, nugget, curve_factor)
 
 
 def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):

@@ -28,10 +28,23 @@ from mergelaw.errors import MergelawError
 LAW_NAMES = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha", "decay")
 #: Per-curve parameters, kept per fitted base size: the membership gap, the floor's deviation
 #: from its size law, and (a fit without size laws) the curve itself.
-PER_SIZE_NAMES = ("gap", "floor_dev", "L_star", "A0", "b")
+PER_SIZE_NAMES = ("gap", "floor_dev", "noise_dev", "L_star", "A0", "b")
+#: Per-curve parameters kept whether or not the fit has size laws.
+PER_CURVE_ALWAYS = ("gap", "floor_dev", "noise_dev")
 NEW_FAMILY = "new"
 #: Pools a stratified forecast can be asked for: holding the target domain's expert, or not.
 STRATA = ("with_own", "without_own")
+
+
+def fresh_noise_factor(
+    scale: np.ndarray | None, shape: tuple[int, ...], rng: np.random.Generator
+) -> np.ndarray | float:
+    """Noise factors exp(N(0, scale)) of curves a fit has not seen, one per draw (scale (S,),
+    shape (S, ...)); 1 where the fit has no per-curve noise."""
+    if scale is None:
+        return 1.0
+    scale = np.reshape(scale, (-1,) + (1,) * (len(shape) - 1))
+    return np.exp(scale * rng.standard_normal(shape))
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,7 @@ class Posterior:
     size_law: bool = True  # False: fitted on < 3 sizes, curves exist at the fitted sizes only
     per_size: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)  # see PER_SIZE_NAMES
     floor_dev_scale: np.ndarray | None = None  # (S,): a new size's floor sits off the law by this
+    noise_dev_scale: np.ndarray | None = None  # (S,): a new curve's log noise factor's spread
 
     @property
     def n_draws(self) -> int:
@@ -218,7 +232,7 @@ class Posterior:
                 if (
                     name in names
                     and fit.draws(name).shape[1] == len(curves)
-                    and (name in ("gap", "floor_dev") or not size_law)
+                    and (name in PER_CURVE_ALWAYS or not size_law)
                 ):
                     values = np.full((n_draws, n_fam), np.nan)
                     values[:, present] = fit.draws(name)[:, column[present]]
@@ -266,6 +280,7 @@ class Posterior:
             size_law=size_law,
             per_size=per_size,
             floor_dev_scale=fit.draws("floor_dev_scale") if "floor_dev_scale" in names else None,
+            noise_dev_scale=fit.draws("noise_dev_scale") if "noise_dev_scale" in names else None,
         )
 
     @classmethod
@@ -393,6 +408,8 @@ class Posterior:
             self.sigma[:, index], self.sigma_slope[:, None], n_b / self.n_ref
         )
         nugget = self.nugget[:, index] if self.nugget.ndim == 2 else self.nugget[:, None]
+        curve_factor = self.curve_noise_factor(extras.get("noise_dev"), sigma.shape)
+        sigma, nugget = sigma * curve_factor, nugget * curve_factor
         gap = extras.get("gap")
         return CurveDraws(
             labels=[self.labels[i] for i in index],
@@ -408,6 +425,16 @@ class Posterior:
             gap=gap,
             decay=p["decay"] if gap is not None else None,
         )
+
+    def curve_noise_factor(
+        self, deviation: np.ndarray | None, shape: tuple[int, ...], seed: int = 1
+    ) -> np.ndarray | float:
+        """exp(noise deviation) of curves: the fitted ones' draws, or for a curve the fit has
+        not seen (a new size or family) fresh draws from N(0, noise_dev_scale); 1 where the
+        spec has no per-curve noise."""
+        if deviation is not None:
+            return np.exp(deviation)
+        return fresh_noise_factor(self.noise_dev_scale, shape, np.random.default_rng(seed))
 
     def population_draws(
         self, per_draw: int = 1, rng: np.random.Generator | None = None
@@ -496,6 +523,7 @@ class Posterior:
             size_law=self.size_law,
             per_size=per_size,
             floor_dev_scale=None if self.floor_dev_scale is None else self.floor_dev_scale[source],
+            noise_dev_scale=None if self.noise_dev_scale is None else self.noise_dev_scale[source],
         )
 
 

@@ -116,7 +116,8 @@ def mean_and_scale(
     slope = draws.get("sigma_slope", np.zeros(len(nugget)))[:, None]
     sigma = law.sigma_at_size(draws["sigma"][:, obs.family], slope, np.exp(obs.x))
     factor = law.spread_factor(spread, obs.k, obs.pool_size)
-    return mean, law.noise_scale(sigma, factor, nugget)
+    curve_factor = np.exp(draws["noise_dev"][:, obs.curve]) if "noise_dev" in draws else 1.0
+    return mean, law.noise_scale(sigma, factor, nugget, curve_factor)
 
 
 def _per_obs(values: np.ndarray | None, obs: Observations, n_families: int, default: float):

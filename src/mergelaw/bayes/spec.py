@@ -109,6 +109,7 @@ class ModelSpec:
     drop_from_k: float = 1.0  # the anchored drop is L(drop_from_k) - L(k_anchor)
     target_accept: float | None = None  # [sampler]: NUTS's target for this model's geometry
     nugget_log_sd: float = 0.0  # > 0: log nugget ~ Normal(log mode, this); 0: Gamma(2, 1/mode)
+    noise_curve_prior_sd: float = 0.0  # > 0: per-curve log noise factor ~ N(0, s), s ~ HN(this)
 
     @property
     def digest(self) -> str:
@@ -201,7 +202,8 @@ KNOWN_KEYS = {
     "the top level": {"name", "description", "pool", "mean", "noise", "sampler", "params"},
     "[mean]": {"parameterisation", "tail_exponent", "offset", "exponent_scope", "membership",
                "floor_deviation_prior_sd", "drop_from_k"},
-    "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd"},
+    "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd",
+                "noise_curve_prior_sd"},
     "[sampler]": {"target_accept"},
     "[params.*]": {"transform", "prior_mean", "prior_sd", "pool_scale", "centred", "pooled"},
 }  # fmt: skip
@@ -279,6 +281,7 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         pool=get(raw, "pool", "the top level", bool),
         floor_deviation_prior_sd=float(mean.get("floor_deviation_prior_sd", 0.0)),
         nugget_log_sd=float(noise.get("nugget_log_sd", 0.0)),
+        noise_curve_prior_sd=float(noise.get("noise_curve_prior_sd", 0.0)),
         drop_from_k=float(mean.get("drop_from_k", 1.0)),
         target_accept=_target_accept(raw.get("sampler", {}), source),
         nugget_prior_mode=float(get(noise, "nugget_prior_mode", "[noise]", (int, float))),

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw import law
-from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
+from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior, fresh_noise_factor
 from mergelaw.errors import MergelawError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -162,7 +162,9 @@ def _condition_population(
     sigma = law.sigma_at_size(
         values.get("sigma", np.zeros(n)), post.sigma_slope[source], n_b / post.n_ref
     )
-    nugget = post._new_family_nugget(source)
+    scale = None if post.noise_dev_scale is None else post.noise_dev_scale[source]
+    curve_factor = fresh_noise_factor(scale, (n,), rng)
+    sigma, nugget = sigma * curve_factor, post._new_family_nugget(source) * curve_factor
     var = _noise_variance(points, sigma, nugget, post.spec.spread, post.pool_size)
 
     linear = ["level", "drop"] if points.distinct_k >= 2 else ["level"]
