@@ -104,6 +104,12 @@ def number(value: Any) -> str:
 _NUMPY_SCALAR = re.compile(r"\bnp\.(?:float|int|uint|bool|str)\w*\(([^()]*)\)")
 
 
+def shown(value: object) -> str:
+    """A table cell as a message shows it: repr of the Python value (-0.1, 'x', nan), never a
+    numpy scalar's repr."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def plain(message: str) -> str:
     """``message`` with numpy scalar reprs (np.float64(-0.1)) written as plain values (-0.1)."""
     return _NUMPY_SCALAR.sub(r"\1", message)

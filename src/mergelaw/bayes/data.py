@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw.curves import FAMILY_COLUMNS, table_hash, validate_curves
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, shown
 from mergelaw.law import size_in_billions
 
 MEANS_COLUMNS = (*FAMILY_COLUMNS, "n_params", "k", "pool_size", "mean", "se")
@@ -250,8 +250,8 @@ def _validate_means(table: pd.DataFrame, source: str) -> pd.DataFrame:
         if bad.any():
             row = int(np.argmax(bad))
             raise MergelawError(
-                f"{source}: column '{column}' row {row}: {table[column][row]!r} is not a finite "
-                f"{'non-negative' if zero_ok else 'positive'} number"
+                f"{source}: column '{column}' row {row}: {shown(table[column][row])} is not a "
+                f"finite {'non-negative' if zero_ok else 'positive'} number"
             )
     over = np.flatnonzero(table["k"].to_numpy(float) > table["pool_size"].to_numpy(float))
     if over.size:

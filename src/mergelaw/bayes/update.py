@@ -19,7 +19,7 @@ import pandas as pd
 
 from mergelaw import law
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior, fresh_noise_factor
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, shown
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -55,7 +55,7 @@ class Points:
                 row = int(np.argmax(bad))
                 expected = "k >= 1" if column == "k" else "a finite non-negative number"
                 raise MergelawError(
-                    f"{source}: column '{column}' row {row}: {points[column].iloc[row]!r} "
+                    f"{source}: column '{column}' row {row}: {shown(points[column].iloc[row])} "
                     f"(expected {expected})"
                 )
             arrays[column] = values
