@@ -16,7 +16,7 @@ held-out k, and one base size (issue 13's acceptance run).
 4. One base size (the largest llama base, 4 methods x 9 domains): the same diagnostics and the
    same held-out k check; the fit has no size law.
 
-    python benchmarks/lab_fit.py            # the full run (about 40 minutes on 2 cores)
+    python benchmarks/lab_fit.py            # the full run (about 15 minutes on 2 cores)
     python benchmarks/lab_fit.py --quick    # 2 chains x 300/300 everywhere: a smoke run
 
 Prints every number and writes the same text to benchmarks/results/lab_fit.txt.

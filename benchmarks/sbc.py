@@ -5,9 +5,11 @@ structure (3 sizes x 3 domains x 2 methods = 6 families, k = 1..9, 3 subsets per
 simulated table with NumPyro NUTS, and prints: the chi-square test of uniform ranks for every
 population parameter (Talts et al. 2018; p-values should look uniform, none tiny), and the share of
 90% central intervals of the group parameters (L_star, B, beta, A0, gamma, b per family) that
-contain the truth (target 85-95%). Writes the same text to benchmarks/results/sbc.txt.
+contain the truth (target 85-95%). Writes the same text to benchmarks/results/sbc.txt
+(--one-size: the template at one base size, the spec without size laws; sbc_one_size.txt).
 
     python benchmarks/sbc.py                 # 40 simulated tables
+    python benchmarks/sbc.py --one-size      # 40 tables of one base size
     python benchmarks/sbc.py --sims 4        # a smoke run
 """
 
@@ -39,10 +41,13 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=SBC_SETTINGS["chains"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spec", default=SBC_SPEC)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sbc.txt"))
+    parser.add_argument("--one-size", action="store_true", help="the template at one base size")
+    parser.add_argument("--out", default=None, help="default: results/sbc[_one_size].txt")
     args = parser.parse_args()
+    name = "sbc_one_size.txt" if args.one_size else "sbc.txt"
+    out = args.out or str(Path(__file__).parent / "results" / name)
     spec = load_spec(args.spec)
-    data = sbc_template()
+    data = sbc_template(one_size=args.one_size)
     start = time.perf_counter()
     result = calibrate(
         spec,
@@ -93,7 +98,7 @@ def main() -> None:
         f"{prefix.coverage['covered'].mean():.3f} (asserted in 0.85-0.95)",
     ]
     print("\n".join(lines))
-    with atomic_path(args.out) as tmp:
+    with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
