@@ -204,7 +204,9 @@ def cell_log_likelihood(count, mean, ss, mu, scale, math):
 def _noise(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend):
     """The noise sd of every observation: the spread across subsets and the nugget, times each
     curve's noise factor where the spec has one (some curves scatter more than their family
-    and method: the lab's TIES Spanish curve at the middle size twice as much)."""
+    and method: the lab's TIES Spanish curve at the middle size twice as much). A table of one
+    size has one curve per family, whose sigma is then the curve's own: a factor on top would
+    be a ridge (it made a funnel in sigma's population scale: ESS 76, BFMI 0.12)."""
     nugget = _nugget(spec, data, backend)
     if data.form == "means":
         return law.noise_scale(data.se, 1.0, nugget)
@@ -213,7 +215,7 @@ def _noise(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend
         slope = backend.normal("sigma_slope", 0.0, spec.sigma_slope_prior_sd)
         sigma = law.sigma_at_size(sigma, slope, data.size_ratio)
     curve_factor = 1.0
-    if spec.noise_curve_prior_sd > 0:
+    if spec.noise_curve_prior_sd > 0 and data.n_sizes > 1:  # one size: sigma is the curve's
         spread = backend.half_normal("noise_dev_scale", spec.noise_curve_prior_sd)
         deviation = backend.normal("noise_dev", 0.0, spread, dims=("curve",))
         curve_factor = backend.math.exp(deviation)[data.curve]
