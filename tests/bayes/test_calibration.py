@@ -73,13 +73,10 @@ def test_a_shorter_run_is_a_prefix_of_a_longer_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("one_size", [False, True], ids=["three_sizes", "one_size"])
-def test_sbc_ranks_are_uniform_and_group_intervals_cover(one_size):
+def test_sbc_ranks_are_uniform_and_group_intervals_cover():
     """The SLOW_TEST_SIMS tables of benchmarks/sbc.py (same seeds and settings; the benchmark
-    prints this test's numbers; --one-size for the second case): population ranks uniform, 90%
-    intervals of the group parameters covering 85-95% of the truths."""
-    result = calibrate(
-        load_spec(SBC_SPEC), sbc_template(one_size), n_sims=SLOW_TEST_SIMS, **SBC_SETTINGS
-    )
+    prints this test's numbers): population ranks uniform, 90% intervals of the group
+    parameters covering 85-95% of the truths."""
+    result = calibrate(load_spec(SBC_SPEC), sbc_template(), n_sims=SLOW_TEST_SIMS, **SBC_SETTINGS)
     assert result.uniformity()["p_value"].min() > 0.001
     assert 0.85 <= result.coverage["covered"].mean() <= 0.95

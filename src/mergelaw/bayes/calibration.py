@@ -70,9 +70,10 @@ SBC_TEMPLATE = {
 }
 
 
-#: The spec the slow SBC test and benchmarks/sbc.py calibrate (benchmarks/results/sbc.txt): the
-#: default, its membership gap and decay, signed tail, floor deviations and noise factors included.
-SBC_SPEC = "default"
+#: The spec the slow SBC test and benchmarks/sbc.py calibrate: the first default, whose 40 tables
+#: passed (benchmarks/results/sbc.txt). The current default's SBC has not been run to the end yet
+#: (`python benchmarks/sbc.py --spec default`, and `--one-size`).
+SBC_SPEC = "default_v1"
 #: Sampler settings of the SBC runs (benchmarks/sbc.py and the slow test; 100 thinned draws).
 SBC_SETTINGS = {"draws": 300, "tune": 300, "chains": 2, "thin": 6}
 #: The slow test refits this many tables: the benchmark's run, same seeds (20 left the smallest
