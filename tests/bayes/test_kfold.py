@@ -40,7 +40,8 @@ def test_folds_leave_out_whole_curves_and_keep_every_family():
 
 def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan_fit, plan_table):
     """Rows of a fitted curve, scored by hand: the law, the curve's floor deviation and its
-    membership offset; the finite-pool spread and the method's nugget."""
+    membership offset; the finite-pool spread, the method's nugget and the curve's noise
+    factor."""
     rows = plan_table[(plan_table["n_params"] == 3_000_000_000)].head(40)
     got = heldout_log_density(plan_fit, rows, draws=10_000)
     labels = list(plan_fit.families["label"])
@@ -61,6 +62,7 @@ def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan
         )
         nugget = plan_fit.draws("nugget")[:, methods.index(row.method)]
         sd = np.sqrt(sigma**2 * (m - k) / (k * (m - 1)) + nugget**2)
+        sd = sd * np.exp(plan_fit.draws("noise_dev")[:, c])  # the curve's noise factor
         expected.append(np.log(np.mean(stats.norm.pdf(row.loss, mu, sd))))
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
