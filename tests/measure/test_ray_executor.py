@@ -197,7 +197,7 @@ def test_cli_runs_on_an_existing_cluster(cluster, sweep, reference, tmp_path):
     [
         (["--workers", "2"], "--workers needs --executor ray"),
         (["--executor", "ray", "--device", "cuda:1"], "--device cuda:1 with --executor ray"),
-        (["--executor", "ray", "--workers", "0"], "workers = 0"),
+        (["--executor", "ray", "--workers", "0"], "--workers 0: expected a whole number >= 1"),
     ],
 )
 def test_cli_executor_errors_are_one_line(sweep, tmp_path, extra, message):
