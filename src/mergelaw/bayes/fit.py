@@ -340,7 +340,7 @@ def fit(
     return _with_curve_checks(result, obs, list(data.curves["label"]))
 
 
-def _floor_deviation_draws(result: Fit, data: ModelData, seed: int, chunk: int = 250) -> np.ndarray:
+def _floor_deviation_draws(result: Fit, data: ModelData, seed: int) -> np.ndarray:
     """Draws of every curve's floor deviation, (chain, draw, curve): the sampler integrated them
     out, so each is drawn from its exact normal conditional given that draw's other parameters
     (``model.floor_deviation_conditional``), seeded by the fit's seed."""
@@ -349,34 +349,41 @@ def _floor_deviation_draws(result: Fit, data: ModelData, seed: int, chunk: int =
     to_curve = np.zeros((len(at.y), len(data.curves)))
     to_curve[np.arange(len(at.y)), at.curve] = 1.0
     tau = result.draws("floor_dev_scale")
-    posterior = result.idata.posterior
-    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
     rng = np.random.default_rng([seed, len(data.curves)])
-    out = np.empty((len(tau), len(data.curves)))
-    for start in range(0, len(out), chunk):
-        keep = np.arange(start, min(start + chunk, len(out)))
-        mean, scale = result.predictive_draws(obs=obs, keep=keep)  # at deviation 0
+
+    def draw(keep, mean, scale):  # mean and scale at deviation 0
         weight = count / scale**2
         centre, variance = floor_deviation_conditional(
             weight @ to_curve, (weight * (at.y - mean)) @ to_curve, tau[keep, None]
         )
-        out[keep] = centre + np.sqrt(variance) * rng.standard_normal(centre.shape)
-    return out.reshape(*shape, len(data.curves))
+        return centre + np.sqrt(variance) * rng.standard_normal(centre.shape)
+
+    return _per_draw_chunk(result, obs, len(data.curves), draw)
 
 
-def _pointwise_log_likelihood(
-    result: Fit, obs: predictive.Observations, chunk: int = 250
-) -> np.ndarray:
+def _pointwise_log_likelihood(result: Fit, obs: predictive.Observations) -> np.ndarray:
     """log Normal(y | E[L], sd) of every row under every draw, (chain, draw, obs), from the law's
-    one home (``predictive.mean_and_scale``), a chunk of draws at a time (memory)."""
+    one home (``predictive.mean_and_scale``)."""
+
+    def log_density(keep, mean, scale):
+        return stats.norm.logpdf(obs.y, mean, scale)
+
+    return _per_draw_chunk(result, obs, len(obs.y), log_density)
+
+
+def _per_draw_chunk(
+    result: Fit, obs: predictive.Observations, width: int, compute, chunk: int = 250
+) -> np.ndarray:
+    """``compute(keep, mean, scale)`` -> (len(keep), width) over every posterior draw, a chunk of
+    draws at a time (E[L] and sd of all draws x rows at once would take GBs), as
+    (chain, draw, width)."""
     posterior = result.idata.posterior
     shape = (posterior.sizes["chain"], posterior.sizes["draw"])
-    out = np.empty((shape[0] * shape[1], len(obs.y)))
+    out = np.empty((shape[0] * shape[1], width))
     for start in range(0, len(out), chunk):
         keep = np.arange(start, min(start + chunk, len(out)))
-        mean, scale = result.predictive_draws(obs=obs, keep=keep)
-        out[keep] = stats.norm.logpdf(obs.y, mean, scale)
-    return out.reshape(*shape, len(obs.y))
+        out[keep] = compute(keep, *result.predictive_draws(obs=obs, keep=keep))
+    return out.reshape(*shape, width)
 
 
 def _with_curve_checks(result: Fit, obs: predictive.Observations, curve_labels: list[str]) -> Fit:
