@@ -1,8 +1,9 @@
 """Base + experts: load them, check they are mergeable, hold the task vectors once on the device.
 
-Experts come from local Hugging Face checkpoint directories (``config.json`` + ``*.safetensors``)
-or as in-memory models. They are mergeable with the base when they share the architecture, the
-vocabulary, and the parameter names and shapes; the first mismatch is reported in one line.
+Experts come from local Hugging Face checkpoint directories (``config.json`` + ``*.safetensors``,
+sharded ones read by their index's weight map: ``mergelaw.measure.checkpoints``) or as in-memory
+models. They are mergeable with the base when they share the architecture, the vocabulary, and the
+parameter names and shapes; the first mismatch is reported in one line.
 
 Which tensors merge: every parameter (buffers never), except those matching ``exclude`` (a
 regular expression; they keep the base values). Embedding and output tensors (``EMBEDDING_PATTERN``)
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from mergelaw.errors import MergelawError
+from mergelaw.measure.checkpoints import read_checkpoint
 from mergelaw.measure.merge import Segment
 
 EMBEDDING_PATTERN = (
@@ -121,30 +123,21 @@ def _load_base(source: ModelSource) -> tuple[nn.Module, dict[str, torch.Tensor],
         raise MergelawError(
             f"{source}: transformers cannot load this checkpoint ({first})"
         ) from None
+    # Transformers prefers model.safetensors over a shard index; the model evaluated must hold the
+    # tensors the task vectors are taken against (the index's, see mergelaw.measure.checkpoints).
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape than the config gives
+        raise MergelawError(
+            f"{source}: transformers cannot load this checkpoint ({_first_line(exc)})"
+        ) from None
     return model, state, where
 
 
 def _load_state(source: ModelSource) -> tuple[dict[str, torch.Tensor], str]:
     if isinstance(source, nn.Module):
         return dict(source.state_dict()), type(source).__name__
-    from safetensors.torch import load_file
-
-    path = Path(source)
-    if not path.is_dir():
-        raise MergelawError(
-            f"{path}: no such checkpoint directory (expected config.json + *.safetensors)"
-        )
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise MergelawError(f"{path}: no *.safetensors files (expected a safetensors checkpoint)")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            state.update(load_file(file))
-        except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise MergelawError(f"{file}: not a readable safetensors file ({first})") from None
-    return state, str(path)
+    return read_checkpoint(source), str(source)
 
 
 def _config_json(path: Path) -> dict:
@@ -200,6 +193,11 @@ def _check_mergeable(
             f"{where}: tensor {extra[0]!r} is not in the base {base_where} "
             "(expected the base's parameter names)"
         )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_tied_copy(name: str, cfg: dict) -> bool:
