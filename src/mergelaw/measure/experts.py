@@ -1,9 +1,12 @@
 """Base + experts: load them, check they are mergeable, hold the task vectors once on the device.
 
 Experts come from local Hugging Face checkpoint directories (``config.json`` + ``*.safetensors``,
-sharded ones read by their index's weight map: ``mergelaw.measure.checkpoints``) or as in-memory
-models. They are mergeable with the base when they share the architecture, the vocabulary, and the
-parameter names and shapes; the first mismatch is reported in one line.
+sharded ones read by their index's weight map: ``mergelaw.measure.checkpoints``), from PEFT LoRA
+adapter directories on the base (``adapter_config.json`` + ``adapter_model.safetensors``: the task
+vector from the low-rank factors, ``mergelaw.measure.lora``), or as in-memory models. Full
+checkpoints are mergeable with the base when they share the architecture, the vocabulary, and the
+parameter names and shapes; adapters when every module they target is the base's, of its shape.
+The first mismatch is reported in one line.
 
 Which tensors merge: every parameter (buffers never), except those matching ``exclude`` (a
 regular expression; they keep the base values). Embedding and output tensors (``EMBEDDING_PATTERN``)
@@ -24,6 +27,7 @@ from torch import nn
 
 from mergelaw.errors import MergelawError
 from mergelaw.measure.checkpoints import read_checkpoint
+from mergelaw.measure.lora import is_adapter, lora_deltas
 from mergelaw.measure.merge import Segment
 
 EMBEDDING_PATTERN = (
@@ -82,6 +86,9 @@ def load_pool(
     base_flat = _flatten(base_state, layout, base_where).to(device)
     vectors = torch.empty((len(experts), offset), dtype=torch.float32, device=device)
     for i, source in enumerate(experts.values()):
+        if is_adapter(source):
+            vectors[i] = _adapter_vector(source, model, layout, base_where).to(device)
+            continue
         state, where = _load_state(source)
         _check_mergeable(_config_of(source, None), base_cfg, state, base_state, where, base_where)
         vectors[i] = _flatten(state, layout, where).to(device)
@@ -112,6 +119,11 @@ def _load_base(source: ModelSource) -> tuple[nn.Module, dict[str, torch.Tensor],
     from transformers import AutoModelForCausalLM
 
     where = str(source)
+    if is_adapter(source):
+        raise MergelawError(
+            f"{source}: a PEFT adapter cannot be the base (expected the base model's checkpoint "
+            "directory: config.json + *.safetensors)"
+        )
     state, _ = _load_state(source)
     _config_json(Path(source))
     try:
@@ -193,6 +205,24 @@ def _check_mergeable(
             f"{where}: tensor {extra[0]!r} is not in the base {base_where} "
             "(expected the base's parameter names)"
         )
+
+
+def _adapter_vector(
+    source: str | Path, model: nn.Module, layout: list[Segment], base_where: str
+) -> torch.Tensor:
+    """A LoRA adapter's flat task vector: its deltas laid out; tensors outside the layout
+    (excluded) keep the base values, a tied alias adds to the parameter it shares."""
+    canonical: dict[str, str] = {}
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        canonical[name] = first.setdefault(id(param), name)
+    segments = {s.name: s for s in layout}
+    flat = torch.zeros(layout[-1].stop if layout else 0, dtype=torch.float32)
+    for name, delta in lora_deltas(source, model, base_where).items():
+        seg = segments.get(canonical.get(name, name))
+        if seg is not None:
+            flat[seg.offset : seg.stop] += delta.reshape(-1)
+    return flat
 
 
 def _first_line(exc: Exception) -> str:
