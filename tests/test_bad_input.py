@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mergelaw.cli import app
-from mergelaw.io import atomic_path, remove_stale_temporaries
+from mergelaw.io import LOCK_NAME, atomic_path, folder_lock, remove_stale_temporaries
 
 runner = CliRunner()
 HAS_TORCH = importlib.util.find_spec("torch") is not None and (
@@ -130,6 +130,10 @@ CASES: list[tuple[str, str, int, str]] = [
     ("range", PLAN + " budget " + BUDGET + " --expert-cost 1 --k-max 0", 2, "--k-max 0"),
     ("range", PLAN + " forecast --size 3 --n-subsets 0", 2, "--n-subsets 0: expected a whole number >= 1"),
     ("range", PLAN + " forecast --size 3 --k 0,1,2", 2, "--k 0: expected a number >= 1"),
+    ("range", PLAN + " forecast --size 3 --k 1 --k 0.5", 2, "--k 0.5: expected a number >= 1"),
+    ("range", PLAN + " stop --size 3 --epsilon 0.01 --fractions 0.8 --fractions 1", 2, "--fractions 1: expected a number in (0, 1)"),
+    ("range", "report {nofit} --target 2.1,-0.1", 2, "--target -0.1: expected a number > 0"),
+    ("value", "report {nofit} --target x", 2, "--target 'x': cannot read it"),
     ("range", PLAN + " forecast --size 0", 2, "--size 0"),
     ("range", PLAN + " forecast --size 3 --seed -2", 2, "--seed -2"),
     ("range", "compare {nofit} --methods average,ties --rope -1", 2, "--rope -1: expected a number >= 0"),
@@ -148,6 +152,9 @@ CASES: list[tuple[str, str, int, str]] = [
     # ---- values that cannot be read, or that contradict each other ----------------------------
     ("value", "simulate --out x.parquet --sizes a,b", 2, "--sizes 'a,b': cannot read it"),
     ("value", "simulate --out x.parquet --sizes ,", 2, "--sizes ',': empty list"),
+    ("value", "simulate --out x.parquet --sizes 0.5 --sizes a", 2, "--sizes 'a': cannot read it (expected numbers, comma-separated or repeated)"),
+    ("range", "simulate --out x.parquet --sizes 0.5 --sizes 3,-1", 2, "--sizes -1: expected a number > 0"),
+    ("value", "simulate --out x.parquet --domains code --domains nosuch", 2, "domain 'nosuch'"),
     ("value", "simulate --out x.parquet --methods dare_ties", 2, "no law parameters for method 'dare_ties'"),
     ("value", "simulate --out x.parquet --domains nosuch", 2, "domain 'nosuch'"),
     ("value", "fit {d}/table.parquet --out f.nc --sampler nutpie", 2, "--sampler nutpie: needs --backend pymc"),
@@ -163,6 +170,11 @@ CASES: list[tuple[str, str, int, str]] = [
     ("value", "compare {nofit} --methods average", 2, "--methods 'average': expected two different methods"),
     ("value", "compare {nofit} --methods ties,ties", 2, "expected two different methods"),
     ("value", "compare {nofit} --methods a,b,c", 2, "expected two different methods"),
+    ("value", "compare {nofit} --methods average --methods ties,dare", 2, "--methods 'average,ties,dare': expected two different methods"),
+    ("value", PLAN + " budget --budget 10 --base-costs 0.5=1 --base-costs 3:1 --expert-cost 1", 2, "--base-costs: cannot read '3:1' (expected SIZE=COST)"),
+    ("value", PLAN + " budget " + BUDGET + " --expert-cost 1 --expert-cost 2", 2, "--expert-cost '1,2': expected one cost"),
+    ("value", "lab run {d}/pipeline.toml --device cpu --only tiny,nosuch", 2, "no base named 'nosuch'"),
+    ("value", "fit {d}/table.parquet --out f.nc --method average,nosuch", 2, "column 'method' has no value 'nosuch'"),
     ("value", "measure {d}/sweep.toml --out m --workers 2", 2, "--workers needs --executor ray"),
     ("value", "measure {d}/sweep.toml --out m --address auto", 2, "--address needs --executor ray"),
     ("value", "measure {d}/sweep.toml --out m --device gpu", 2, "--device gpu: expected auto, cpu, cuda or cuda:N"),
@@ -238,6 +250,7 @@ CASES: list[tuple[str, str, int, str]] = [
     ("output", "fit {d}/table.parquet --out /proc/f.nc", 2, "/proc/f.nc: cannot write in /proc"),
     ("output", "fit-ls {d}/table.parquet --out-csv {d}/table.parquet/p.csv", 2, "p.csv: cannot write under"),
     ("output", "fit-ls {d}/table.parquet --out-json /proc/p.json", 2, "/proc/p.json: cannot write in /proc"),
+    ("output", "fit-ls {d}/table.parquet --out-json - --out-csv -", 2, "--out-csv - and --out-json -: only one output can go to stdout"),
     ("output", "report {nofit} --out /proc/report.html", 2, "/proc/report.html: cannot write in /proc"),
     ("output", "report {nofit} --out {d}/table.parquet/r.html", 2, "cannot write under"),
     ("output", "report {nofit} --out {d}", 2, "is a folder"),
@@ -546,3 +559,91 @@ def test_library_output_stays_off_stderr_unless_verbose(tmp_path, monkeypatch, c
     assert loud.exit_code == 2 and loud.stderr.endswith("error: ValueError: bad input\n")
     assert [str(w.message) for w in seen] == ["a library warning"]
     assert [r.getMessage() for r in caplog.records] == ["a JAX log line"]
+
+
+# ---- the lock on an output folder -------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_a_folder_lock_is_released_on_exit_and_on_error(tmp_path):
+    from mergelaw.errors import MergelawError
+
+    with folder_lock(tmp_path / "out", "mergelaw measure") as lock:
+        assert lock.name == LOCK_NAME
+        assert lock.read_text().split()[0] == str(os.getpid())
+        with pytest.raises(MergelawError, match=r"another mergelaw measure \(pid \d+\)"):  # noqa: SIM117
+            with folder_lock(tmp_path / "out"):
+                pass  # the same folder, locked: refused (this process counts as alive)
+    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(RuntimeError), folder_lock(tmp_path / "out"):
+        raise RuntimeError("the run failed")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    import socket
+
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(f"{_dead_pid()} {socket.gethostname()} mergelaw measure\n")
+    with folder_lock(tmp_path, "mergelaw measure"):
+        assert lock.read_text().split()[0] == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_a_lock_from_another_host_is_honoured(tmp_path):
+    from mergelaw.errors import MergelawError
+
+    (tmp_path / LOCK_NAME).write_text(f"{_dead_pid()} some-other-host mergelaw measure\n")
+    with pytest.raises(MergelawError, match=r"\(pid \d+ on some-other-host\)"):  # noqa: SIM117
+        with folder_lock(tmp_path):
+            pass
+    assert (tmp_path / LOCK_NAME).exists()
+
+
+def test_measure_without_torch_checks_its_input_first(inputs, tmp_path, monkeypatch):
+    """Without mergelaw[measure], a bad sweep file is still named first; a good one is refused
+    by naming the extra, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    result = runner.invoke(app, ["measure", str(inputs / "sweep_k.toml"), "--out", "m"])
+    assert result.exit_code == 2 and "'k' = 5" in result.stderr
+    result = runner.invoke(app, ["measure", str(inputs / "sweep.toml"), "--out", "m"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: mergelaw measure needs torch, which is not installed: "
+        "pip install 'mergelaw[measure]'"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_the_lock_of_a_killed_unreaped_process_is_stale(tmp_path):
+    """A run killed while its parent has not yet reaped it (a zombie) holds nothing."""
+    import signal
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mergelaw.io import folder_lock\n"
+         f"with folder_lock({str(tmp_path)!r}, 'mergelaw measure'):\n"
+         "    print('held', flush=True)\n    time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline() == "held\n"
+        child.send_signal(signal.SIGKILL)
+        for _ in range(500):  # until the kernel has made it a zombie
+            state = Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.01)
+        with folder_lock(tmp_path, "mergelaw measure"):
+            assert (tmp_path / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    finally:
+        child.kill()
+        child.wait()

@@ -112,3 +112,26 @@ def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
         result = _run(*args)
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_json_dash_writes_the_answer_alone_to_stdout(plan_fit_path, tmp_path, monkeypatch):
+    """`--json -`: stdout is the JSON answer and nothing else (the table, flag and provenance
+    go to stderr); list options take repeats as well as commas."""
+    monkeypatch.chdir(tmp_path)
+    result = _run(
+        "plan", plan_fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", 1,
+        "--k", 9, "--json", "-",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["query"] == "forecast" and answer["decision"]["k"] == [1.0, 9.0]
+    assert "flag: " in result.stderr and "provenance: data_hash" in result.stderr
+    result = _run(
+        "compare", plan_fit_path, "--methods", "average", "--methods", "ties", "--k", 9,
+        "--pooled-only", "--json", "-",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)["table"]
+    assert {row["quantity"] for row in table} == {"floor", "tail amplitude", "loss at k=9"}
+    assert "floor (pooled): " in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named '-'

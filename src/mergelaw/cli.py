@@ -6,6 +6,11 @@ option, a value of the wrong type): ``OneLineUsage`` prints those as one line. N
 checked against one table of ranges per command group (``RANGES`` here) before a command starts;
 output paths are checked for writability before any work, and written atomically. Library
 warnings and logging (JAX, ArviZ, PyMC, transformers) are silenced unless ``mergelaw --verbose``.
+
+Conventions shared by every command: a list option takes its values comma-separated, repeated, or
+both (``parse_values``); a JSON output given as ``-`` goes to stdout, the human-readable output
+then to stderr; output to a pipe or file is never wrapped or cut (``output_console``); a missing
+optional dependency names the extra that installs it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from mergelaw import __version__
-from mergelaw.errors import MergelawError, Range, check_options, parse_list, plain
+from mergelaw.errors import (
+    LIST_SYNTAX,
+    MergelawError,
+    MissingExtraError,
+    Range,
+    check_options,
+    parse_values,
+    plain,
+)
+from mergelaw.io import is_stdout, output_console
 
 #: Allowed values of the numeric options of the top-level commands (by parameter name).
 SEED = Range(0, 2**32 - 1)
@@ -95,15 +109,17 @@ app = typer.Typer(
         "Start with `mergelaw simulate --out curves.parquet` to get a table shaped like the "
         "paper's, `mergelaw validate curves.parquet` to check a table you measured, and "
         "`mergelaw fit-ls curves.parquet` for the paper's least-squares fit with bootstrap "
-        "intervals."
+        "intervals.\n\n"
+        f"List options take values {LIST_SYNTAX} (--k 1,2 --k 4). A JSON output given as - "
+        "goes to stdout (the rest to stderr). Output to a pipe or file is never wrapped."
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-error_console = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+console = output_console()
+error_console = output_console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 F = TypeVar("F", bound=Callable)
 
@@ -126,19 +142,23 @@ class WeightingChoice(StrEnum):
 def one_line_errors(command: F, ranges: Mapping[str, Range] = RANGES) -> F:
     """Check the command's numeric options against ``ranges`` (its group's table), run it with
     library output quiet (unless --verbose), and turn any failure into one line on stderr and
-    exit code 2 (MERGELAW_DEBUG=1 re-raises)."""
+    exit code 2 (MERGELAW_DEBUG=1 re-raises). List options (their values as typed) are checked
+    by the command as it parses them; a missing optional dependency names its extra."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         with library_output(_state["verbose"]):
             try:
-                check_options(kwargs, ranges, option_flags(command))
+                scalars = {k: v for k, v in kwargs.items() if not _typed_list(v)}
+                check_options(scalars, ranges, option_flags(command))
                 return command(*args, **kwargs)
             except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
             except Exception as exc:
                 if _debug():
                     raise
+                if isinstance(exc, ImportError):
+                    exc = MissingExtraError.of(exc, _command_name()) or exc
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if not isinstance(exc, MergelawError | OSError):
                     message = f"{type(exc).__name__}: {message}"
@@ -146,6 +166,24 @@ def one_line_errors(command: F, ranges: Mapping[str, Range] = RANGES) -> F:
                 raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _typed_list(value: object) -> bool:
+    """A list option's values as the user typed them (strings, perhaps comma-separated)."""
+    return isinstance(value, list | tuple) and any(isinstance(item, str) for item in value)
+
+
+def _command_name() -> str:
+    """The running command as typed (``mergelaw plan stop``); 'this command' outside one."""
+    try:
+        from typer._click.globals import get_current_context  # typer's own click, as above
+    except ImportError:
+        return "this command"
+    ctx, names = get_current_context(silent=True), []
+    while ctx is not None and ctx.parent is not None:
+        names.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    return "mergelaw " + " ".join(names) if names else "this command"
 
 
 @functools.cache
@@ -276,20 +314,28 @@ def _listing(values) -> str:
 def simulate(
     out: Annotated[Path, typer.Option(help="Where to write the table (.parquet or .csv).")],
     sizes: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="Base sizes in billions, comma-separated. [default: the "
-            "paper's 0.5,1.5,3,7,14,32,72]"
+            metavar="N,...",
+            help=f"Base sizes in billions, {LIST_SYNTAX}. (default: the "
+            "paper's 0.5,1.5,3,7,14,32,72)",
         ),
     ] = None,
     domains: Annotated[
-        str | None, typer.Option(help="Eval domains, comma-separated. [default: all nine]")
+        list[str] | None,
+        typer.Option(
+            metavar="DOMAIN,...", help=f"Eval domains, {LIST_SYNTAX}. (default: all nine)"
+        ),
     ] = None,
     methods: Annotated[
-        str | None, typer.Option(help="average, task_arithmetic, ties. [default: all three]")
+        list[str] | None,
+        typer.Option(
+            metavar="METHOD,...",
+            help=f"Methods (average, task_arithmetic, ties), {LIST_SYNTAX}. (default: all three)",
+        ),
     ] = None,
     pool_size: Annotated[int, typer.Option(help="M, experts in the pool.")] = 9,
-    k_max: Annotated[int | None, typer.Option(help="Largest k. [default: the pool size]")] = None,
+    k_max: Annotated[int | None, typer.Option(help="Largest k. (default: the pool size)")] = None,
     subsets_per_k: Annotated[int, typer.Option(help="Subsets measured per k (all if fewer).")] = 5,
     spread_scale: Annotated[
         float, typer.Option(help="Multiply the paper's across-subset variance by this.")
@@ -311,11 +357,11 @@ def simulate(
     check_writable(out)
     if k_max is not None and k_max > pool_size:
         raise MergelawError(f"--k-max {k_max}: expected at most --pool-size ({pool_size})")
-    sizes_b = parse_list(sizes, float, "--sizes", RANGES["sizes"])
+    sizes_b = parse_values(sizes, float, "--sizes", RANGES["sizes"])
     curves = simulate_curves(
         sizes_b=sizes_b or (0.5, 1.5, 3.0, 7.0, 14.0, 32.0, 72.0),
-        domains=parse_list(domains, str, "--domains"),
-        methods=parse_list(methods, str, "--methods"),
+        domains=parse_values(domains, str, "--domains"),
+        methods=parse_values(methods, str, "--methods"),
         k_values=list(range(1, (pool_size if k_max is None else k_max) + 1)),
         pool_size=pool_size,
         subsets_per_k=subsets_per_k,
@@ -352,14 +398,18 @@ def fit_ls(
         int, typer.Option(help="Bootstrap seed; the same seed gives the same table.")
     ] = 0,
     out_csv: Annotated[
-        Path | None, typer.Option(help="Write the long parameter table as CSV.")
+        Path | None,
+        typer.Option(help="Write the long parameter table as CSV (- for stdout)."),
     ] = None,
-    out_json: Annotated[Path | None, typer.Option(help="Write the same as JSON records.")] = None,
+    out_json: Annotated[
+        Path | None, typer.Option(help="Write the same as JSON records (- for stdout).")
+    ] = None,
 ) -> None:
     """Fit the merging law by the paper's weighted least squares, with bootstrap intervals.
 
     Prints one row per group: each parameter as estimate [lower, upper] and R². This is the
-    baseline the Bayesian fits are compared against.
+    baseline the Bayesian fits are compared against. With --out-csv - or --out-json -, that
+    output goes to stdout and the table to stderr.
     """
     from rich.progress import Progress
 
@@ -367,9 +417,12 @@ def fit_ls(
     from mergelaw.curves import read_curves
     from mergelaw.io import atomic_path, check_writable, write_json
 
+    if is_stdout(out_csv) and is_stdout(out_json):
+        raise MergelawError("--out-csv - and --out-json -: only one output can go to stdout")
     for path in (out_csv, out_json):
-        if path is not None:
+        if path is not None and not is_stdout(path):
             check_writable(path)
+    shown = error_console if is_stdout(out_csv) or is_stdout(out_json) else console
     curves = read_curves(table)
     # a bar only on a terminal: elsewhere rich's transient bar leaves a blank line on stderr
     quiet = not error_console.is_terminal
@@ -389,14 +442,17 @@ def fit_ls(
             interval=interval.value,
             progress=advance,
         )
-    _print_fits(fits, scope.value, level)
-    if out_csv is not None:
+    _print_fits(fits, scope.value, level, shown)
+    if is_stdout(out_csv):
+        fits.to_csv(sys.stdout, index=False)
+    elif out_csv is not None:
         with atomic_path(out_csv) as tmp:
             fits.to_csv(tmp, index=False)
-        console.print(f"wrote {out_csv}", markup=False)
+        shown.print(f"wrote {out_csv}", markup=False)
     if out_json is not None:
         write_json(fits.to_dict(orient="records"), out_json)
-        console.print(f"wrote {out_json}", markup=False)
+        if not is_stdout(out_json):
+            shown.print(f"wrote {out_json}", markup=False)
 
 
 class BackendChoice(StrEnum):
@@ -427,32 +483,44 @@ def fit(
     ),
     sampler: Annotated[
         SamplerChoice | None,
-        typer.Option(help="With --backend pymc: pymc, nutpie or numpyro. [default: pymc]"),
+        typer.Option(help="With --backend pymc: pymc, nutpie or numpyro. (default: pymc)"),
     ] = None,
     draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up draws per chain.")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (one XLA host device each).")] = 4,
     target_accept: Annotated[
         float | None,
-        typer.Option(help="NUTS target acceptance. [default: the spec's, else 0.99]"),
+        typer.Option(help="NUTS target acceptance. (default: the spec's, else 0.99)"),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same posterior.")] = 0,
     arch: Annotated[
-        list[str] | None, typer.Option(help="Fit only the rows of this arch (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="ARCH,...", help=f"Fit only the rows of these archs, {LIST_SYNTAX}."),
     ] = None,
     method: Annotated[
-        list[str] | None, typer.Option(help="Fit only the rows of this method (repeatable).")
+        list[str] | None,
+        typer.Option(
+            metavar="METHOD,...", help=f"Fit only the rows of these methods, {LIST_SYNTAX}."
+        ),
     ] = None,
     domain: Annotated[
-        list[str] | None, typer.Option(help="Fit only this eval domain (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="DOMAIN,...", help=f"Fit only these eval domains, {LIST_SYNTAX}."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Exit with code 1 if the fit is flagged (it is saved all the same)."
+        ),
+    ] = False,
 ) -> None:
     """Fit the hierarchical Bayesian merging law; print the parameters and the diagnostics.
 
     A fit that misses a diagnostic threshold (R-hat <= 1.01, bulk/tail ESS >= 400, no
     divergences, tree depth not saturated, BFMI >= 0.3) is saved all the same, but flagged: the
-    flag is printed here and travels with every answer made from the fit.
+    flag is printed here and travels with every answer made from the fit. With --strict a
+    flagged fit also ends the command with exit code 1, for scripts and CI.
     """
     from mergelaw.bayes.fit import fit as run_fit
     from mergelaw.bayes.spec import load_spec
@@ -467,8 +535,10 @@ def fit(
     check_writable(out)
     model_spec = load_spec(spec)
     curves = _read_fit_input(table, read_curves)
-    for column, wanted in (("arch", arch), ("method", method), ("eval_domain", domain)):
-        curves = _only(curves, column, wanted, table)
+    filters = {"arch": (arch, "--arch"), "method": (method, "--method")}
+    filters["eval_domain"] = (domain, "--domain")
+    for column, (wanted, option) in filters.items():
+        curves = _only(curves, column, parse_values(wanted, str, option), table)
     result = run_fit(
         curves,
         model_spec,
@@ -488,6 +558,9 @@ def fit(
     _print_law_summary(result)
     _print_diagnostics(result)
     console.print(f"wrote {out}", markup=False)
+    if strict and not result.diagnostics.ok:
+        error_console.print(f"flagged (--strict): {out} is saved; exit code 1", markup=False)
+        raise typer.Exit(code=1)
 
 
 def _only(curves, column: str, wanted: list[str] | None, source: Path):
@@ -553,10 +626,11 @@ def report(
         "report.html"
     ),
     target: Annotated[
-        list[float] | None,
+        list[str] | None,
         typer.Option(
-            help="Loss for the experts-needed table (repeatable; default: one chosen from the "
-            "fit, E[L] at k = M/2)."
+            metavar="LOSS,...",
+            help=f"Losses for the experts-needed table, {LIST_SYNTAX}. (default: one chosen "
+            "from the fit, E[L] at k = M/2)",
         ),
     ] = None,
     epsilon: Annotated[
@@ -573,7 +647,8 @@ def report(
     floor and tail against N, spread, diagnostics, predictive checks, planning, comparison."""
     from mergelaw.report import write_report
 
-    written = write_report(fit_path, out, targets=target, epsilon=epsilon, size_b=size,
+    targets = parse_values(target, float, "--target", RANGES["target"])
+    written = write_report(fit_path, out, targets=targets, epsilon=epsilon, size_b=size,
                            level=level, rope=rope)  # fmt: skip
     console.print(f"report: {written.resolve()}", markup=False)
 
@@ -627,7 +702,8 @@ def loo(
 def kfold(
     table: Annotated[Path, typer.Argument(help="Curves table (.parquet/.csv), or per-k means.")],
     spec: Annotated[
-        list[str], typer.Option(help="Model spec to score (repeat to compare several).")
+        list[str],
+        typer.Option(metavar="SPEC,...", help=f"Model specs to score and compare, {LIST_SYNTAX}."),
     ] = ["default"],  # noqa: B006 (typer reads the default list, never mutates it)
     folds: Annotated[int, typer.Option(help="Folds; whole curves are left out.")] = 5,
     draws: Annotated[int, typer.Option(help="Draws per chain after warm-up.")] = 1000,
@@ -641,6 +717,7 @@ def kfold(
     from mergelaw.bayes.spec import load_spec
     from mergelaw.curves import read_curves
 
+    spec = parse_values(spec, str, "--spec")
     for name in spec:
         load_spec(name)  # a bad spec is refused before the first fold is fitted
     curves = _read_fit_input(table, read_curves)
@@ -700,8 +777,11 @@ def _register_queries() -> None:
 _register_queries()
 
 
-def _print_fits(fits, scope: str, level: float) -> None:
+def _print_fits(fits, scope: str, level: float, to: Console | None = None) -> None:
+    """The least-squares fits as one table, on ``to`` (default: stdout)."""
     from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS
+
+    to = to or console
 
     shown_always = {"method", "eval_domain", "base_model"}
     group_columns = [
@@ -715,19 +795,23 @@ def _print_fits(fits, scope: str, level: float) -> None:
         f"least-squares fit ({scope}), {level:.0%} bootstrap intervals",
         fits,
         group_columns,
+        to=to,
         extras=[
             ("bound", 5, lambda row, first: f"{row.boot_on_bound:.0%}"),
             ("R²", 5, lambda row, first: f"{row.r2:.3f}" if first else ""),
         ],
     )
-    console.print(
+    to.print(
         "bound: share of bootstrap fits with the parameter on its bound (beta, gamma, b >= 0).",
         markup=False,
     )
 
 
-def _print_param_table(title: str, rows, group_columns: list[str], extras=()) -> None:
-    """One line per parameter (estimate and interval), one section per group: fits 80 columns."""
+def _print_param_table(
+    title: str, rows, group_columns: list[str], extras=(), to: Console | None = None
+) -> None:
+    """One line per parameter (estimate and interval), one section per group: fits 80 columns
+    on a terminal (cells cut with an ellipsis); in a pipe or file, nothing is cut."""
     table = Table(title=title, box=box.SIMPLE_HEAD)
     for column in group_columns:
         table.add_column(column.removeprefix("eval_"), no_wrap=True, overflow="ellipsis")
@@ -746,7 +830,7 @@ def _print_param_table(title: str, rows, group_columns: list[str], extras=()) ->
                 *(render(row, i == 0) for _, _, render in extras),
                 end_section=(i == len(group) - 1 and g < len(groups) - 1),
             )
-    console.print(table)
+    (to or console).print(table)
 
 
 def _number(value: float, digits: int = 4) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +113,67 @@ def shown(value: object) -> str:
 def plain(message: str) -> str:
     """``message`` with numpy scalar reprs (np.float64(-0.1)) written as plain values (-0.1)."""
     return _NUMPY_SCALAR.sub(r"\1", message)
+
+
+#: How a list option reads, in every command's --help and error messages.
+LIST_SYNTAX = "comma-separated or repeated"
+
+
+def parse_values(
+    values: str | Sequence[str] | None,
+    convert: Callable[[str], Any],
+    option: str,
+    allowed: Range | None = None,
+) -> list | None:
+    """The values of a list option, given comma-separated, repeated, or both (``--k 1,2 --k 4``
+    is [1, 2, 4]): the one parser every list option of every command uses. Each value is
+    converted and, with ``allowed``, checked; None (the option not given) stays None. A bad
+    value is refused in one line naming the option and the text it came in."""
+    if values is None:
+        return None
+    texts = [values] if isinstance(values, str) else list(values)
+    expected = {float: "numbers", int: "whole numbers"}.get(convert, "values")
+    out: list = []
+    for text in texts:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise MergelawError(
+                f"{option} {text!r}: empty list (expected {expected}, {LIST_SYNTAX})"
+            )
+        try:
+            out.extend(convert(item) for item in items)
+        except ValueError:
+            raise MergelawError(
+                f"{option} {text!r}: cannot read it (expected {expected}, {LIST_SYNTAX})"
+            ) from None
+    if allowed is not None:
+        allowed.check(option, out)
+    return out
+
+
+#: The extra that installs each optional module (``pip install 'mergelaw[EXTRA]'``).
+EXTRAS: dict[str, str] = {
+    "torch": "measure",
+    "transformers": "measure",
+    "safetensors": "measure",
+    "tokenizers": "measure",
+    "yaml": "measure",
+    "tqdm": "measure",
+    "ray": "ray",
+}
+
+
+class MissingExtraError(MergelawError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+    def __init__(self, module: str, what: str = "this command") -> None:
+        self.module = module
+        self.extra = EXTRAS.get(module.partition(".")[0])
+        hint = f"pip install 'mergelaw[{self.extra}]'" if self.extra else f"pip install {module}"
+        super().__init__(f"{what} needs {module}, which is not installed: {hint}")
+
+    @classmethod
+    def of(cls, exc: ImportError, what: str = "this command") -> MissingExtraError | None:
+        """The error for an ImportError of a module an extra installs; None for any other."""
+        name = getattr(exc, "name", None) or ""
+        return cls(name.partition(".")[0], what) if name.partition(".")[0] in EXTRAS else None

@@ -2,31 +2,34 @@
 
 Each prints the query's answer as a table (estimate and interval per quantity), the decision in
 words, the fit's diagnostics flag and provenance, and with ``--json OUT`` writes the same answer
-as JSON (atomically). Importing this module loads only typer and rich; the queries load numpy
-and pandas when a command runs.
+as JSON (atomically); with ``--json -`` the JSON goes to stdout and the rest to stderr, so that
+``mergelaw plan FIT stop ... --json - | jq`` works. List options take values comma-separated or
+repeated (``parse_values``). Importing this module loads only typer and rich; the queries load
+numpy and pandas when a command runs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from mergelaw.errors import MergelawError, Range, parse_list
+from mergelaw.errors import LIST_SYNTAX, MergelawError, Range, parse_values
+from mergelaw.io import is_stdout, output_console
 
-console = Console()
+console = output_console()
+stderr_console = output_console(stderr=True)
 
 POSITIVE = Range(0, open_low=True)
 UNIT = Range(0, 1, open_low=True, open_high=True)
-#: Allowed values of the numeric options of plan and compare (by parameter name); the
-#: comma-separated ones (--fractions, --k, compare's --size, the costs) are checked as parsed.
+#: Allowed values of the numeric options of plan and compare (by parameter name); the list
+#: options (--fractions, --k, compare's --size, the costs) are checked as parsed.
 RANGES: dict[str, Range] = {
     "size": POSITIVE,
     "loss": POSITIVE,
@@ -70,14 +73,18 @@ FamilyOpt = Annotated[
     str | None,
     typer.Option(
         help="Family label (qwen2/ties/code) or a unique part of it (ties/code); 'new' for a "
-        "domain or method the fit has not seen. [default: every family]"
+        "domain or method the fit has not seen. (default: every family)"
     ),
 ]
 LevelOpt = Annotated[float, typer.Option(help="Credible interval level.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the answer as JSON.")]
+JsonOpt = Annotated[
+    Path | None,
+    typer.Option("--json", help="Also write the answer as JSON; - writes it to stdout (the rest "
+                 "goes to stderr)."),
+]  # fmt: skip
 PoolOpt = Annotated[
     float | None,
-    typer.Option(help="Experts in the pool M (finite-pool spread). [default: the table's max k]"),
+    typer.Option(help="Experts in the pool M (finite-pool spread). (default: the table's max k)"),
 ]
 PriorOpt = Annotated[
     str, typer.Option(help="Prior for a new pool's curve: 'new' (the population) or a family.")
@@ -96,7 +103,7 @@ def target(
     size: SizeOpt,
     family: FamilyOpt = None,
     prob: Annotated[float, typer.Option(help="Required P(L(k) <= target).")] = 0.9,
-    k_max: Annotated[float | None, typer.Option(help="Experts available. [default: M]")] = None,
+    k_max: Annotated[float | None, typer.Option(help="Experts available. (default: M)")] = None,
     pool_size: PoolOpt = None,
     level: LevelOpt = 0.9,
     json_out: JsonOpt = None,
@@ -142,11 +149,14 @@ def stop(
         float | None, typer.Option(help="Cost of one expert: epsilon becomes nats per unit cost.")
     ] = None,
     family: FamilyOpt = None,
-    fractions: Annotated[str, typer.Option(help="Fractions of the gain, comma-separated.")] = (
-        "0.8,0.9"
-    ),
+    fractions: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="F,...", help=f"Fractions of the gain, {LIST_SYNTAX}. (default: 0.8,0.9)"
+        ),
+    ] = None,
     k_max: Annotated[
-        float | None, typer.Option(help="k the gain fractions are measured to. [default: max k]")
+        float | None, typer.Option(help="k the gain fractions are measured to. (default: max k)")
     ] = None,
     losses: Annotated[
         Path | None,
@@ -167,7 +177,7 @@ def stop(
     and k80/k90; with --losses, stop or continue for a pool being measured."""
     from mergelaw.plan import sequential_stop, stopping
 
-    shares = parse_list(fractions, float, "--fractions", RANGES["fractions"])
+    shares = parse_values(fractions, float, "--fractions", RANGES["fractions"]) or [0.8, 0.9]
     measured = None if losses is None else _read_points(losses, "--losses")
     post = _posterior(ctx, pool_size, json_out)
     if measured is not None:
@@ -212,17 +222,28 @@ def budget(
     ctx: typer.Context,
     limit: Annotated[float, typer.Option("--budget", help="Total budget, in your cost unit.")],
     base_costs: Annotated[
-        str, typer.Option(help="Cost of each base size: SIZE=COST,... (sizes in billions).")
+        list[str],
+        typer.Option(
+            metavar="SIZE=COST,...",
+            help=f"Cost of each base size, SIZE=COST (sizes in billions), {LIST_SYNTAX}.",
+        ),
     ],
     expert_cost: Annotated[
-        str, typer.Option(help="Cost to train one expert: COST, or SIZE=COST,... per base size.")
+        list[str],
+        typer.Option(
+            metavar="COST|SIZE=COST,...",
+            help=f"Cost to train one expert: COST, or SIZE=COST per base size, {LIST_SYNTAX}.",
+        ),
     ],
     merge_cost: Annotated[float, typer.Option(help="Cost of merging, per expert.")] = 0.0,
     family: Annotated[
-        str | None,
-        typer.Option(help="Families the loss is averaged over, comma-separated, or 'new'."),
+        list[str] | None,
+        typer.Option(
+            metavar="FAMILY,...",
+            help=f"Families the loss is averaged over, {LIST_SYNTAX}; or 'new'.",
+        ),
     ] = None,
-    k_max: Annotated[int | None, typer.Option(help="Largest k considered. [default: M]")] = None,
+    k_max: Annotated[int | None, typer.Option(help="Largest k considered. (default: M)")] = None,
     pool_size: PoolOpt = None,
     level: LevelOpt = 0.9,
     json_out: JsonOpt = None,
@@ -231,13 +252,14 @@ def budget(
     from mergelaw.plan import CostModel
     from mergelaw.plan import budget as run_budget
 
-    per_expert = _mapping(expert_cost, "--expert-cost") if "=" in expert_cost else None
+    by_size = any("=" in text for text in expert_cost)
+    per_expert = _mapping(expert_cost, "--expert-cost") if by_size else None
     costs = CostModel(
         base=_mapping(base_costs, "--base-costs"),
         per_expert=per_expert if per_expert is not None else _cost(expert_cost, "--expert-cost"),
         per_merge=merge_cost,
     )
-    families = parse_list(family, str, "--family")
+    families = parse_values(family, str, "--family")
     if families == ["new"]:
         families = "new"
     post = _posterior(ctx, pool_size, json_out)
@@ -255,8 +277,9 @@ def forecast(
     size: SizeOpt,
     family: FamilyOpt = None,
     k: Annotated[
-        str | None, typer.Option(help="k values, comma-separated. [default: 1..max k]")
-    ] = (None),
+        list[str] | None,
+        typer.Option(metavar="K,...", help=f"k values, {LIST_SYNTAX}. (default: 1..max k)"),
+    ] = None,
     points: Annotated[
         Path | None,
         typer.Option(
@@ -275,7 +298,7 @@ def forecast(
         PoolChoice | None,
         typer.Option(
             help="Merges that hold the evaluated domain's own expert (with_own) or not "
-            "(without_own), at a fitted size. [default: the average over all subsets]"
+            "(without_own), at a fitted size. (default: the average over all subsets)"
         ),
     ] = None,
     json_out: JsonOpt = None,
@@ -287,7 +310,7 @@ def forecast(
     from mergelaw.plan import forecast as run_forecast
     from mergelaw.plan import forecast_from_points
 
-    ks = parse_list(k, float, "--k", RANGES["k"])
+    ks = parse_values(k, float, "--k", RANGES["k"])
     if points is not None and pool is not None:
         raise MergelawError("--pool applies to a fitted family's curve, not to --points")
     measured = None if points is None else _read_points(points, "--points")
@@ -318,11 +341,20 @@ def forecast(
 
 def compare(
     fit: FitArg,
-    methods: Annotated[str, typer.Option(help="Two methods, A,B (e.g. average,ties).")],
+    methods: Annotated[
+        list[str],
+        typer.Option(
+            metavar="A,B", help=f"Two methods A and B, {LIST_SYNTAX} (e.g. average,ties)."
+        ),
+    ],
     size: Annotated[
-        str | None, typer.Option(help="Base sizes, comma-separated. [default: the fit's]")
+        list[str] | None,
+        typer.Option(metavar="N,...", help=f"Base sizes, {LIST_SYNTAX}. (default: the fit's)"),
     ] = None,
-    k: Annotated[str | None, typer.Option(help="k values for the loss contrasts.")] = None,
+    k: Annotated[
+        list[str] | None,
+        typer.Option(metavar="K,...", help=f"k values for the loss contrasts, {LIST_SYNTAX}."),
+    ] = None,
     target: Annotated[
         float | None, typer.Option(help="Also contrast the experts needed for this loss.")
     ] = None,
@@ -351,14 +383,14 @@ def compare(
     from mergelaw.compare import contrasts, method_effects_loo
     from mergelaw.io import check_writable
 
-    names = parse_list(methods, str, "--methods")
+    names = parse_values(methods, str, "--methods")
     if len(names) != 2 or names[0] == names[1]:
-        raise MergelawError(f"--methods {methods!r}: expected two different methods, A,B")
-    sizes_b = parse_list(size, float, "--size", RANGES["size"])
-    ks = parse_list(k, float, "--k", RANGES["k"])
+        raise MergelawError(f"--methods {','.join(methods)!r}: expected two different methods, A,B")
+    sizes_b = parse_values(size, float, "--size", RANGES["size"])
+    ks = parse_values(k, float, "--k", RANGES["k"])
     if null is not None and not null.is_file():
         raise MergelawError(f"--null {null}: no such fit file")
-    if json_out is not None:
+    if json_out is not None and not is_stdout(json_out):
         check_writable(json_out)
     loaded = Fit.load(fit)
     answer = contrasts(
@@ -391,6 +423,7 @@ def compare(
                 f"± {d['se']:.1f})"
             ],
             None,
+            to_stderr=is_stdout(json_out),  # stdout holds the contrasts' JSON alone
         )
 
 
@@ -417,7 +450,7 @@ def _posterior(ctx: typer.Context, pool_size: float | None, json_out: Path | Non
     from mergelaw.bayes.posterior import Posterior
     from mergelaw.io import check_writable
 
-    if json_out is not None:
+    if json_out is not None and not is_stdout(json_out):
         check_writable(json_out)
     return Posterior.from_fit(Fit.load(ctx.obj["fit"]), pool_size=pool_size)
 
@@ -446,17 +479,17 @@ def _read_points(path: Path, option: str):
     return Points.from_frame(points, source=str(path))
 
 
-def _cost(text: str, option: str) -> float:
-    values = parse_list(text, float, option, RANGES["cost"])
+def _cost(texts: Sequence[str], option: str) -> float:
+    values = parse_values(texts, float, option, RANGES["cost"])
     if len(values) != 1:
-        raise MergelawError(f"{option} {text!r}: expected one cost, or SIZE=COST,...")
+        raise MergelawError(f"{option} {','.join(texts)!r}: expected one cost, or SIZE=COST,...")
     return values[0]
 
 
-def _mapping(text: str, option: str) -> dict[float, float]:
-    """SIZE=COST,... as {size: cost}: sizes > 0, costs >= 0."""
+def _mapping(texts: Sequence[str], option: str) -> dict[float, float]:
+    """SIZE=COST items (comma-separated or repeated) as {size: cost}: sizes > 0, costs >= 0."""
     out = {}
-    for item in parse_list(text, str, option):
+    for item in parse_values(texts, str, option):
         size, _, cost = item.partition("=")
         try:
             out[float(size)] = float(cost)
@@ -494,10 +527,14 @@ PROBABILITY_NAMES = {
 }
 
 
-def _report(answer, lines: list[str], json_out: Path | None, table=None) -> None:
+def _report(
+    answer, lines: list[str], json_out: Path | None, table=None, *, to_stderr: bool = False
+) -> None:
     """Print the answer's table, its decision lines, notes, flag and provenance; write JSON.
     Columns constant over the rows go to the title; with two or more varying settings, one table
-    per quantity."""
+    per quantity. With ``--json -`` (or ``to_stderr``) the printed part goes to stderr, so that
+    stdout holds the JSON alone."""
+    shown = stderr_console if to_stderr or is_stdout(json_out) else console
     table = answer.table if table is None else table
     level = float(answer.table["level"].iloc[0]) if len(answer.table) else 0.9
     probabilities = [c for c in table.columns if c.startswith("p_")]
@@ -510,25 +547,26 @@ def _report(answer, lines: list[str], json_out: Path | None, table=None) -> None
         for quantity, group in table.groupby("quantity", sort=False):
             stat = group["stat"].iloc[0]
             caption = f"{quantity} ({stat}) [{level:.0%} interval]"
-            console.print(_table(caption, group, varying, probabilities, with_quantity=False))
-        console.print(title, markup=False)
+            shown.print(_table(caption, group, varying, probabilities, with_quantity=False))
+        shown.print(title, markup=False)
     else:
         caption = f"{title}: estimate [{level:.0%} interval]"
-        console.print(_table(caption, table, varying, probabilities, with_quantity=True))
+        shown.print(_table(caption, table, varying, probabilities, with_quantity=True))
     if "p_equivalent" in probabilities:
         lines = [
             "P(A+): P(A < B - rope), P(=): P(|A - B| <= rope), P(B+): P(A > B + rope)",
             *lines,
         ]
     for line in [*lines, *(f"note: {n}" for n in answer.notes)]:
-        console.print(line, markup=False, soft_wrap=True)
+        shown.print(line, markup=False, soft_wrap=True)
     style = None if answer.ok else "bold red"
-    console.print(f"flag: {answer.flag}", markup=False, style=style, soft_wrap=True)
+    shown.print(f"flag: {answer.flag}", markup=False, style=style, soft_wrap=True)
     provenance = ", ".join(f"{k} {v}" for k, v in answer.provenance.items())
-    console.print(f"provenance: {provenance}", markup=False, soft_wrap=True)
+    shown.print(f"provenance: {provenance}", markup=False, soft_wrap=True)
     if json_out is not None:
         answer.write_json(json_out)
-        console.print(f"wrote {json_out}", markup=False)
+        if not is_stdout(json_out):
+            shown.print(f"wrote {json_out}", markup=False)
 
 
 def _table(caption: str, rows, settings: list[str], probabilities: list[str], with_quantity: bool):

@@ -1,10 +1,13 @@
 """The ``mergelaw measure`` command: a typer-compatible function that ``mergelaw.cli`` registers.
 
-Importing this module loads no torch; the sweep runner imports it when the command runs.
+Importing this module loads no torch; the sweep runner imports it when the command runs. Without
+torch the command says which extra to install, after the sweep file is checked. A run holds a
+lock on its output folder (``mergelaw.io.folder_lock``): a second run on the same folder refuses.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -12,7 +15,10 @@ from typing import Annotated
 
 import typer
 
-from mergelaw.errors import MergelawError, Range
+from mergelaw.errors import MergelawError, MissingExtraError, Range
+
+#: The modules ``mergelaw measure`` needs, all installed by ``pip install 'mergelaw[measure]'``.
+MEASURE_MODULES = ("torch", "transformers", "safetensors")
 
 #: Allowed values of the numeric options of measure and lab (by parameter name).
 RANGES: dict[str, Range] = {
@@ -85,7 +91,8 @@ def measure(
     domain) goes to OUT/curves.parquet, the table `mergelaw fit-ls` reads.
 
     Interrupted? Run the same command again: only missing rows are measured,
-    finished rows are never repeated.
+    finished rows are never repeated. One run at a time per output folder: a
+    second run on the same --out refuses while the first holds OUT/.mergelaw.lock.
 
     On a Ray cluster: --executor ray --address auto. Every node needs this
     package with torch, and the checkpoints and eval text at the same paths;
@@ -107,7 +114,7 @@ def measure(
 
     All settings: see the mergelaw.measure.sweep module docstring.
     """
-    from mergelaw.io import check_writable
+    from mergelaw.io import check_writable, folder_lock
     from mergelaw.measure.sweep import read_sweep, run_sweep
 
     if executor != ExecutorChoice.ray:
@@ -120,6 +127,7 @@ def measure(
     check_device(device, local=executor != ExecutorChoice.ray)
     spec = read_sweep(sweep)
     check_writable(out / "curves.parquet")
+    require_measure_extra()
     if threads is not None:
         import torch
 
@@ -127,12 +135,21 @@ def measure(
     runner = None
     if executor == ExecutorChoice.ray:
         runner = _ray_executor(address, workers, gpus_per_worker, cpus_per_worker, device)
-    table = run_sweep(spec, out, device=device, progress=progress, executor=runner)
+    with folder_lock(out, "mergelaw measure"):
+        table = run_sweep(spec, out, device=device, progress=progress, executor=runner)
     typer.echo(
         f"wrote {out / 'curves.parquet'}: {len(table)} rows, "
         f"{table['subset'].nunique()} subsets, {table['method'].nunique()} methods, "
         f"{table['eval_domain'].nunique()} eval domains"
     )
+
+
+def require_measure_extra(what: str = "mergelaw measure") -> None:
+    """Refuse in one line, naming the extra to install, where torch, transformers or
+    safetensors is missing (looked up without importing them)."""
+    for module in MEASURE_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(module, what)
 
 
 def check_device(device: str, *, local: bool = True, option: str = "--device") -> None:
@@ -144,6 +161,7 @@ def check_device(device: str, *, local: bool = True, option: str = "--device") -
         raise MergelawError(f"{option} {device}: expected auto, cpu, cuda or cuda:N")
     if not local:
         return
+    require_measure_extra(f"{option} {device}")
     import torch
 
     if not torch.cuda.is_available():

