@@ -33,6 +33,11 @@ sampler and the seeds::
     name = "ties"
     density = 0.2
 
+A mergekit merge config (YAML with ``merge_method``) is a sweep file too: its ``base_model`` and
+``models`` are the pool, its ``merge_method`` and ``parameters`` the one method, and the keys
+above other than base, experts, methods and exclude go under a ``mergelaw:`` section that
+mergekit ignores (the mapping: ``mergelaw.measure.mergekit_config``, docs/mergekit.md).
+
 ``run_sweep`` measures every (method, seed, subset) not yet in ``OUT/parts`` and then writes the
 whole table to ``OUT/curves.parquet`` (atomically).
 """
@@ -107,66 +112,92 @@ def read_sweep(path: str | Path) -> SweepSpec:
 
 
 def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
+    """Check a parsed sweep file: a native one, or a mergekit config with a ``mergelaw:`` section
+    (``mergelaw.measure.mergekit_config``: the pool and the method from mergekit's keys)."""
+    from mergelaw.measure.mergekit_config import SECTION, is_mergekit_config, read_mergekit
+
+    if is_mergekit_config(raw):
+        merge = read_mergekit(raw, path)
+        return _parse(
+            merge.sweep,
+            path,
+            base=merge.base,
+            experts=merge.experts,
+            methods=(merge.method,),
+            prefix=f"{SECTION}.",
+        )
+    return _parse(raw, path)
+
+
+def _parse(
+    raw: dict[str, Any],
+    path: Path,
+    *,
+    base: Path | None = None,
+    experts: dict[str, Path] | None = None,
+    methods: tuple[MethodSpec, ...] | None = None,
+    prefix: str = "",
+) -> SweepSpec:
+    """The sweep's own keys; ``base``, ``experts`` and ``methods`` given come from a mergekit
+    config, whose sweep keys sit under ``prefix`` (named so in messages)."""
     src = str(path)
     root = path.parent
-    known = {
-        "base", "name", "tokenizer", "experts", "eval", "methods", "k", "seeds", "sampler",
-        "exclude", "subsets_per_unit",
-    }  # fmt: skip
+
+    def q(key: str) -> str:
+        return f"'{prefix}{key}'"
+
+    known = {"name", "tokenizer", "eval", "k", "seeds", "sampler", "subsets_per_unit"}
+    if methods is None:
+        known |= {"base", "experts", "methods", "exclude"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise MergelawError(
-            f"{src}: unknown setting {unknown[0]!r} (expected some of: {', '.join(sorted(known))})"
+            f"{src}: unknown setting {q(unknown[0])} (expected some of: {', '.join(sorted(known))})"
         )
-    if "base" not in raw:
-        raise MergelawError(f"{src}: missing 'base' (expected the base checkpoint directory)")
-    experts = raw.get("experts")
-    if not isinstance(experts, dict) or not experts:
-        raise MergelawError(f"{src}: 'experts' must map expert ids to checkpoint directories")
+    if methods is None:
+        if "base" not in raw:
+            raise MergelawError(f"{src}: missing 'base' (expected the base checkpoint directory)")
+        base = root / str(raw["base"])
+        pool = raw.get("experts")
+        if not isinstance(pool, dict) or not pool:
+            raise MergelawError(f"{src}: 'experts' must map expert ids to checkpoint directories")
+        experts = {str(e): root / str(p) for e, p in pool.items()}
     ev = raw.get("eval")
     if not isinstance(ev, dict) or not isinstance(ev.get("domains"), dict) or not ev["domains"]:
         raise MergelawError(
-            f"{src}: missing 'eval.domains' (expected a table: domain name -> eval text file)"
+            f"{src}: missing {q('eval.domains')} (expected a table: domain name -> eval text file)"
         )
     eval_known = {"domains", "max_length", "batch_tokens", "dtype", "models_per_forward"}
     unknown = sorted(set(ev) - eval_known)
     if unknown:
         raise MergelawError(
-            f"{src}: unknown setting 'eval.{unknown[0]}' "
+            f"{src}: unknown setting {q('eval.' + unknown[0])} "
             f"(expected some of: {', '.join(sorted(eval_known))})"
         )
-    methods = raw.get("methods")
-    if not isinstance(methods, list) or not methods:
-        raise MergelawError(f"{src}: 'methods' must be a list of tables with a 'name'")
-    specs = []
-    for i, m in enumerate(methods):
-        if not isinstance(m, dict) or "name" not in m:
-            raise MergelawError(f"{src}: methods[{i}] has no 'name' (expected e.g. name = 'ties')")
-        params = {key: value for key, value in m.items() if key != "name"}
-        specs.append(method_spec(str(m["name"]), params, source=f"{src}: methods[{i}]"))
-    if len({(s.name, s.params_json) for s in specs}) != len(specs):
-        raise MergelawError(f"{src}: 'methods' lists the same method and parameters twice")
+    if methods is None:
+        methods = _methods(raw.get("methods"), src)
     m_size = len(experts)
-    ks = _ks(raw.get("k"), m_size, src)
+    ks = _ks(raw.get("k"), m_size, src, q("k"))
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(_is_int(s) for s in seeds):
-        raise MergelawError(f"{src}: 'seeds' = {seeds!r} (expected a list of whole numbers)")
+        raise MergelawError(f"{src}: {q('seeds')} = {seeds!r} (expected a list of whole numbers)")
     sampler = raw.get("sampler", {"name": "exhaustive"})
     if isinstance(sampler, str):
         sampler = {"name": sampler}
     if not isinstance(sampler, dict) or sampler.get("name") not in SAMPLERS:
         raise MergelawError(
-            f"{src}: 'sampler' = {sampler!r} (expected a table with name one of "
+            f"{src}: {q('sampler')} = {sampler!r} (expected a table with name one of "
             f"{', '.join(SAMPLERS)})"
         )
     unknown = sorted(set(sampler) - {"name", "n", "candidates"})
     if unknown:
         raise MergelawError(
-            f"{src}: unknown setting 'sampler.{unknown[0]}' (expected some of: candidates, n, name)"
+            f"{src}: unknown setting {q('sampler.' + unknown[0])} "
+            "(expected some of: candidates, n, name)"
         )
     dtype = ev.get("dtype", "auto")
     if dtype not in DTYPES:
-        raise MergelawError(f"{src}: 'eval.dtype' = {dtype!r} (expected one of {DTYPES})")
+        raise MergelawError(f"{src}: {q('eval.dtype')} = {dtype!r} (expected one of {DTYPES})")
     ints = {
         "eval.max_length": ev.get("max_length", 512),
         "eval.batch_tokens": ev.get("batch_tokens", 8192),
@@ -175,16 +206,16 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
     }
     for key, value in ints.items():
         if not _is_int(value) or value < (2 if key == "eval.max_length" else 1):
-            raise MergelawError(f"{src}: '{key}' = {value!r} (expected a positive whole number)")
+            raise MergelawError(f"{src}: {q(key)} = {value!r} (expected a positive whole number)")
     tokenizer = raw.get("tokenizer")
     if tokenizer is not None and tokenizer != "bytes":
         tokenizer = str(root / tokenizer)
     return SweepSpec(
         source=src,
-        base=root / str(raw["base"]),
-        experts={str(e): root / str(p) for e, p in experts.items()},
+        base=base,
+        experts=experts,
         domains={str(d): root / str(p) for d, p in ev["domains"].items()},
-        methods=tuple(specs),
+        methods=methods,
         ks=ks,
         seeds=tuple(int(s) for s in seeds),
         sampler=dict(sampler),
@@ -199,20 +230,34 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
     )
 
 
+def _methods(methods: Any, src: str) -> tuple[MethodSpec, ...]:
+    if not isinstance(methods, list) or not methods:
+        raise MergelawError(f"{src}: 'methods' must be a list of tables with a 'name'")
+    specs = []
+    for i, m in enumerate(methods):
+        if not isinstance(m, dict) or "name" not in m:
+            raise MergelawError(f"{src}: methods[{i}] has no 'name' (expected e.g. name = 'ties')")
+        params = {key: value for key, value in m.items() if key != "name"}
+        specs.append(method_spec(str(m["name"]), params, source=f"{src}: methods[{i}]"))
+    if len({(s.name, s.params_json) for s in specs}) != len(specs):
+        raise MergelawError(f"{src}: 'methods' lists the same method and parameters twice")
+    return tuple(specs)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _ks(value: Any, m: int, src: str) -> tuple[int, ...]:
+def _ks(value: Any, m: int, src: str, key: str = "'k'") -> tuple[int, ...]:
     if value is None:
         return tuple(range(1, m + 1))
     if isinstance(value, dict) and set(value) <= {"min", "max"}:
         value = list(range(int(value.get("min", 1)), int(value.get("max", m)) + 1))
     if not isinstance(value, list) or not value or not all(_is_int(k) for k in value):
-        raise MergelawError(f"{src}: 'k' = {value!r} (expected a list or {{min, max}})")
+        raise MergelawError(f"{src}: {key} = {value!r} (expected a list or {{min, max}})")
     bad = [k for k in value if not 1 <= k <= m]
     if bad:
-        raise MergelawError(f"{src}: 'k' = {bad[0]} (expected 1 <= k <= {m}, the pool size)")
+        raise MergelawError(f"{src}: {key} = {bad[0]} (expected 1 <= k <= {m}, the pool size)")
     return tuple(sorted(set(value)))
 
 
