@@ -3,7 +3,10 @@
 Each prints the query's answer as a table (estimate and interval per quantity), the decision in
 words, the fit's diagnostics flag and provenance, and with ``--json OUT`` writes the same answer
 as JSON (atomically); with ``--json -`` the JSON goes to stdout and the rest to stderr, so that
-``mergelaw plan FIT stop ... --json - | jq`` works. List options take values comma-separated or
+``mergelaw plan FIT stop ... --json - | jq`` works. ``plan target`` and ``plan stop`` with
+``--emit-mergekit FILE --sweep SWEEP`` also write the planned merge (k experts of the sweep's pool,
+the family's method) as a mergekit config (``mergelaw.measure.mergekit_config.emit_mergekit``,
+imported only then; it loads no torch). List options take values comma-separated or
 repeated (``parse_values``). Importing this module loads only typer and rich; the queries load
 numpy and pandas when a command runs.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -68,7 +72,13 @@ plan_app = typer.Typer(
 )
 
 FitArg = Annotated[Path, typer.Argument(metavar="FIT", help="A fit written by mergelaw fit.")]
-SizeOpt = Annotated[float, typer.Option("--size", help="Base size N in billions (any size).")]
+SizeOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--size",
+        help="Base size N in billions (any size). (default: the fit's base size, when it has one)",
+    ),
+]
 FamilyOpt = Annotated[
     str | None,
     typer.Option(
@@ -86,6 +96,31 @@ PoolOpt = Annotated[
     float | None,
     typer.Option(help="Experts in the pool M (finite-pool spread). (default: the table's max k)"),
 ]
+EmitOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--emit-mergekit",
+        metavar="FILE",
+        help="Also write the planned merge (the answer's k experts of --sweep's pool, merged with "
+        "the family's method) as a mergekit config: mergekit-yaml FILE OUT makes that model. "
+        "Needs one family (--family).",
+    ),
+]
+SweepOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="With --emit-mergekit: the sweep file (native or mergekit) the curves were measured "
+        "with; its pool gives the base and the expert folders."
+    ),
+]
+ExpertsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="ID,...",
+        help=f"With --emit-mergekit: the experts to merge, {LIST_SYNTAX} (k of them). (default: "
+        "the family's own expert first, then the pool's order)",
+    ),
+]
 PriorOpt = Annotated[
     str, typer.Option(help="Prior for a new pool's curve: 'new' (the population) or a family.")
 ]
@@ -100,22 +135,30 @@ def plan(ctx: typer.Context, fit: FitArg) -> None:
 def target(
     ctx: typer.Context,
     loss: Annotated[float, typer.Option(help="Target expected loss (nats/token).")],
-    size: SizeOpt,
+    size: SizeOpt = None,
     family: FamilyOpt = None,
     prob: Annotated[float, typer.Option(help="Required P(L(k) <= target).")] = 0.9,
     k_max: Annotated[float | None, typer.Option(help="Experts available. (default: M)")] = None,
     pool_size: PoolOpt = None,
     level: LevelOpt = 0.9,
     json_out: JsonOpt = None,
+    emit: EmitOpt = None,
+    sweep: SweepOpt = None,
+    experts: ExpertsOpt = None,
 ) -> None:
     """Experts needed to reach a target loss.
 
-    'Unreachable at this size' comes with the base size that would reach it."""
+    'Unreachable at this size' comes with the base size that would reach it. With
+    --emit-mergekit, a reachable target's merge is written as a mergekit config."""
     from mergelaw.plan import experts_for_target
 
     if k_max is not None and pool_size is not None and k_max > pool_size:
         raise MergelawError(f"--k-max {k_max:g}: expected at most --pool-size ({pool_size:g})")
+    planned = _emit_options(emit, sweep, experts, family)
     post = _posterior(ctx, pool_size, json_out)
+    size = _size_of(post, size)
+    if planned is not None:
+        _one_family(post, family)
     answer = experts_for_target(
         post, loss, n_b=size, family=family, prob=prob, k_max=k_max, level=level
     )
@@ -135,16 +178,26 @@ def target(
                 f"{where}: {reason} with P >= {prob:g}; reachable from a base of "
                 f"{_size(n_pool)} with <= {d['k_max']:g} experts ({_size(n_any)} with any number)"
             )
+    wrote = None
+    if planned is not None:
+        ((label, d),) = answer.decision.items()
+        if d["status"] != "reachable":
+            raise MergelawError(
+                f"--emit-mergekit: {label} @ {size:g}B: the target loss {loss:g} is "
+                f"{d['status']} (P >= {prob:g}); there is no planned merge to write"
+            )
+        wrote = _emit(planned, post, label, d["k"], lines[0], ctx)
     _report(answer, lines, json_out)
+    _print_emitted(wrote, json_out)
 
 
 def stop(
     ctx: typer.Context,
-    size: SizeOpt,
     epsilon: Annotated[
         float,
         typer.Option(help="Smallest worthwhile loss drop per expert (nats), or per unit cost."),
     ],
+    size: SizeOpt = None,
     cost_per_expert: Annotated[
         float | None, typer.Option(help="Cost of one expert: epsilon becomes nats per unit cost.")
     ] = None,
@@ -170,16 +223,29 @@ def stop(
     level: LevelOpt = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of the importance resampling.")] = 0,
     json_out: JsonOpt = None,
+    emit: EmitOpt = None,
+    sweep: SweepOpt = None,
+    experts: ExpertsOpt = None,
 ) -> None:
     """When to stop adding experts: gain below epsilon, k80, k90; or stop/continue now.
 
     The first k whose expected gain drops below epsilon (per unit cost with --cost-per-expert),
-    and k80/k90; with --losses, stop or continue for a pool being measured."""
+    and k80/k90; with --losses, stop or continue for a pool being measured. With
+    --emit-mergekit, the merge of that many experts is written as a mergekit config."""
     from mergelaw.plan import sequential_stop, stopping
 
     shares = parse_values(fractions, float, "--fractions", RANGES["fractions"]) or [0.8, 0.9]
+    if emit is not None and losses is not None:
+        raise MergelawError(
+            "--emit-mergekit writes a fitted family's planned merge; it does not apply with "
+            "--losses (a new pool's stop or continue)"
+        )
+    planned = _emit_options(emit, sweep, experts, family)
     measured = None if losses is None else _read_points(losses, "--losses")
     post = _posterior(ctx, pool_size, json_out)
+    size = _size_of(post, size)
+    if planned is not None:
+        _one_family(post, family)
     if measured is not None:
         answer = sequential_stop(
             post,
@@ -215,7 +281,13 @@ def stop(
             f"expected gain is below {answer.table['threshold'].iloc[0]:.4g})"
             for label, d in answer.decision.items()
         ]
+    wrote = None
+    if planned is not None:
+        ((label, d),) = answer.decision.items()
+        k = 1.0 if d["adding_experts"] == "makes it worse" else d["stop_at_k"]
+        wrote = _emit(planned, post, label, k, lines[0], ctx)
     _report(answer, lines, json_out)
+    _print_emitted(wrote, json_out)
 
 
 def budget(
@@ -274,7 +346,7 @@ def budget(
 
 def forecast(
     ctx: typer.Context,
-    size: SizeOpt,
+    size: SizeOpt = None,
     family: FamilyOpt = None,
     k: Annotated[
         list[str] | None,
@@ -315,6 +387,7 @@ def forecast(
         raise MergelawError("--pool applies to a fitted family's curve, not to --points")
     measured = None if points is None else _read_points(points, "--points")
     post = _posterior(ctx, pool_size, json_out)
+    size = _size_of(post, size)
     lines = []
     if measured is not None:
         answer = forecast_from_points(
@@ -453,6 +526,123 @@ def _posterior(ctx: typer.Context, pool_size: float | None, json_out: Path | Non
     if json_out is not None and not is_stdout(json_out):
         check_writable(json_out)
     return Posterior.from_fit(Fit.load(ctx.obj["fit"]), pool_size=pool_size)
+
+
+def _size_of(post, size: float | None) -> float:
+    """``--size``, or the fit's one base size when it was not given."""
+    if size is not None:
+        return size
+    if len(post.sizes_b) != 1:
+        sizes = ", ".join(f"{n:g}B" for n in post.sizes_b)
+        raise MergelawError(
+            f"--size: this fit has {len(post.sizes_b)} base sizes ({sizes}); give the one to "
+            "plan for (billions)"
+        )
+    return post.sizes_b[0]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """What --emit-mergekit writes: the target file, the read sweep, the experts asked for."""
+
+    target: Path
+    sweep: object  # mergelaw.measure.sweep.SweepSpec
+    experts: list[str] | None
+
+
+def _emit_options(
+    emit: Path | None, sweep: Path | None, experts: list[str] | None, family: str | None
+) -> _Planned | None:
+    """Check --emit-mergekit, --sweep and --experts before any work: the file is writable and
+    the sweep file reads (no torch is imported: the sweep is only parsed)."""
+    from mergelaw.io import check_writable
+
+    ids = parse_values(experts, str, "--experts")
+    if emit is None:
+        for given, option in ((sweep, "--sweep"), (ids, "--experts")):
+            if given is not None:
+                raise MergelawError(f"{option}: only with --emit-mergekit FILE")
+        return None
+    if is_stdout(emit):
+        raise MergelawError("--emit-mergekit -: expected a file path (mergekit-yaml reads a file)")
+    if sweep is None:
+        raise MergelawError(
+            f"--emit-mergekit {emit}: needs --sweep SWEEP (the sweep file whose pool the curves "
+            "were measured on)"
+        )
+    if family == "new":
+        raise MergelawError(
+            "--emit-mergekit needs a family of the fit: 'new' has no method or pool to merge"
+        )
+    check_writable(emit)
+    from mergelaw.measure.mergekit_config import choose_experts
+    from mergelaw.measure.sweep import read_sweep
+
+    spec = read_sweep(sweep)
+    if ids is not None:  # in the pool, none twice; their number is checked against k later
+        choose_experts(list(spec.experts), len(ids), experts=ids)
+    return _Planned(emit, spec, ids)
+
+
+def _one_family(post, family: str | None) -> None:
+    """Refuse, before the query, an --emit-mergekit answer that would cover several families."""
+    if family is None and len(post.labels) != 1:
+        raise MergelawError(
+            f"--emit-mergekit needs one family (--family; this fit has {len(post.labels)}: "
+            f"{', '.join(post.labels)})"
+        )
+
+
+def _emit(planned: _Planned, post, label: str, k: float, line: str, ctx: typer.Context):
+    """Write the family's planned merge of k experts as a mergekit config; return (file, k,
+    chosen ids, a note or None). k beyond the pool (the rule says more experts are still worth
+    it) merges the whole pool, and says so."""
+    from mergelaw.measure.mergekit_config import emit_mergekit
+
+    row = post.families[post.families["label"] == label].iloc[0]
+    pool = list(planned.sweep.experts)
+    note = None
+    if math.isinf(k) or k > len(pool):
+        asked = "more than any k" if math.isinf(k) else f"k = {k:.0f}"
+        note = (
+            f"the answer asks for {asked} but {planned.sweep.source}'s pool has {len(pool)} "
+            f"experts: the config merges all {len(pool)}"
+        )
+        k = float(len(pool))
+    if planned.experts is not None and len(planned.experts) != k:
+        raise MergelawError(
+            f"--experts {','.join(planned.experts)}: {len(planned.experts)} experts, but the "
+            f"answer merges k = {k:.0f}"
+        )
+    data = post.provenance.get("data_hash")
+    header = f"{line}\nfit: {ctx.obj['fit']} (data {data}, flag: {post.flag})"
+    if note is not None:
+        header += f"\nnote: {note}"
+    chosen = emit_mergekit(
+        planned.target,
+        planned.sweep,
+        row["method"],
+        row["method_params"],
+        int(k),
+        experts=planned.experts,
+        own=row["eval_domain"],
+        note=header,
+    )
+    return planned.target, chosen, note
+
+
+def _print_emitted(wrote, json_out: Path | None) -> None:
+    if wrote is None:
+        return
+    target, chosen, note = wrote
+    shown = stderr_console if is_stdout(json_out) else console
+    if note is not None:
+        shown.print(f"note: {note}", markup=False, soft_wrap=True)
+    shown.print(
+        f"wrote {target}: mergekit config of {len(chosen)} experts ({', '.join(chosen)})",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _read_points(path: Path, option: str):
