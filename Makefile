@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[measure,ray,dev]'
+	$(BIN)/pip install --quiet -e '.[measure,ray,nutpie,dev]'
 	touch $(STAMP)
 
 lint: install

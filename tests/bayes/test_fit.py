@@ -182,3 +182,17 @@ def test_one_chain_is_a_valid_flagged_fit(table):
     assert "1 chain: R-hat needs >= 2 chains" in one.flag
     assert np.isnan(one.diagnostics.max_rhat) and one.diagnostics.min_ess_bulk > 0
     assert one.idata.log_likelihood["loss"].shape == (1, QUICK["draws"], len(table))
+
+
+def test_a_nutpie_fit_carries_its_log_likelihood_and_loo_reads_it(table, quick_fit):
+    """The nutpie extra: PyMC's model sampled by nutpie is a whole fit (pointwise log-likelihood
+    made after sampling, as for the other samplers), and PSIS-LOO compares it with NumPyro's."""
+    pytest.importorskip("nutpie")
+    from mergelaw.bayes import diagnostics
+
+    by_nutpie = fit(table, backend="pymc", sampler="nutpie", seed=5, **QUICK)
+    assert by_nutpie.meta["sampler"] == "pymc (nutpie)"
+    assert by_nutpie.idata.log_likelihood["loss"].shape == (2, QUICK["draws"], len(table))
+    assert np.isfinite(by_nutpie.idata.log_likelihood["loss"].values).all()
+    comparison = diagnostics.compare({"nutpie": by_nutpie.idata, "numpyro": quick_fit.idata})
+    assert set(comparison.index) == {"nutpie", "numpyro"}
