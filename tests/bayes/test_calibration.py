@@ -73,10 +73,19 @@ def test_a_shorter_run_is_a_prefix_of_a_longer_one():
 
 
 @pytest.mark.slow
-def test_sbc_ranks_are_uniform_and_group_intervals_cover():
+@pytest.mark.parametrize(
+    "one_size",
+    [
+        pytest.param(False, id="three_sizes"),  # about 21 min on 2 cores: in CI
+        # about 10 min more: a study (benchmarks/results/sbc_one_size.txt is its record)
+        pytest.param(True, id="one_size", marks=pytest.mark.study),
+    ],
+)
+def test_sbc_ranks_are_uniform_and_group_intervals_cover(one_size):
     """The SLOW_TEST_SIMS tables of benchmarks/sbc.py (same seeds and settings; the benchmark
-    prints this test's numbers): population ranks uniform, 90% intervals of the group
-    parameters covering 85-95% of the truths."""
-    result = calibrate(load_spec(SBC_SPEC), sbc_template(), n_sims=SLOW_TEST_SIMS, **SBC_SETTINGS)
+    prints this test's numbers; --one-size for the one-size template): population ranks
+    uniform, 90% intervals of the group parameters covering 85-95% of the truths."""
+    template = sbc_template(one_size=one_size)
+    result = calibrate(load_spec(SBC_SPEC), template, n_sims=SLOW_TEST_SIMS, **SBC_SETTINGS)
     assert result.uniformity()["p_value"].min() > 0.001
     assert 0.85 <= result.coverage["covered"].mean() <= 0.95

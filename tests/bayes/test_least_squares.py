@@ -130,6 +130,7 @@ def test_bootstrap_intervals_cover_truth_small():
 
 
 @pytest.mark.slow
+@pytest.mark.study  # about 24 min on 2 cores: benchmarks/results/ls_recovery.txt is its record
 def test_bootstrap_intervals_cover_truth_20_seeds():
     """Acceptance check: >= 80% coverage of every joint-law parameter over 20 seeds, 27 families.
 
