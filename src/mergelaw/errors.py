@@ -69,30 +69,6 @@ def check_options(
             allowed.check(flags.get(name, name), values[name])
 
 
-def parse_list(
-    text: str | None,
-    convert: Callable[[str], Any],
-    option: str,
-    allowed: Range | None = None,
-) -> list | None:
-    """Comma-separated values of ``option`` (None stays None), each converted and, with
-    ``allowed``, checked against its range."""
-    if text is None:
-        return None
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise MergelawError(f"{option} {text!r}: empty list (expected comma-separated values)")
-    try:
-        values = [convert(item) for item in items]
-    except ValueError:
-        raise MergelawError(
-            f"{option} {text!r}: cannot read it (expected comma-separated values)"
-        ) from None
-    if allowed is not None:
-        allowed.check(option, values)
-    return values
-
-
 def number(value: Any) -> str:
     """A number as a user typed it: 3, 0.5, -0.1, nan (never a numpy repr such as
     np.float64(0.5))."""
