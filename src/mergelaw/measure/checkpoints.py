@@ -9,20 +9,26 @@ A folder may hold its weights in several ways; the first rule that applies decid
 2. ``model.safetensors``: that file alone.
 3. Otherwise every ``*.safetensors`` file, each tensor name in one file only.
 
-Transformers prefers ``model.safetensors`` over an index; ``load_pool`` copies what this module
-reads into the base's evaluation model, so the model evaluated and the task vectors agree.
+Transformers prefers ``model.safetensors`` over an index; ``load_pool`` fills the base's evaluation
+model from what this module reads, so the model evaluated and the task vectors agree.
 A shard the index names but the folder lacks, or a tensor missing from its shard, is a one-line
 ``MergelawError`` naming the file and the tensor.
+
+``open_checkpoint`` reads only the files' headers: a ``Checkpoint`` knows every tensor's name,
+shape and place, and reads a tensor (or a block of its rows) when asked
+(``mergelaw.measure.tensorfile``), so a pool of M experts never holds M models.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mergelaw.errors import MergelawError
+from mergelaw.measure.tensorfile import TensorInfo, read_header, read_tensor
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -53,32 +59,44 @@ def tensor_files(path: str | Path) -> dict[str, Path]:
     return where
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint folder (as stored: dtype kept), read by ``tensor_files``."""
-    from safetensors import safe_open
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint folder's tensors, read on demand: name -> where it lies (dtype, shape)."""
 
+    path: Path
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: info.shape for name, info in self.tensors.items()}
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tensor ``name`` (or rows ``[a, b)`` of its first dimension) as stored."""
+        return read_tensor(self.tensors[name], rows)
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint's tensors by ``tensor_files``' rules, from the files' headers alone."""
     by_file: dict[Path, list[str]] = {}
     for name, file in tensor_files(path).items():
         by_file.setdefault(file, []).append(name)
-    state: dict[str, torch.Tensor] = {}
+    tensors: dict[str, TensorInfo] = {}
     for file, names in by_file.items():
-        try:
-            with safe_open(file, framework="pt") as handle:
-                present = set(handle.keys())
-                for name in names:
-                    if name not in present:
-                        raise MergelawError(
-                            f"{file}: no tensor {name!r} (the {INDEX} maps it to this shard; "
-                            f"expected it here, found {len(present)} other tensors)"
-                        )
-                    state[name] = handle.get_tensor(name)
-        except MergelawError:
-            raise
-        except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
-            raise MergelawError(
-                f"{file}: not a readable safetensors file ({_first(exc)})"
-            ) from None
-    return state
+        header = read_header(file)
+        for name in names:
+            if name not in header:
+                raise MergelawError(
+                    f"{file}: no tensor {name!r} (the {INDEX} maps it to this shard; "
+                    f"expected it here, found {len(header)} other tensors)"
+                )
+            tensors[name] = header[name]
+    return Checkpoint(Path(path), tensors)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder (as stored: dtype kept), read by ``tensor_files``."""
+    checkpoint = open_checkpoint(path)
+    return {name: checkpoint.read(name) for name in checkpoint.tensors}
 
 
 def _from_index(path: Path, index: Path) -> dict[str, Path]:
@@ -111,13 +129,7 @@ def _from_index(path: Path, index: Path) -> dict[str, Path]:
 
 
 def _names(file: Path) -> list[str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(file, framework="pt") as handle:
-            return list(handle.keys())
-    except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
-        raise MergelawError(f"{file}: not a readable safetensors file ({_first(exc)})") from None
+    return sorted(read_header(file))
 
 
 def _first(exc: Exception) -> str:

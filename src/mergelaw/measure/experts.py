@@ -1,4 +1,4 @@
-"""Base + experts: load them, check they are mergeable, hold the task vectors once on the device.
+"""Base + experts: open them lazily, check they are mergeable, give task vectors tensor by tensor.
 
 Experts come from local Hugging Face checkpoint directories (``config.json`` + ``*.safetensors``,
 sharded ones read by their index's weight map: ``mergelaw.measure.checkpoints``), from PEFT LoRA
@@ -12,34 +12,125 @@ Which tensors merge: every parameter (buffers never), except those matching ``ex
 regular expression; they keep the base values). Embedding and output tensors (``EMBEDDING_PATTERN``)
 are laid out last in the flat vector, so a method with ``merge_embeddings = false`` merges a
 prefix and leaves them at the base values.
+
+Memory: the pool holds the evaluated model (float32, on the device) and, of the base and each
+expert, only where its tensors lie: the checks use the files' headers, and a merge
+(``mergelaw.measure.streaming``) reads a tensor (or a block of its rows) of the base and of each
+expert when it needs it, in the checkpoint's dtype, and computes its task vector in float32 there:
+v_i = theta_i - theta_base, the same values as the whole vector would hold. An adapter holds its
+low-rank factors (small). ``ExpertPool.base_flat`` and ``task_vectors`` are the whole float32
+vectors, built on first use (4·(M+1)·P bytes): for tests and small pools; measuring never uses them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from mergelaw.errors import MergelawError
-from mergelaw.measure.checkpoints import read_checkpoint
-from mergelaw.measure.lora import is_adapter, lora_deltas
+from mergelaw.measure.checkpoints import Checkpoint, open_checkpoint
+from mergelaw.measure.lora import LoraAdapter, is_adapter, read_lora
 from mergelaw.measure.merge import Segment
+from mergelaw.measure.tensorfile import TensorInfo, read_tensor
 
 EMBEDDING_PATTERN = (
     r"(^|\.)(embed_tokens|embed_in|embed_out|wte|wpe|word_embeddings|lm_head|output)(\.|$)"
 )
 
 ModelSource = str | Path | nn.Module
+Rows = tuple[int, int] | None
+
+
+class TensorSource(Protocol):
+    """Tensors by name, as stored, read when asked (a ``Checkpoint``, or a state dict's); each
+    read is a new tensor, the caller's own."""
+
+    @property
+    def shapes(self) -> Mapping[str, tuple[int, ...]]: ...
+
+    def read(self, name: str, rows: Rows = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class StateTensors:
+    """An in-memory state dict as a ``TensorSource`` (a read copies what it returns)."""
+
+    state: Mapping[str, torch.Tensor]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(t.shape) for name, t in self.state.items()}
+
+    def read(self, name: str, rows: Rows = None) -> torch.Tensor:
+        t = self.state[name].detach()
+        return (t[rows[0] : rows[1]] if rows is not None and t.dim() else t).clone()
+
+
+class Expert(Protocol):
+    """One expert's task vector, tensor by tensor."""
+
+    def delta(self, seg: Segment, base: torch.Tensor, rows: Rows = None) -> torch.Tensor:
+        """v = theta - theta_base on ``seg`` (rows ``[a, b)`` of its first dimension, or all),
+        flat float32 on ``base``'s device; ``base`` holds the base's values of those rows, flat
+        float32. The result is the caller's own (a merge may change it in place)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FullExpert:
+    """A full fine-tune: its tensors minus the base's."""
+
+    tensors: TensorSource
+
+    def delta(self, seg: Segment, base: torch.Tensor, rows: Rows = None) -> torch.Tensor:
+        theta = self.tensors.read(seg.name, rows).to(device=base.device, dtype=torch.float32)
+        return theta.reshape(-1).sub_(base)  # in place: a read is the reader's own tensor
+
+
+class AdapterExpert:
+    """A LoRA adapter: per tensor the sum of its deltas on that parameter and its tied aliases
+    (added as ``lora_deltas`` orders them). The low-rank products of the tensor a merge is on
+    are computed once and kept until the merge moves on; saved full tensors are read by rows.
+    """
+
+    def __init__(self, adapter: LoraAdapter, canonical: Mapping[str, str]):
+        self.adapter = adapter
+        self.parts: dict[str, list[str]] = {}
+        for name in adapter.names:
+            self.parts.setdefault(canonical.get(name, name), []).append(name)
+        self._seg: str | None = None
+        self._products: dict[tuple[str, int], torch.Tensor] = {}
+
+    def delta(self, seg: Segment, base: torch.Tensor, rows: Rows = None) -> torch.Tensor:
+        if self._seg != seg.name:
+            self._seg, self._products = seg.name, {}
+        flat = torch.zeros(base.numel(), dtype=torch.float32, device=base.device)
+        for name in self.parts.get(seg.name, ()):
+            value = None
+            for j, part in enumerate(self.adapter.parts[name]):
+                if isinstance(part, TensorInfo):  # saved full tensor: saved - base
+                    saved = read_tensor(part, rows).to(base.device, torch.float32).reshape(-1)
+                    x = saved - base
+                else:
+                    if (name, j) not in self._products:
+                        self._products[name, j] = part.delta().to(base.device).reshape(-1)
+                    x = _rows_of(self._products[name, j], seg, rows)
+                value = x if value is None else value + x
+            flat += value
+        return flat
 
 
 @dataclass
 class ExpertPool:
-    """The base model (evaluation copy on ``device``), the layout, and the task vectors."""
+    """The base model (evaluation copy on ``device``), the layout, and the experts' sources."""
 
     model: nn.Module
     base_name: str
@@ -47,15 +138,42 @@ class ExpertPool:
     n_params: int
     expert_ids: tuple[str, ...]
     layout: tuple[Segment, ...]
-    base_flat: torch.Tensor  # (P,)
-    task_vectors: torch.Tensor  # (M, P): v_i = theta_i - theta_base, float32
-
-    @property
-    def device(self) -> torch.device:
-        return self.base_flat.device
+    device: torch.device
+    base: TensorSource
+    experts: tuple[Expert, ...]
 
     def index(self, expert_id: str) -> int:
         return self.expert_ids.index(expert_id)
+
+    def base_tensor(self, seg: Segment, rows: Rows = None) -> torch.Tensor:
+        """The base's values of ``seg`` (rows ``[a, b)``, or all): flat float32 on the device."""
+        t = self.base.read(seg.name, rows).to(device=self.device, dtype=torch.float32)
+        return t.reshape(-1)
+
+    def task_vector(
+        self, i: int, seg: Segment, base: torch.Tensor, rows: Rows = None
+    ) -> torch.Tensor:
+        """Expert ``i``'s task vector on ``seg`` (rows ``[a, b)``), given the base's values
+        there (``base_tensor``)."""
+        return self.experts[i].delta(seg, base, rows)
+
+    @functools.cached_property
+    def base_flat(self) -> torch.Tensor:
+        """The base's merged tensors as one flat float32 vector (P floats, built on first use)."""
+        flat = torch.empty(self.layout[-1].stop if self.layout else 0, device=self.device)
+        for seg in self.layout:
+            flat[seg.offset : seg.stop] = self.base_tensor(seg)
+        return flat
+
+    @functools.cached_property
+    def task_vectors(self) -> torch.Tensor:
+        """All task vectors, (M, P) float32, built on first use: tests and small pools only."""
+        vectors = torch.empty((len(self.experts), self.base_flat.numel()), device=self.device)
+        for seg in self.layout:
+            base = self.base_flat[seg.offset : seg.stop]
+            for i in range(len(self.experts)):
+                vectors[i, seg.offset : seg.stop] = self.task_vector(i, seg, base)
+        return vectors
 
 
 def load_pool(
@@ -67,11 +185,14 @@ def load_pool(
     embedding_pattern: str = EMBEDDING_PATTERN,
     base_name: str | None = None,
 ) -> ExpertPool:
-    """Load the base and the experts, check them, and build the pool on ``device``."""
+    """Load the base's model onto ``device``, open and check the experts, lay out the tensors.
+
+    Reads no expert's tensors (adapters: their factors); see ``mergelaw.measure.streaming``.
+    """
     if not experts:
         raise MergelawError("experts: none given (expected at least one expert to merge)")
     device = torch.device(device)
-    model, base_state, base_where = _load_base(base)
+    model, base_source, base_where = _load_base(base)
     base_cfg = _config_of(base, model)
     params = dict(model.named_parameters())  # shared (tied) parameters appear once
     exclude_re = re.compile(exclude) if exclude else None
@@ -83,20 +204,37 @@ def load_pool(
         seg = Segment(name, offset, tuple(params[name].shape), bool(embed_re.search(name)))
         layout.append(seg)
         offset += seg.numel
-    base_flat = _flatten(base_state, layout, base_where).to(device)
-    vectors = torch.empty((len(experts), offset), dtype=torch.float32, device=device)
-    for i, source in enumerate(experts.values()):
+    base_shapes = base_source.shapes
+    for seg in layout:
+        if seg.name not in base_shapes:
+            raise MergelawError(
+                f"{base_where}: tensor {seg.name!r} is missing (expected the base's parameter "
+                "names)"
+            )
+    canonical: dict[str, str] = {}
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        canonical[name] = first.setdefault(id(param), name)
+    sources: list[Expert] = []
+    for source in experts.values():
         if is_adapter(source):
-            vectors[i] = _adapter_vector(source, model, layout, base_where).to(device)
+            sources.append(AdapterExpert(read_lora(source, model, base_where), canonical))
             continue
-        state, where = _load_state(source)
-        _check_mergeable(_config_of(source, None), base_cfg, state, base_state, where, base_where)
-        vectors[i] = _flatten(state, layout, where).to(device)
-        vectors[i] -= base_flat
-        del state
+        tensors, where = _open(source)
+        _check_mergeable(
+            _config_of(source, None), base_cfg, tensors.shapes, base_shapes, where, base_where
+        )
+        for seg in layout:
+            if seg.name not in tensors.shapes:
+                raise MergelawError(
+                    f"{where}: tensor {seg.name!r} is missing (expected the base's parameter names)"
+                )
+        sources.append(FullExpert(tensors))
     model = model.to(device=device, dtype=torch.float32).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+        if not p.data.is_contiguous():
+            p.data = p.data.contiguous()
     arch = str(getattr(model.config, "model_type", None) or type(model).__name__)
     n_params = sum(p.numel() for p in model.parameters())
     if base_name is None:
@@ -108,15 +246,22 @@ def load_pool(
         n_params=n_params,
         expert_ids=tuple(str(e) for e in experts),
         layout=tuple(layout),
-        base_flat=base_flat,
-        task_vectors=vectors,
+        device=device,
+        base=base_source,
+        experts=tuple(sources),
     )
 
 
-def _load_base(source: ModelSource) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
+def _load_base(source: ModelSource) -> tuple[nn.Module, TensorSource, str]:
+    """The evaluation model and the base's tensors (kept as read: the model gets merged into).
+
+    A checkpoint folder: the model is built from its config.json (float32) and filled tensor by
+    tensor from what ``open_checkpoint`` reads, so loading holds one model and one tensor.
+    """
     if isinstance(source, nn.Module):
-        return source, dict(source.state_dict()), type(source).__name__
-    from transformers import AutoModelForCausalLM
+        state = {n: t.detach().clone() for n, t in source.state_dict().items()}
+        return source, StateTensors(state), type(source).__name__
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     where = str(source)
     if is_adapter(source):
@@ -124,32 +269,54 @@ def _load_base(source: ModelSource) -> tuple[nn.Module, dict[str, torch.Tensor],
             f"{source}: a PEFT adapter cannot be the base (expected the base model's checkpoint "
             "directory: config.json + *.safetensors)"
         )
-    state, _ = _load_state(source)
+    checkpoint = open_checkpoint(source)
     _config_json(Path(source))
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            Path(source), dtype=torch.float32, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' own errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MergelawError(
-            f"{source}: transformers cannot load this checkpoint ({first})"
-        ) from None
-    # Transformers prefers model.safetensors over a shard index; the model evaluated must hold the
-    # tensors the task vectors are taken against (the index's, see mergelaw.measure.checkpoints).
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # a tensor of another shape than the config gives
+        config = AutoConfig.from_pretrained(Path(source), local_files_only=True)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:  # transformers' own
         raise MergelawError(
             f"{source}: transformers cannot load this checkpoint ({_first_line(exc)})"
         ) from None
-    return model, state, where
+    _fill(model, checkpoint, where)
+    return model.eval(), checkpoint, where
 
 
-def _load_state(source: ModelSource) -> tuple[dict[str, torch.Tensor], str]:
+def _fill(model: nn.Module, checkpoint: Checkpoint, where: str) -> None:
+    """Copy the checkpoint's tensors into the model's parameters and saved buffers, one at a time.
+
+    A parameter the checkpoint lacks (and no tied alias of it holds) is refused by name, as is
+    a tensor of another shape than the config gives.
+    """
+    aliases: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    targets: dict[str, torch.Tensor] = {}
+    for name, param in model.named_parameters():
+        found = next((n for n in aliases[id(param)] if n in checkpoint.tensors), None)
+        if found is None:
+            raise MergelawError(
+                f"{where}: tensor {name!r} is missing (expected the base's parameter names)"
+            )
+        targets[found] = param
+    for name, buffer in model.named_buffers():
+        if name in checkpoint.tensors and name not in targets:
+            targets[name] = buffer
+    with torch.no_grad():
+        for name, target in targets.items():
+            shape = checkpoint.tensors[name].shape
+            if shape != tuple(target.shape):
+                raise MergelawError(
+                    f"{where}: transformers cannot load this checkpoint (tensor {name!r} has "
+                    f"shape {shape} but its config.json gives {tuple(target.shape)})"
+                )
+            target.copy_(checkpoint.read(name))
+
+
+def _open(source: ModelSource) -> tuple[TensorSource, str]:
     if isinstance(source, nn.Module):
-        return dict(source.state_dict()), type(source).__name__
-    return read_checkpoint(source), str(source)
+        return StateTensors(dict(source.state_dict())), type(source).__name__
+    return open_checkpoint(source), str(source)
 
 
 def _config_json(path: Path) -> dict:
@@ -176,8 +343,8 @@ def _config_of(source: ModelSource, model: nn.Module | None) -> dict:
 def _check_mergeable(
     cfg: dict,
     base_cfg: dict,
-    state: Mapping[str, torch.Tensor],
-    base_state: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, tuple[int, ...]],
+    base_shapes: Mapping[str, tuple[int, ...]],
     where: str,
     base_where: str,
 ) -> None:
@@ -187,42 +354,24 @@ def _check_mergeable(
                 f"{where}: config {key} is {cfg.get(key)!r} but the base {base_where} has "
                 f"{base_cfg.get(key)!r} (expected experts fine-tuned from the base)"
             )
-    for name, tensor in base_state.items():
-        if name not in state:
+    for name, shape in base_shapes.items():
+        if name not in shapes:
             if _is_tied_copy(name, base_cfg):
                 continue
             raise MergelawError(
                 f"{where}: tensor {name!r} is missing (expected the base's parameter names)"
             )
-        if tuple(state[name].shape) != tuple(tensor.shape):
+        if tuple(shapes[name]) != tuple(shape):
             raise MergelawError(
-                f"{where}: tensor {name!r} has shape {tuple(state[name].shape)} but the base has "
-                f"{tuple(tensor.shape)} (expected the same shapes)"
+                f"{where}: tensor {name!r} has shape {tuple(shapes[name])} but the base has "
+                f"{tuple(shape)} (expected the same shapes)"
             )
-    extra = [n for n in state if n not in base_state]
+    extra = [n for n in shapes if n not in base_shapes]
     if extra:
         raise MergelawError(
             f"{where}: tensor {extra[0]!r} is not in the base {base_where} "
             "(expected the base's parameter names)"
         )
-
-
-def _adapter_vector(
-    source: str | Path, model: nn.Module, layout: list[Segment], base_where: str
-) -> torch.Tensor:
-    """A LoRA adapter's flat task vector: its deltas laid out; tensors outside the layout
-    (excluded) keep the base values, a tied alias adds to the parameter it shares."""
-    canonical: dict[str, str] = {}
-    first: dict[int, str] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        canonical[name] = first.setdefault(id(param), name)
-    segments = {s.name: s for s in layout}
-    flat = torch.zeros(layout[-1].stop if layout else 0, dtype=torch.float32)
-    for name, delta in lora_deltas(source, model, base_where).items():
-        seg = segments.get(canonical.get(name, name))
-        if seg is not None:
-            flat[seg.offset : seg.stop] += delta.reshape(-1)
-    return flat
 
 
 def _first_line(exc: Exception) -> str:
@@ -234,18 +383,12 @@ def _is_tied_copy(name: str, cfg: dict) -> bool:
     return bool(cfg.get("tie_word_embeddings")) and name.endswith("lm_head.weight")
 
 
-def _flatten(
-    state: Mapping[str, torch.Tensor], layout: list[Segment] | tuple[Segment, ...], where: str
-) -> torch.Tensor:
-    total = layout[-1].stop if layout else 0
-    flat = torch.empty(total, dtype=torch.float32)
-    for seg in layout:
-        if seg.name not in state:
-            raise MergelawError(
-                f"{where}: tensor {seg.name!r} is missing (expected the base's parameter names)"
-            )
-        flat[seg.offset : seg.stop] = state[seg.name].detach().reshape(-1).to(torch.float32)
-    return flat
+def _rows_of(flat: torch.Tensor, seg: Segment, rows: Rows) -> torch.Tensor:
+    """Rows ``[a, b)`` of a segment's flat tensor (all of it for ``None``)."""
+    if rows is None or not seg.shape:
+        return flat
+    per_row = seg.numel // seg.shape[0] if seg.shape[0] else 0
+    return flat[rows[0] * per_row : rows[1] * per_row]
 
 
 def unflatten(flat: torch.Tensor, layout: tuple[Segment, ...]) -> dict[str, torch.Tensor]:

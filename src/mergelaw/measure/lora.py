@@ -13,7 +13,9 @@ s * lora_B.bias to the module's bias. fan_in_fan_out follows the config except w
 type fixes it (nn.Linear: no, Conv1D: yes), as PEFT decides when it loads the adapter. Full tensors
 the adapter saves (``modules_to_save``, biases trained with ``bias = "all"``, an embedding's
 ``base_layer``) replace the base's: their delta is saved - base. The sum is what PEFT's
-``merge_and_unload`` gives, and is checked against it.
+``merge_and_unload`` gives, and is checked against it. ``read_lora`` checks an adapter and keeps
+its low-rank factors (small); each parameter's delta is computed when a merge asks for it
+(``LoraAdapter.delta``), and saved full tensors are read then.
 
 Refused in one line: other PEFT types, DoRA, layer replication, LoRA on raw parameters or
 convolutions, trainable tokens, and initialisations that change the base (PiSSA, OLoRA, CorDA,
@@ -27,6 +29,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 
 from mergelaw.errors import MergelawError
+from mergelaw.measure.tensorfile import TensorInfo, read_header, read_tensor
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -92,11 +96,56 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def lora_deltas(path: str | Path, base: nn.Module, base_where: str) -> dict[str, torch.Tensor]:
-    """Base parameter name -> the adapter's delta (float32): the expert's tensor minus the base's.
+@dataclass(frozen=True)
+class _Factors:
+    """One target module's low-rank update of one parameter: s * B @ A (transposed), or s * b."""
 
-    ``base`` is the base model the adapter applies to; its module types fix fan_in_fan_out and
-    its parameters give the shapes (and the values that saved full tensors replace).
+    a: torch.Tensor | None
+    b: torch.Tensor
+    scaling: float
+    transpose: bool = False
+
+    def delta(self) -> torch.Tensor:
+        if self.a is None:  # lora_bias
+            return self.b.to(torch.float32) * self.scaling
+        delta = (self.b.to(torch.float32) @ self.a.to(torch.float32)) * self.scaling
+        return delta.T if self.transpose else delta
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A checked LoRA adapter: per base parameter, the parts of its delta, computed when asked.
+
+    ``parts[name]`` lists a saved full tensor (its ``TensorInfo``: read when asked, delta =
+    saved - base) and low-rank updates, in the order ``lora_deltas`` adds them.
+    """
+
+    file: Path
+    parts: dict[str, list[TensorInfo | _Factors]]
+
+    @property
+    def names(self) -> list[str]:
+        """Base parameter names the adapter changes, in the file's order (full tensors first)."""
+        return list(self.parts)
+
+    def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        """The adapter's delta on parameter ``name`` (float32); ``base`` is its base values."""
+        out = None
+        for part in self.parts[name]:
+            if isinstance(part, TensorInfo):
+                value = read_tensor(part).to(base.device, torch.float32) - base.to(torch.float32)
+            else:
+                value = part.delta().to(base.device)
+            out = value if out is None else out + value
+        assert out is not None
+        return out
+
+
+def read_lora(path: str | Path, base: nn.Module, base_where: str) -> LoraAdapter:
+    """Open and check an adapter against the base model; reads its factors, not its full tensors.
+
+    ``base``'s module types fix fan_in_fan_out and its parameters give the shapes. Every mismatch
+    is found here, before any merge.
     """
     path = Path(path)
     cfg = read_adapter_config(path)
@@ -107,18 +156,18 @@ def lora_deltas(path: str | Path, base: nn.Module, base_where: str) -> dict[str,
             f"{file}: no such file (expected the adapter's weights in safetensors"
             + (f"; found {found[0]})" if found else ")")
         )
-    tensors = _read(file)
+    header = read_header(file)
     modules = dict(base.named_modules(remove_duplicate=False))
     params = dict(base.named_parameters(remove_duplicate=False))
     factors: dict[str, dict[str, torch.Tensor]] = {}
     embedding: dict[str, bool] = {}
-    full: dict[str, torch.Tensor] = {}
-    for key, tensor in tensors.items():
+    full: dict[str, TensorInfo] = {}
+    for key, info in header.items():
         name = key.removeprefix(PREFIX)
         suffix = next((s for s in _FACTORS if name.endswith(s)), None)
         if suffix is not None:
             module = name[: -len(suffix)]
-            factors.setdefault(module, {})[_FACTORS[suffix]] = tensor
+            factors.setdefault(module, {})[_FACTORS[suffix]] = read_tensor(info)
             embedding[module] = "embedding" in suffix
         elif re.search(r"(^|\.)(lora_\w+|token_adapter|trainable_tokens\w*)(\.|$)", name):
             raise MergelawError(
@@ -126,21 +175,32 @@ def lora_deltas(path: str | Path, base: nn.Module, base_where: str) -> dict[str,
                 "lora_A/lora_B or lora_embedding_A/B: plain LoRA)"
             )
         else:
-            full[name.replace(".base_layer.", ".")] = tensor
-    deltas: dict[str, torch.Tensor] = {}
-    for name, tensor in full.items():
+            full[name.replace(".base_layer.", ".")] = info
+    parts: dict[str, list[TensorInfo | _Factors]] = {}
+    for name, info in full.items():
         target = _param(params, name, file, name, base_where)
-        _same_shape(file, f"tensor {name!r}", tuple(tensor.shape), name, target, base_where)
-        deltas[name] = tensor.to(torch.float32) - target.detach().to("cpu", torch.float32)
-    for module, parts in factors.items():
+        _same_shape(file, f"tensor {name!r}", info.shape, name, target, base_where)
+        parts[name] = [info]
+    for module, found in factors.items():
         where = (file, base_where)
-        for name, delta in _module_deltas(where, cfg, module, parts, embedding[module], modules,
+        for name, part in _module_factors(where, cfg, module, found, embedding[module], modules,
                                           params):  # fmt: skip
-            deltas[name] = deltas[name] + delta if name in deltas else delta
-    return deltas
+            parts.setdefault(name, []).append(part)
+    return LoraAdapter(file, parts)
 
 
-def _module_deltas(
+def lora_deltas(path: str | Path, base: nn.Module, base_where: str) -> dict[str, torch.Tensor]:
+    """Base parameter name -> the adapter's delta (float32): the expert's tensor minus the base's.
+
+    All of them at once (for small models and tests); a merge asks ``LoraAdapter.delta`` per
+    tensor instead.
+    """
+    adapter = read_lora(path, base, base_where)
+    params = dict(base.named_parameters(remove_duplicate=False))
+    return {name: adapter.delta(name, params[name].detach().cpu()) for name in adapter.names}
+
+
+def _module_factors(
     where: tuple[Path, str],
     cfg: dict[str, Any],
     module: str,
@@ -148,8 +208,8 @@ def _module_deltas(
     is_embedding: bool,
     modules: Mapping[str, nn.Module],
     params: Mapping[str, torch.Tensor],
-) -> list[tuple[str, torch.Tensor]]:
-    """(parameter name, delta) for one target module: its weight, and its bias with lora_bias."""
+) -> list[tuple[str, _Factors]]:
+    """(parameter name, update) for one target module: its weight, and its bias with lora_bias."""
     file, base_where = where
     if module not in modules:
         raise MergelawError(
@@ -160,7 +220,7 @@ def _module_deltas(
         if part not in parts:
             kind = "lora_embedding_" if is_embedding else "lora_"
             raise MergelawError(f"{file}: module {module!r} has no {kind}{part} (expected both)")
-    a, b = parts["A"].to(torch.float32), parts["B"].to(torch.float32)
+    a, b = parts["A"], parts["B"]
     if a.dim() != 2 or b.dim() != 2:
         raise MergelawError(
             f"{file}: module {module!r} has factors of shapes {tuple(b.shape)} and "
@@ -174,14 +234,14 @@ def _module_deltas(
             f"{CONFIG} gives r = {r} (expected the config's rank)"
         )
     scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
-    delta = (b @ a) * scaling
-    if is_embedding or _fan_in_fan_out(modules[module], cfg):
-        delta = delta.T
+    transpose = is_embedding or _fan_in_fan_out(modules[module], cfg)
+    shape = (b.shape[0], a.shape[1])
+    shape = shape[::-1] if transpose else shape
     weight = f"{module}.weight"
     target = _param(params, weight, file, module, base_where)
     what = f"module {module!r} (s * B @ A)"
-    _same_shape(file, what, tuple(delta.shape), weight, target, base_where)
-    out = [(weight, delta)]
+    _same_shape(file, what, shape, weight, target, base_where)
+    out = [(weight, _Factors(a, b, scaling, transpose))]
     if "bias" in parts:
         bias = f"{module}.bias"
         target = params.get(bias)
@@ -190,10 +250,9 @@ def _module_deltas(
                 f"{file}: module {module!r} has a lora_B bias but the base {base_where} has no "
                 f"{bias!r} (expected lora_bias only on modules with a bias)"
             )
-        lora_bias = parts["bias"].to(torch.float32) * scaling
         what = f"lora_B bias of {module!r}"
-        _same_shape(file, what, tuple(lora_bias.shape), bias, target, base_where)
-        out.append((bias, lora_bias))
+        _same_shape(file, what, tuple(parts["bias"].shape), bias, target, base_where)
+        out.append((bias, _Factors(None, parts["bias"], scaling)))
     return out
 
 
@@ -233,15 +292,6 @@ def _same_shape(
             f"{file}: {what} has shape {shape} but {name!r} of the base {base_where} has "
             f"{tuple(target.shape)} (expected an adapter trained on this base model)"
         )
-
-
-def _read(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(file)
-    except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
-        raise MergelawError(f"{file}: not a readable safetensors file ({_first(exc)})") from None
 
 
 def _first(exc: Exception) -> str:

@@ -4,8 +4,13 @@ Task vectors are flat 1-D tensors (all merged tensors of a model laid end to end
 ``Segment``); per-tensor operations (TIES trim, DARE drops and rescaling) work segment by segment.
 ``merge`` returns base + c * combine(Psi(v_i)) for one subset; ``merge_sparsified`` does the
 consensus and combine stages alone for task vectors already sparsified (TIES trims and DARE drops
-depend only on the expert, the tensor and the seed, never on the subset, so a sweep sparsifies each
-expert once and reuses it). ``MethodSpec`` (``mergelaw.measure.methods``) names every option.
+depend only on the expert, the tensor and the seed, never on the subset).
+``MethodSpec`` (``mergelaw.measure.methods``) names every option.
+
+The stages are also exposed per tensor and per block of coordinates (``trim_mask``/``top_mask``,
+``dare_mask``/``dare_apply``, ``combine``, ``magnitude_cut``): measuring runs them tensor by
+tensor on what it reads from disk (``mergelaw.measure.streaming``), the flat functions here run
+them over whole vectors; one engine, the same values.
 
 DARE drops are drawn with a ``torch.Generator`` seeded from (seed, expert id, tensor name) by
 ``dare_seed``: the same seed gives bitwise the same merge, and an expert keeps the same drop mask
@@ -16,7 +21,7 @@ type (CPU and CUDA generators differ).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -82,17 +87,110 @@ def trim(v: torch.Tensor, spec: MethodSpec, layout: Sequence[Segment]) -> torch.
     return out
 
 
+def top_count(numel: int, density: float, min_one: bool) -> int:
+    """How many coordinates a trim keeps of ``numel``: int(density * numel), at least one if
+    ``min_one``."""
+    k = int(density * numel)
+    if min_one and numel > 0:
+        k = max(1, k)
+    return k
+
+
+def trim_mask(x: torch.Tensor, density: float, min_one: bool) -> torch.Tensor | None:
+    """Boolean mask of the ``top_count`` largest magnitudes of a 1-D ``x`` (None: keep all)."""
+    k = top_count(x.numel(), density, min_one)
+    return None if k >= x.numel() else top_mask(x.abs(), k)
+
+
+def top_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the k largest of a 1-D tensor of magnitudes (``topk``'s choice, ties
+    included: on the CPU it works on a (value, index) pair per coordinate, 16 bytes each)."""
+    if k <= 0:
+        return torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
+    indices = torch.topk(magnitudes, k, sorted=False).indices
+    mask = torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
+    mask[indices] = True
+    return mask
+
+
 def _keep_top(x: torch.Tensor, density: float, min_one: bool) -> None:
     """Zero all but the int(density * n) largest magnitudes of ``x``, in place."""
-    k = int(density * x.numel())
-    if min_one and x.numel() > 0:
-        k = max(1, k)
-    if k >= x.numel():
-        return
-    mask = torch.zeros_like(x)
-    if k > 0:
-        mask[torch.topk(x.abs(), k, sorted=False).indices] = 1
-    x.mul_(mask)
+    mask = trim_mask(x, density, min_one)
+    if mask is not None:
+        x.mul_(mask)
+
+
+def magnitude_cut(chunks: Callable[[], Iterable[torch.Tensor]], k: int) -> tuple[float, int]:
+    """The k-th largest magnitude over a vector given in chunks, and how many values equal to it
+    the top k hold: (t, r). The top k are every |x| > t and the first r with |x| = t.
+
+    Exact, in two passes over the chunks (``chunks()`` is called twice) and fixed memory: a radix
+    select on float32 bit patterns, which order non-negative floats as integers (high 16 bits,
+    then the low 15 within the bin that holds the k-th). A global TIES trim of a vector too large
+    to hold (``mergelaw.measure.streaming``); k <= 0 keeps nothing: (inf, 0).
+    """
+    if k <= 0:
+        return float("inf"), 0
+    high = torch.zeros(1 << 16, dtype=torch.int64)
+    for x in chunks():
+        bits = x.detach().abs().float().reshape(-1).view(torch.int32).cpu()
+        high += torch.bincount(bits >> 15, minlength=1 << 16)
+    top_bin, above = _bin_of_kth(high, k)
+    low = torch.zeros(1 << 15, dtype=torch.int64)
+    for x in chunks():
+        bits = x.detach().abs().float().reshape(-1).view(torch.int32).cpu()
+        low += torch.bincount(bits[(bits >> 15) == top_bin] & 0x7FFF, minlength=1 << 15)
+    low_bin, greater = _bin_of_kth(low, k - above)
+    pattern = torch.tensor([(top_bin << 15) | low_bin], dtype=torch.int32)
+    return float(pattern.view(torch.float32).item()), k - above - greater
+
+
+def _bin_of_kth(hist: torch.Tensor, k: int) -> tuple[int, int]:
+    """The bin holding the k-th largest value of a histogram, and how many lie in higher bins."""
+    from_top = hist.flip(0).cumsum(0)
+    j = int(torch.searchsorted(from_top, torch.tensor([k])).item())
+    j = min(j, hist.numel() - 1)
+    b = hist.numel() - 1 - j
+    return b, int(from_top[j].item() - hist[b].item())
+
+
+def dare_mask(
+    numel: int, spec: MethodSpec, *, seed: int, expert_id: str, tensor: str, device: torch.device
+) -> torch.Tensor:
+    """DARE's keep mask (float 0/1) for one expert's tensor, drawn from its own seeded generator."""
+    gen = torch.Generator(device=device).manual_seed(dare_seed(seed, expert_id, tensor))
+    keep = torch.full((numel,), 1.0 - spec.p, dtype=torch.float32, device=device)
+    return torch.bernoulli(keep, generator=gen)
+
+
+def l1_factor(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """DARE's ``l1`` rescaling of one tensor: |x|_1 / |x * mask|_1 (None when either is ~0)."""
+    before = x.abs().sum()
+    after = (x * mask).abs().sum()
+    if before >= 1e-7 and after >= 1e-7:
+        return before / after
+    return None
+
+
+def dare_apply(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    spec: MethodSpec,
+    factor: torch.Tensor | None = None,
+    *,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Psi of DARE on (a block of) one tensor: drop by ``mask``, then rescale per ``spec``.
+
+    ``factor`` is ``l1_factor`` of the whole tensor (``rescale = "l1"``), so a block gives the
+    same values as the whole tensor would. ``inplace`` overwrites ``x`` (same values).
+    """
+    masked = x.mul_(mask) if inplace else x * mask
+    if spec.rescale == "inverse_keep":
+        return masked.div_(1.0 - spec.p)
+    if spec.rescale == "l1" and factor is not None:
+        return masked.mul_(factor)
+    return masked
 
 
 def dare(
@@ -101,26 +199,17 @@ def dare(
     """DARE: drop each coordinate with probability p, then rescale (``spec.rescale``)."""
     n = merged_extent(layout, spec)
     out = v.clone()
-    keep = 1.0 - spec.p
     if spec.p <= 0.0:
         return out
     for seg in layout:
         if seg.stop > n:
             continue
         x = out[seg.offset : seg.stop]
-        gen = torch.Generator(device=x.device).manual_seed(dare_seed(seed, expert_id, seg.name))
-        mask = torch.bernoulli(torch.full_like(x, keep), generator=gen)
-        if spec.rescale == "inverse_keep":
-            x.copy_(x * mask / keep)
-        elif spec.rescale == "l1":
-            before = x.abs().sum()
-            masked = x * mask
-            after = masked.abs().sum()
-            if before >= 1e-7 and after >= 1e-7:
-                masked = masked * (before / after)
-            x.copy_(masked)
-        else:
-            x.mul_(mask)
+        mask = dare_mask(
+            x.numel(), spec, seed=seed, expert_id=expert_id, tensor=seg.name, device=x.device
+        )
+        factor = l1_factor(x, mask) if spec.rescale == "l1" else None
+        x.copy_(dare_apply(x, mask, spec, factor))
     return out
 
 
@@ -133,6 +222,57 @@ def sparsify(
     if spec.sparsify == "dare":
         return dare(v, spec, layout, seed=seed, expert_id=expert_id)
     return v
+
+
+def alphas(spec: MethodSpec, weights: Sequence[float]) -> list[float]:
+    """Per-expert factors of a ``sum`` / ``mean`` combine: c * w_i (/ sum w for ``mean``)."""
+    total = sum(weights) if spec.combine == "mean" else 1.0
+    return [spec.c * w / total for w in weights]
+
+
+def combine(
+    base: torch.Tensor,
+    psis: Sequence[torch.Tensor],
+    spec: MethodSpec,
+    weights: Sequence[float],
+    out: torch.Tensor,
+    *,
+    tie: float = 1.0,
+) -> None:
+    """Write base + c * combine(psis) into ``out`` for one block of coordinates.
+
+    Coordinate-wise, so any split of the vector into blocks gives the same values. ``tie`` is the
+    sign elected where a vote is exactly 0 (``sign_tie``: +1, or the global sign: ``tie_sign``).
+    """
+    if spec.combine in ("sum", "mean"):
+        out.copy_(base)
+        for psi, alpha in zip(psis, alphas(spec, weights)):
+            out.add_(psi, alpha=alpha)
+        return
+    wt = torch.tensor(list(weights), dtype=base.dtype, device=base.device)[:, None]
+    x = torch.stack(list(psis))  # (k, block)
+    elected = _election(x, wt, spec)
+    sign = torch.where(elected > 0, 1.0, torch.where(elected < 0, -1.0, tie)).to(x.dtype)
+    agree = (x.sign() == sign).to(x.dtype)
+    mixed = (x * wt * agree).sum(0)
+    if spec.combine == "disjoint_mean":
+        divisor = agree.sum(0) if spec.divide_by == "count" else (wt * agree).sum(0)
+        divisor[divisor == 0] = 1
+        mixed = mixed / divisor
+    torch.add(base, mixed, alpha=spec.c, out=out)
+
+
+def elected_sign_sum(
+    psis: Sequence[torch.Tensor], spec: MethodSpec, weights: Sequence[float]
+) -> torch.Tensor:
+    """Sum of the elected signs over one block (float64): the global sign tie adds these up."""
+    wt = torch.tensor(list(weights), dtype=psis[0].dtype, device=psis[0].device)[:, None]
+    return _election(torch.stack(list(psis)), wt, spec).sign().sum(dtype=torch.float64)
+
+
+def tie_sign(total: torch.Tensor | float) -> float:
+    """The global sign tie: the sign of the summed elected signs (+1 at 0)."""
+    return 1.0 if float(total) >= 0 else -1.0
 
 
 def merge_sparsified(
@@ -160,36 +300,16 @@ def merge_sparsified(
     n = merged_extent(layout, spec)
     if n < base.numel():
         out[n:].copy_(base[n:])
-    if spec.combine in ("sum", "mean"):
-        total = sum(w) if spec.combine == "mean" else 1.0
-        alphas = [spec.c * wi / total for wi in w]
-        for a in range(0, n, chunk):
-            b = min(a + chunk, n)
-            acc = out[a:b]
-            acc.copy_(base[a:b])
-            for psi, alpha in zip(psis, alphas):
-                acc.add_(psi[a:b], alpha=alpha)
-        return out
-    wt = torch.tensor(w, dtype=base.dtype, device=base.device)[:, None]
     tie = 1.0
-    if spec.sign_tie == "global":
+    if spec.combine not in ("sum", "mean") and spec.sign_tie == "global":
         total = torch.zeros((), dtype=torch.float64, device=base.device)
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
-            total += _election(torch.stack([p[a:b] for p in psis]), wt, spec).sign().sum()
-        tie = 1.0 if total.item() >= 0 else -1.0
+            total += elected_sign_sum([p[a:b] for p in psis], spec, w)
+        tie = tie_sign(total)
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        x = torch.stack([p[a:b] for p in psis])  # (k, chunk)
-        elected = _election(x, wt, spec)
-        sign = torch.where(elected > 0, 1.0, torch.where(elected < 0, -1.0, tie)).to(x.dtype)
-        agree = (x.sign() == sign).to(x.dtype)
-        mixed = (x * wt * agree).sum(0)
-        if spec.combine == "disjoint_mean":
-            divisor = agree.sum(0) if spec.divide_by == "count" else (wt * agree).sum(0)
-            divisor[divisor == 0] = 1
-            mixed = mixed / divisor
-        torch.add(base[a:b], mixed, alpha=spec.c, out=out[a:b])
+        combine(base[a:b], [p[a:b] for p in psis], spec, w, out[a:b], tie=tie)
     return out
 
 

@@ -4,6 +4,10 @@
 rows (DARE drops are seeded). It writes no files and draws no progress bars, so any executor can
 map it over units (``mergelaw.measure.executors``). The rows carry every curves-table column except
 ``timestamp``, which the store adds when it writes them.
+
+Each merged model is written tensor by tensor into the evaluated model's parameters (or a stack
+of them), reading the base and the subset's experts from disk as it goes
+(``mergelaw.measure.streaming``): host memory holds one model, not the pool.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import torch
 
 from mergelaw.curves import format_subset, subset_key
 from mergelaw.measure.evaluate import Batch, EvalSet, evaluate, evaluate_stacked
-from mergelaw.measure.experts import ExpertPool, bind_flat, unflatten
-from mergelaw.measure.merge import merge_sparsified, sparsify
+from mergelaw.measure.experts import ExpertPool, bind_flat
 from mergelaw.measure.methods import MethodSpec
+from mergelaw.measure.streaming import StreamingMerger
 
 Subset = tuple[str, ...]
 
@@ -43,7 +47,12 @@ class WorkUnit:
 
 @dataclass
 class MeasureContext:
-    """Everything a unit needs, built once per sweep: the pool, the eval batches, settings."""
+    """Everything a unit needs, built once per sweep: the pool, the eval batches, settings.
+
+    Merges stream (``mergelaw.measure.streaming``): each merged model is written tensor by
+    tensor into the evaluated model's parameters (or into a stack of them for
+    ``models_per_forward > 1``), reading the base and the subset's experts as it goes.
+    """
 
     pool: ExpertPool
     eval_sets: tuple[EvalSet, ...]
@@ -51,50 +60,47 @@ class MeasureContext:
     dtype: str = "float32"
     models_per_forward: int = 1
     package_version: str = "0+unknown"
+    _merger: StreamingMerger | None = field(default=None, repr=False)
     _theta: torch.Tensor | None = field(default=None, repr=False)
-    _stack: torch.Tensor | None = field(default=None, repr=False)
-    _sparse_key: tuple | None = field(default=None, repr=False)
-    _sparse: torch.Tensor | None = field(default=None, repr=False)
+    _stack: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def merger(self) -> StreamingMerger:
+        """The pool's streaming merger (it keeps each expert's global-trim cut)."""
+        if self._merger is None:
+            self._merger = StreamingMerger(self.pool)
+        return self._merger
 
     def theta(self) -> torch.Tensor:
-        """The flat merged-parameter buffer the model's merged tensors are views of."""
+        """A flat buffer (P floats) the model's merged tensors are made views of: for callers
+        that want one merged model as a flat vector (``merged_flat``); measuring does not."""
         if self._theta is None:
             self._theta = self.pool.base_flat.clone()
             bind_flat(self.pool.model, self._theta, self.pool.layout)
         return self._theta
 
-    def stack(self, n: int) -> torch.Tensor:
-        if self._stack is None or self._stack.shape[0] < n:
-            self._stack = self.pool.base_flat.expand(n, -1).clone()
-        return self._stack[:n]
-
-    def sparsified(self, spec: MethodSpec, seed: int) -> torch.Tensor:
-        """Psi(v_i) for every expert: trims and drops depend on the expert, never the subset."""
-        if spec.sparsify is None:
-            return self.pool.task_vectors
-        key = (spec.sparsify, spec.density, spec.trim_scope, spec.trim_min_one, spec.p)
-        key += (spec.rescale, spec.merge_embeddings, seed if spec.random else None)
-        if key != self._sparse_key:
-            self._sparse = None  # free the previous one first
-            pool = self.pool
-            self._sparse = torch.stack(
-                [
-                    sparsify(pool.task_vectors[i], spec, pool.layout, seed=seed, expert_id=e)
-                    for i, e in enumerate(pool.expert_ids)
-                ]
-            )
-            self._sparse_key = key
-        return self._sparse
+    def stack(self, n: int) -> dict[str, torch.Tensor]:
+        """n models' merged tensors: name -> (n, *shape), allocated once for the largest n."""
+        if self._stack is None or next(iter(self._stack.values())).shape[0] < n:
+            self._stack = None  # free the smaller one first
+            self._stack = {
+                s.name: torch.empty((n, *s.shape), device=self.pool.device)
+                for s in self.pool.layout
+            }
+        return {name: t[:n] for name, t in self._stack.items()}
 
 
 def merged_flat(
     context: MeasureContext, spec: MethodSpec, seed: int, subset: Subset, out: torch.Tensor
 ) -> torch.Tensor:
-    """Write the merged parameters of ``subset`` into ``out``."""
-    pool = context.pool
-    psis = context.sparsified(spec, seed)
-    rows = [psis[pool.index(e)] for e in subset]
-    return merge_sparsified(pool.base_flat, rows, spec, pool.layout, out=out)
+    """Write the merged parameters of ``subset`` into the flat vector ``out``."""
+    context.merger().merge_into(spec, subset, lambda s: out[s.offset : s.stop], seed=seed)
+    return out
+
+
+def merge_into_model(context: MeasureContext, spec: MethodSpec, seed: int, subset: Subset) -> None:
+    """Make the evaluated model the merged model of ``subset`` (its merged tensors, in place)."""
+    params = dict(context.pool.model.named_parameters())
+    context.merger().merge_into(spec, subset, lambda s: params[s.name].data.view(-1), seed=seed)
 
 
 def run_unit(context: MeasureContext, unit: WorkUnit) -> pd.DataFrame:
@@ -106,7 +112,7 @@ def run_unit(context: MeasureContext, unit: WorkUnit) -> pd.DataFrame:
     for start in range(0, len(unit.subsets), step):
         group = unit.subsets[start : start + step]
         if step == 1:
-            merged_flat(context, unit.method, unit.seed, group[0], context.theta())
+            merge_into_model(context, unit.method, unit.seed, group[0])
             loss, n_tokens = evaluate(
                 context.pool.model, context.batches, n_domains, dtype=context.dtype
             )
@@ -114,16 +120,21 @@ def run_unit(context: MeasureContext, unit: WorkUnit) -> pd.DataFrame:
         else:
             stack = context.stack(len(group))
             for j, subset in enumerate(group):
-                merged_flat(context, unit.method, unit.seed, subset, stack[j])
+                context.merger().merge_into(unit.method, subset, _row_of(stack, j), seed=unit.seed)
             loss, n_tokens = evaluate_stacked(
                 context.pool.model,
-                unflatten(stack, context.pool.layout),
+                stack,
                 context.batches,
                 n_domains,
                 dtype=context.dtype,
             )
             losses.extend(loss)
     return _rows(context, unit, losses, n_tokens)
+
+
+def _row_of(stack: dict[str, torch.Tensor], j: int):
+    """Destination of the j-th model of a stack: row j of each tensor, flat."""
+    return lambda seg: stack[seg.name][j].view(-1)
 
 
 def _rows(context: MeasureContext, unit: WorkUnit, losses: Sequence, n_tokens) -> pd.DataFrame:
