@@ -40,6 +40,7 @@ from mergelaw.errors import (
     MissingExtraError,
     Range,
     check_options,
+    first_line,
     parse_values,
     plain,
 )
@@ -159,7 +160,7 @@ def one_line_errors(command: F, ranges: Mapping[str, Range] = RANGES) -> F:
                     raise
                 if isinstance(exc, ImportError):
                     exc = MissingExtraError.of(exc, _command_name()) or exc
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                message = first_line(exc)
                 if not isinstance(exc, MergelawError | OSError):
                     message = f"{type(exc).__name__}: {message}"
                 error_console.print(f"error: {plain(message)}", markup=False)
@@ -592,7 +593,7 @@ def _read_fit_input(table: Path, read_curves):
             if "mean" in head.columns and "loss" not in head.columns:
                 return pd.read_csv(table)
         except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc)
             raise MergelawError(f"{table}: cannot be read as CSV ({first})") from None
     return read_curves(table)
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mergelaw.errors import CurvesTableError
+from mergelaw.errors import CurvesTableError, first_line
 from mergelaw.io import atomic_path
 
 SCHEMA_VERSION = "1"
@@ -345,8 +345,8 @@ def read_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
     except CurvesTableError:
         raise
     except Exception as exc:  # pyarrow and pandas raise many kinds; all mean "unreadable"
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CurvesTableError(f"{path}: cannot be read as {suffix[1:]}: {first_line}") from exc
+        why = first_line(exc)
+        raise CurvesTableError(f"{path}: cannot be read as {suffix[1:]}: {why}") from exc
     return validate_curves(table, source=str(path))
 
 

@@ -69,6 +69,13 @@ def check_options(
             allowed.check(flags.get(name, name), values[name])
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): what a
+    one-line error quotes of a library's failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def number(value: Any) -> str:
     """A number as a user typed it: 3, 0.5, -0.1, nan (never a numpy repr such as
     np.float64(0.5))."""

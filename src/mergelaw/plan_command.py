@@ -24,7 +24,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from mergelaw.errors import LIST_SYNTAX, MergelawError, Range, parse_values
+from mergelaw.errors import LIST_SYNTAX, MergelawError, Range, first_line, parse_values
 from mergelaw.io import is_stdout, output_console
 
 console = output_console()
@@ -657,7 +657,7 @@ def _read_points(path: Path, option: str):
     try:
         points = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pyarrow / pandas parse errors of all kinds
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise MergelawError(f"{option} {path}: cannot be read ({first})") from None
     for column in ("n_params", "eval_domain", "method"):
         if column in points.columns and points[column].nunique() > 1:

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from mergelaw.errors import MergelawError  # noqa: E402
-from mergelaw.measure.checkpoints import INDEX, read_checkpoint, tensor_files  # noqa: E402
+from mergelaw.measure.checkpoints import INDEX, open_checkpoint, tensor_files  # noqa: E402
 from mergelaw.measure.experts import load_pool, unflatten  # noqa: E402
 from mergelaw.measure.sweep import read_sweep, run_sweep  # noqa: E402
 
@@ -60,7 +60,7 @@ def test_sharded_checkpoints_read_by_the_weight_map(pools):
     weight_map = json.loads((base_dir / INDEX).read_text())["weight_map"]
     assert {n: p.name for n, p in tensor_files(base_dir).items()} == weight_map
     base = _shards(base_dir)
-    assert set(read_checkpoint(base_dir)) == set(base)
+    assert set(open_checkpoint(base_dir).tensors) == set(base)
     pool = load_pool(base_dir, dirs)
     for i, e in enumerate(dirs):
         expert = _shards(dirs[e])

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, first_line
 from mergelaw.measure.tensorfile import TensorInfo, read_header, read_tensor
 
 INDEX = "model.safetensors.index.json"
@@ -93,17 +93,11 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(Path(path), tensors)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint folder (as stored: dtype kept), read by ``tensor_files``."""
-    checkpoint = open_checkpoint(path)
-    return {name: checkpoint.read(name) for name in checkpoint.tensors}
-
-
 def _from_index(path: Path, index: Path) -> dict[str, Path]:
     try:
         raw = json.loads(index.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
-        raise MergelawError(f"{index}: not valid JSON ({_first(exc)})") from None
+        raise MergelawError(f"{index}: not valid JSON ({first_line(exc)})") from None
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise MergelawError(
@@ -130,8 +124,3 @@ def _from_index(path: Path, index: Path) -> dict[str, Path]:
 
 def _names(file: Path) -> list[str]:
     return sorted(read_header(file))
-
-
-def _first(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

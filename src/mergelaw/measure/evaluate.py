@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, first_line
 from mergelaw.io import atomic_path
 
 IGNORE = -100
@@ -53,7 +53,7 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise MergelawError(f"{path}: cannot load a tokenizer ({first})") from None
     digest = hashlib.sha256()
     for file in sorted(path.glob("tokenizer*")) + sorted(path.glob("*.model")):

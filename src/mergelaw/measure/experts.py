@@ -35,7 +35,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, first_line
 from mergelaw.measure.checkpoints import Checkpoint, open_checkpoint
 from mergelaw.measure.lora import LoraAdapter, is_adapter, read_lora
 from mergelaw.measure.merge import Segment
@@ -97,7 +97,7 @@ class FullExpert:
 
 class AdapterExpert:
     """A LoRA adapter: per tensor the sum of its deltas on that parameter and its tied aliases
-    (added as ``lora_deltas`` orders them). The low-rank products of the tensor a merge is on
+    (in the order of ``LoraAdapter.parts``). The low-rank products of the tensor a merge is on
     are computed once and kept until the merge moves on; saved full tensors are read by rows.
     """
 
@@ -276,7 +276,7 @@ def _load_base(source: ModelSource) -> tuple[nn.Module, TensorSource, str]:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:  # transformers' own
         raise MergelawError(
-            f"{source}: transformers cannot load this checkpoint ({_first_line(exc)})"
+            f"{source}: transformers cannot load this checkpoint ({first_line(exc)})"
         ) from None
     _fill(model, checkpoint, where)
     return model.eval(), checkpoint, where
@@ -372,11 +372,6 @@ def _check_mergeable(
             f"{where}: tensor {extra[0]!r} is not in the base {base_where} "
             "(expected the base's parameter names)"
         )
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_tied_copy(name: str, cfg: dict) -> bool:

@@ -15,7 +15,7 @@ the adapter saves (``modules_to_save``, biases trained with ``bias = "all"``, an
 ``base_layer``) replace the base's: their delta is saved - base. The sum is what PEFT's
 ``merge_and_unload`` gives, and is checked against it. ``read_lora`` checks an adapter and keeps
 its low-rank factors (small); each parameter's delta is computed when a merge asks for it
-(``LoraAdapter.delta``), and saved full tensors are read then.
+(``experts.AdapterExpert``), and saved full tensors are read then.
 
 Refused in one line: other PEFT types, DoRA, layer replication, LoRA on raw parameters or
 convolutions, trainable tokens, and initialisations that change the base (PiSSA, OLoRA, CorDA,
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, first_line
 from mergelaw.measure.tensorfile import TensorInfo, read_header, read_tensor
 
 CONFIG = "adapter_config.json"
@@ -63,7 +63,7 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     try:
         cfg = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
-        raise MergelawError(f"{file}: not valid JSON ({_first(exc)})") from None
+        raise MergelawError(f"{file}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(cfg, dict):
         raise MergelawError(f"{file}: expected a table of settings at the top level")
     peft_type = cfg.get("peft_type")
@@ -117,7 +117,7 @@ class LoraAdapter:
     """A checked LoRA adapter: per base parameter, the parts of its delta, computed when asked.
 
     ``parts[name]`` lists a saved full tensor (its ``TensorInfo``: read when asked, delta =
-    saved - base) and low-rank updates, in the order ``lora_deltas`` adds them.
+    saved - base) and low-rank updates; ``experts.AdapterExpert`` adds them up per tensor.
     """
 
     file: Path
@@ -127,18 +127,6 @@ class LoraAdapter:
     def names(self) -> list[str]:
         """Base parameter names the adapter changes, in the file's order (full tensors first)."""
         return list(self.parts)
-
-    def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
-        """The adapter's delta on parameter ``name`` (float32); ``base`` is its base values."""
-        out = None
-        for part in self.parts[name]:
-            if isinstance(part, TensorInfo):
-                value = read_tensor(part).to(base.device, torch.float32) - base.to(torch.float32)
-            else:
-                value = part.delta().to(base.device)
-            out = value if out is None else out + value
-        assert out is not None
-        return out
 
 
 def read_lora(path: str | Path, base: nn.Module, base_where: str) -> LoraAdapter:
@@ -187,17 +175,6 @@ def read_lora(path: str | Path, base: nn.Module, base_where: str) -> LoraAdapter
                                           params):  # fmt: skip
             parts.setdefault(name, []).append(part)
     return LoraAdapter(file, parts)
-
-
-def lora_deltas(path: str | Path, base: nn.Module, base_where: str) -> dict[str, torch.Tensor]:
-    """Base parameter name -> the adapter's delta (float32): the expert's tensor minus the base's.
-
-    All of them at once (for small models and tests); a merge asks ``LoraAdapter.delta`` per
-    tensor instead.
-    """
-    adapter = read_lora(path, base, base_where)
-    params = dict(base.named_parameters(remove_duplicate=False))
-    return {name: adapter.delta(name, params[name].detach().cpu()) for name in adapter.names}
 
 
 def _module_factors(
@@ -292,8 +269,3 @@ def _same_shape(
             f"{file}: {what} has shape {shape} but {name!r} of the base {base_where} has "
             f"{tuple(target.shape)} (expected an adapter trained on this base model)"
         )
-
-
-def _first(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

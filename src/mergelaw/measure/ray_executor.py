@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, first_line
 
 U = TypeVar("U")
 R = TypeVar("R")
@@ -92,7 +92,7 @@ class RayExecutor:
             ray.init(address=self.address, **kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError, ...
             raise MergelawError(
-                f"ray: cannot connect to a cluster at {self.address!r} ({_first_line(exc)}); "
+                f"ray: cannot connect to a cluster at {self.address!r} ({first_line(exc)}); "
                 "start one with `ray start --head`, or leave out --address to run Ray here"
             ) from None
         return True
@@ -165,7 +165,7 @@ class RayExecutor:
             raise
         except ray.exceptions.RayError as exc:  # the worker died and its retries are used up
             raise MergelawError(
-                f"ray: a worker died ({type(exc).__name__}: {_first_line(exc)}) after {done} of "
+                f"ray: a worker died ({type(exc).__name__}: {first_line(exc)}) after {done} of "
                 f"{total} units finished; finished units are kept, rerun to measure the rest"
             ) from None
 
@@ -195,11 +195,6 @@ def _fit(node: dict, gpus: float, cpus: float) -> int:
     """How many workers of ``gpus`` GPUs and ``cpus`` CPUs fit on a node (cpus > 0)."""
     by_cpu = math.floor(node.get("CPU", 0) / cpus + 1e-9)
     return by_cpu if gpus == 0 else min(by_cpu, math.floor(node.get("GPU", 0) / gpus + 1e-9))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _import_ray() -> Any:

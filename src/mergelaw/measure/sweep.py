@@ -55,7 +55,7 @@ from typing import Any
 import pandas as pd
 
 from mergelaw.curves import KEY_COLUMNS, format_subset, write_curves
-from mergelaw.errors import MergelawError
+from mergelaw.errors import MergelawError, first_line
 from mergelaw.measure.methods import MethodSpec, method_spec
 from mergelaw.measure.samplers import SAMPLERS, sample_subsets
 from mergelaw.measure.store import RowStore
@@ -104,7 +104,7 @@ def read_sweep(path: str | Path) -> SweepSpec:
     except MergelawError:
         raise
     except Exception as exc:  # tomllib / yaml parse errors
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise MergelawError(f"{path}: cannot be parsed ({first})") from None
     if not isinstance(raw, dict):
         raise MergelawError(f"{path}: expected a table of settings at the top level")
