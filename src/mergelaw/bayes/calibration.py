@@ -19,7 +19,7 @@ from scipy import stats
 
 from mergelaw.bayes import numpyro_backend
 from mergelaw.bayes.data import ModelData
-from mergelaw.bayes.fit import DEFAULT_TARGET_ACCEPT
+from mergelaw.bayes.fit import target_accept_of
 from mergelaw.bayes.model import REPORTED
 from mergelaw.bayes.spec import ModelSpec
 
@@ -134,7 +134,7 @@ def calibrate(
         draws=draws,
         tune=tune,
         chains=chains,
-        target_accept=target_accept or spec.target_accept or DEFAULT_TARGET_ACCEPT,
+        target_accept=target_accept_of(spec, target_accept),
         max_tree_depth=10,
         progress=False,
     )

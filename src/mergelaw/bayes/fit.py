@@ -278,6 +278,14 @@ def _current_spec(saved: ModelSpec, source: str) -> ModelSpec | None:
     return load_spec(candidate) if candidate.is_file() else None
 
 
+def target_accept_of(spec: ModelSpec, given: float | None = None) -> float:
+    """NUTS's target acceptance for a fit of ``spec``: ``given``, else the spec's [sampler]
+    setting, else DEFAULT_TARGET_ACCEPT (what fits and simulation-based calibration both use)."""
+    if given is not None:
+        return given
+    return spec.target_accept or DEFAULT_TARGET_ACCEPT
+
+
 def fit(
     table: pd.DataFrame,
     spec: ModelSpec | str = "default",
@@ -302,8 +310,7 @@ def fit(
     """
     spec = load_spec(spec) if isinstance(spec, str) else spec
     data = prepare(table, source=source)
-    if target_accept is None:
-        target_accept = spec.target_accept or DEFAULT_TARGET_ACCEPT
+    target_accept = target_accept_of(spec, target_accept)
     settings = dict(
         draws=draws,
         tune=tune,
