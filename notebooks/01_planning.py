@@ -31,16 +31,12 @@
 # mechanics. Unset it for the full sampler settings before reading numbers off the tables.
 
 # %%
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from nbsetup import FAST, ROOT, SAMPLER, SEED  # before mergelaw: sets XLA_FLAGS for jax
 
-from mergelaw import plan
-from mergelaw.bayes.fit import fit
-from mergelaw.bayes.posterior import Posterior
-from mergelaw.curves import aggregate_curves, read_curves
+import mergelaw as ml
 
 print("fast mode" if FAST else "full mode", SAMPLER)
 
@@ -54,14 +50,14 @@ print("fast mode" if FAST else "full mode", SAMPLER)
 # does not).
 
 # %%
-table = read_curves(ROOT / "data" / "curves" / "lab.parquet")
+table = ml.read_curves(ROOT / "data" / "curves" / "lab.parquet")
 DOMAINS = ["docs", "legal", "literature", "scripture"]
 curves = table[
     (table["arch"] == "gpt2")
     & (table["method"] == "task_arithmetic")
     & table["eval_domain"].isin(DOMAINS)
 ].reset_index(drop=True)
-means = aggregate_curves(curves)
+means = ml.aggregate_curves(curves)
 print(f"{len(curves)} subset rows, {means.groupby(['eval_domain', 'n_params']).ngroups} curves")
 means.pivot_table(index="k", columns=["eval_domain", "n_params"], values="mean").round(3)
 
@@ -75,7 +71,7 @@ means.pivot_table(index="k", columns=["eval_domain", "n_params"], values="mean")
 # answer made from the fit.
 
 # %%
-result = fit(curves, seed=SEED, **SAMPLER)
+result = ml.fit(curves, seed=SEED, **SAMPLER)
 print("flag:", result.flag)
 print(f"wall time {result.meta['wall_time_s']:.0f} s, sampler {result.meta['sampler']}")
 
@@ -121,7 +117,7 @@ pd.Series(
 # prints the flag first: **if it is not `ok`, treat the numbers as provisional.**
 
 # %%
-post = Posterior.from_fit(result)
+post = ml.posterior(result)
 SIZES = post.sizes_b  # the fitted base sizes, billions
 LARGEST = SIZES[-1]
 print("base sizes (B):", [f"{n:.5f}" for n in SIZES])
@@ -150,7 +146,7 @@ legal = means[(means["eval_domain"] == "legal") & (means["n_params"] == means["n
 k1, k9 = legal.set_index("k")["mean"].loc[[1, 9]]
 TARGET = round(float(k1 - 0.5 * (k1 - k9)), 3)
 print(f"legal at the largest base: L(1) = {k1:.3f}, L(9) = {k9:.3f}; target {TARGET}")
-needed = plan.experts_for_target(post, TARGET, n_b=LARGEST, family="legal")
+needed = ml.experts_for_target(post, TARGET, n_b=LARGEST, family="legal")
 show(needed, ["family", "quantity", "stat", "estimate", "lower", "upper"])
 
 # %%
@@ -166,7 +162,7 @@ print(needed.decision)
 # Qwen experts. Small k80 means most of the benefit comes from the first few experts.
 
 # %%
-stop = plan.stopping(post, n_b=LARGEST, epsilon=0.002)
+stop = ml.stopping(post, n_b=LARGEST, epsilon=0.002)
 show(stop, ["family", "quantity", "stat", "estimate", "lower", "upper"])
 
 # %% [markdown]
@@ -179,8 +175,8 @@ show(stop, ["family", "quantity", "stat", "estimate", "lower", "upper"])
 # means the posterior cannot separate the leading options: decide on cost or measure more.
 
 # %%
-costs = plan.CostModel(base={SIZES[0]: 1.0, SIZES[1]: 2.5, SIZES[2]: 6.0}, per_expert=0.5)
-budget = plan.budget(post, costs, limit=8.0)
+costs = ml.CostModel(base={SIZES[0]: 1.0, SIZES[1]: 2.5, SIZES[2]: 6.0}, per_expert=0.5)
+budget = ml.budget(post, costs, limit=8.0)
 print("decision:", budget.decision)
 show(budget).head(8)
 
@@ -196,11 +192,11 @@ show(budget).head(8)
 
 # %%
 NEW_SIZE = 0.01
-forecast = plan.forecast(post, n_b=NEW_SIZE, family="legal", k=[1, 2, 4, 8, 16])
+forecast = ml.forecast(post, n_b=NEW_SIZE, family="legal", k=[1, 2, 4, 8, 16])
 show(forecast, ["family", "k", "quantity", "estimate", "lower", "upper"])
 
 # %%
-forecast_new = plan.forecast(post, n_b=NEW_SIZE, family="new", k=[1, 4, 16])
+forecast_new = ml.forecast(post, n_b=NEW_SIZE, family="new", k=[1, 4, 16])
 show(forecast_new, ["family", "k", "quantity", "estimate", "lower", "upper"])
 
 # %% [markdown]

@@ -18,25 +18,23 @@
 # from one subset of experts to the next. Comparing methods on a few merges therefore says
 # little; comparing their fitted laws says more, because each law pools every subset at every k
 # and base size. This notebook fits one law per (method, domain) to the lab's measured curves for
-# plain averaging, task arithmetic (c = 0.8) and DARE (p = 0.2), then asks `mergelaw.compare` for
-# posterior contrasts: the difference of floors, tail amplitudes and expected losses, P(A < B),
+# plain averaging, task arithmetic (c = 0.8) and DARE (p = 0.2), then asks `ml.compare_methods`
+# for posterior contrasts: the difference of floors, tail amplitudes and expected losses, P(A < B),
 # and a region of practical equivalence (ROPE). Then it shows what goes wrong with TIES.
 #
 # `MERGELAW_NOTEBOOK_FAST=1` runs short, under-converged chains (flagged answers, mechanics
 # only); unset it for the full settings.
 
 # %%
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from nbsetup import FAST, ROOT, SAMPLER, SEED  # before mergelaw: sets XLA_FLAGS for jax
 
-from mergelaw import compare
-from mergelaw.bayes.fit import fit
+import mergelaw as ml
+
+# fit_curve (least squares on one curve's arrays) is internal: ml.fit_least_squares fits tables.
 from mergelaw.bayes.least_squares import fit_curve
-from mergelaw.bayes.posterior import Posterior
-from mergelaw.curves import aggregate_curves, read_curves
 
 print("fast mode" if FAST else "full mode", SAMPLER)
 
@@ -47,12 +45,12 @@ print("fast mode" if FAST else "full mode", SAMPLER)
 # merge the same expert subsets, so the comparison is paired by construction.
 
 # %%
-table = read_curves(ROOT / "data" / "curves" / "lab.parquet")
+table = ml.read_curves(ROOT / "data" / "curves" / "lab.parquet")
 DOMAINS = ["docs", "legal", "scripture"]
 METHODS = ["average", "task_arithmetic", "dare"]
 gpt2 = table[(table["arch"] == "gpt2") & table["eval_domain"].isin(DOMAINS)]
 curves = gpt2[gpt2["method"].isin(METHODS)].reset_index(drop=True)
-means = aggregate_curves(gpt2)
+means = ml.aggregate_curves(gpt2)
 largest = means["n_params"].max()
 print(f"{len(curves)} subset rows")
 (
@@ -66,8 +64,8 @@ print(f"{len(curves)} subset rows")
 # question is whether the small differences are real.
 
 # %%
-result = fit(curves, seed=SEED, **SAMPLER)
-post = Posterior.from_fit(result)
+result = ml.fit(curves, seed=SEED, **SAMPLER)
+post = ml.posterior(result)
 print("flag:", result.flag)
 print(f"wall time {result.meta['wall_time_s']:.0f} s")
 print("misfit curves:", result.diagnostics.misfit_curves)
@@ -75,7 +73,7 @@ print("misfit curves:", result.diagnostics.misfit_curves)
 # %% [markdown]
 # ## Contrasts: task arithmetic vs averaging
 #
-# `contrasts(post, A, B)` gives, per draw, A - B for the floor, the tail amplitude and the
+# `ml.compare_methods(post, A, B)` gives, per draw, A - B for the floor, the tail amplitude and the
 # expected loss at k = 1 and k = 9, per domain and base size, pooled over domains per size, and
 # pooled over everything. For all of them lower is better, so a negative difference favours A.
 # Columns to read:
@@ -94,7 +92,7 @@ print("misfit curves:", result.diagnostics.misfit_curves)
 # %%
 COLUMNS = ["scope", "domain", "n_b", "quantity", "estimate", "lower", "upper", "p_a_lower",
            "p_a_lower_beyond_rope", "p_equivalent", "p_b_lower_beyond_rope"]  # fmt: skip
-ta_vs_avg = compare.contrasts(post, "task_arithmetic", "average", rope=0.005)
+ta_vs_avg = ml.compare_methods(post, "task_arithmetic", "average", rope=0.005)
 print("flag:", ta_vs_avg.flag)
 ta_vs_avg.decision["verdicts"]
 
@@ -121,7 +119,7 @@ per_domain[COLUMNS].round(4)
 # 0.002 nats.
 
 # %%
-dare_vs_avg = compare.contrasts(post, "dare", "average", rope=0.002)
+dare_vs_avg = ml.compare_methods(post, "dare", "average", rope=0.002)
 print("flag:", dare_vs_avg.flag)
 dare_vs_avg.decision["verdicts"]
 
@@ -133,9 +131,9 @@ overall[COLUMNS].round(4)
 # How to read these: a verdict of "undecided" with P(A < B) near 0.5 says the data cannot tell
 # the methods apart at this ROPE; "practically equivalent" says the data *can* tell, and the
 # answer is that the difference is too small to matter. Neither means "identical". (A model-level
-# comparison, `compare.method_effects_loo`, asks the related question of whether one law per
-# method predicts held-out points better than one law for all methods; it needs a second fit of
-# `compare.pool_methods(curves)` and is left out here to keep the notebook short.)
+# comparison, `mergelaw.compare.method_effects_loo`, asks the related question of whether one law
+# per method predicts held-out points better than one law for all methods; it needs a second fit
+# of `mergelaw.compare.pool_methods(curves)` and is left out here to keep the notebook short.)
 
 # %% [markdown]
 # ## TIES: a method the law cannot describe
@@ -195,7 +193,7 @@ pd.DataFrame(rows).round(3)
 ties_rows = gpt2[
     gpt2["method"].isin(["task_arithmetic", "ties"]) & (gpt2["eval_domain"] == "legal")
 ].reset_index(drop=True)
-ties_fit = fit(ties_rows, seed=SEED, **SAMPLER)
+ties_fit = ml.fit(ties_rows, seed=SEED, **SAMPLER)
 print("flag:", ties_fit.flag)
 ties_fit.curve_checks().round(4)
 
@@ -210,7 +208,7 @@ ties_fit.curve_checks().round(4)
 # express.
 
 # %%
-ties_post = Posterior.from_fit(ties_fit)
+ties_post = ml.posterior(ties_fit)
 summary = ties_fit.law_summary()
 print(summary[summary["param"].isin(["A0", "b"])].round(3).to_string(index=False))
 n_top = max(ties_post.sizes_b)

@@ -34,11 +34,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from nbsetup import FAST, N_BOOT, ROOT, SEED  # before mergelaw: sets XLA_FLAGS for jax
 
-from mergelaw.bayes.least_squares import fit_least_squares
-from mergelaw.curves import aggregate_curves, read_curves
+import mergelaw as ml
+
+# Internal, not part of the API: the law's parameter names and the paper's published tables.
 from mergelaw.law import LAW_PARAM_NAMES
 from mergelaw.paper import PAPER_SIZES_B, paper_law_params
-from mergelaw.simulate import simulate_curves
 
 # The lab analysis functions live in benchmarks/lab_analysis.py (a script, not a package).
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -49,7 +49,7 @@ print("fast mode" if FAST else "full mode", f"n_boot = {N_BOOT}")
 # %% [markdown]
 # ## 1. Parameter recovery on a table simulated from the paper
 #
-# `simulate_curves` draws subset losses whose mean over all subsets is exactly the paper's law,
+# `ml.simulate_curves` draws subset losses whose mean over all subsets is exactly the paper's law,
 # with the paper's spread across subsets (shrinking like 1/k with the finite-pool factor) and an
 # in-domain expert that pulls its own domain down. We simulate the paper's seven Qwen2.5 sizes,
 # two methods and three domains, five subsets per k, and refit the joint law per (method,
@@ -58,11 +58,11 @@ print("fast mode" if FAST else "full mode", f"n_boot = {N_BOOT}")
 # %%
 DOMAINS = ("algebra", "biology", "code")
 METHODS = ("average", "task_arithmetic")
-simulated = simulate_curves(
+simulated = ml.simulate_curves(
     sizes_b=PAPER_SIZES_B, domains=DOMAINS, methods=METHODS, subsets_per_k=5, seed=SEED
 )
 print(f"{len(simulated)} simulated rows")
-ls = fit_least_squares(simulated, scope="joint", n_boot=N_BOOT, level=0.9, seed=SEED)
+ls = ml.fit_least_squares(simulated, scope="joint", n_boot=N_BOOT, level=0.9, seed=SEED)
 
 truth = paper_law_params().melt(
     id_vars=["method", "domain"], value_vars=list(LAW_PARAM_NAMES), var_name="param",
@@ -98,8 +98,8 @@ recovery.groupby("param")["covered"].mean().reindex(list(LAW_PARAM_NAMES)).renam
 # *stratified* means (below).
 
 # %%
-lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
-lab_means = aggregate_curves(lab)
+lab = ml.read_curves(ROOT / "data" / "curves" / "lab.parquet")
+lab_means = ml.aggregate_curves(lab)
 per_curve = lab_analysis.curve_fits(lab_means, lab_analysis.stratified_means(lab))
 by = per_curve.groupby(["method", "arch"])
 pd.DataFrame(
