@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 # importing fit's NumPyro backend gives each chain an XLA host device
-from mergelaw.bayes.fit import DEFAULT_TARGET_ACCEPT, fit
+from mergelaw.bayes.fit import fit, target_accept_of
+from mergelaw.bayes.spec import load_spec
 from mergelaw.io import atomic_path
 from mergelaw.simulate import simulate_curves
 
@@ -54,7 +55,9 @@ def row(table_name: str, result) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 chains x 200/200")
-    parser.add_argument("--target-accept", type=float, default=DEFAULT_TARGET_ACCEPT)
+    parser.add_argument(
+        "--target-accept", type=float, default=None, help="(default: each spec's own, as a fit)"
+    )
     parser.add_argument("--skip-pymc", action="store_true")
     parser.add_argument("--skip-paper-scale", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fit_bench.txt"))
@@ -65,9 +68,13 @@ def main() -> None:
         else {"draws": 1000, "tune": 1000, "chains": 4}
     )
     settings |= {"seed": 0, "target_accept": args.target_accept, "max_tree_depth": 10}
+    accept = ", ".join(
+        f"{name} {target_accept_of(load_spec(name), args.target_accept)}"
+        for name in ("default", "naive")
+    )
     lines = [
         f"fit_bench: {settings['chains']} chains x {settings['tune']} warm-up / "
-        f"{settings['draws']} draws, target_accept {settings['target_accept']}, "
+        f"{settings['draws']} draws, target_accept {accept}, "
         f"max tree depth {settings['max_tree_depth']}, {os.cpu_count()} CPU cores",
         HEADER,
     ]
