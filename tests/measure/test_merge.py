@@ -17,7 +17,15 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mergelaw.measure.experts import load_pool, unflatten  # noqa: E402
-from mergelaw.measure.merge import Segment, dare, dare_seed, merge, trim  # noqa: E402
+from mergelaw.measure.merge import (  # noqa: E402
+    CHUNK,
+    Segment,
+    dare,
+    dare_seed,
+    merge,
+    top_mask,
+    trim,
+)
 from mergelaw.measure.methods import method_spec  # noqa: E402
 
 SUBSET = ("d0", "d2", "d3")
@@ -276,6 +284,31 @@ def test_global_trim_keeps_top_density_of_whole_vector():
     assert torch.count_nonzero(out[10:]) == 0
     per_tensor = trim(v, method_spec("ties", {"density": 0.25}), layout)
     assert torch.count_nonzero(per_tensor[:10]) == 2 and torch.count_nonzero(per_tensor[10:]) == 7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 12), min_size=1, max_size=300),
+    share=st.floats(0.0, 1.0),
+)
+def test_top_mask_keeps_the_k_largest_and_the_first_ties(values, share):
+    """Against a stable sort by descending magnitude: equal magnitudes (a bf16 checkpoint's task
+    vectors tie all over) are kept in flat order, exactly k of them."""
+    magnitudes = torch.tensor(values, dtype=torch.float32) * 0.0625
+    k = int(share * len(values))
+    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    expected = torch.zeros(len(values), dtype=torch.bool)
+    expected[order[:k]] = True
+    assert torch.equal(top_mask(magnitudes, k), expected)
+
+
+def test_top_mask_ties_across_blocks():
+    """Ties at the cut spread over several blocks are taken from the first block on."""
+    magnitudes = torch.ones(2 * CHUNK + 5)
+    magnitudes[-1] = 2.0
+    mask = top_mask(magnitudes, CHUNK + 3)
+    assert int(mask.sum()) == CHUNK + 3
+    assert mask[-1] and mask[: CHUNK + 2].all() and not mask[CHUNK + 2 : -1].any()
 
 
 def test_sign_tie_rules_closed_form():

@@ -104,7 +104,7 @@ def test_streamed_merge_equals_in_memory_merge(bf16_dirs, name, params, block):
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("combine", ["disjoint_mean", "mean"])
 def test_global_trim_streamed_equals_in_memory(fp32_dirs, combine, block):
-    """float32 checkpoints: no two |v| tie at the cut, so which ties topk keeps cannot matter."""
+    """float32 checkpoints: the global cut over the whole vector gives the flat path's values."""
     base_dir, dirs = fp32_dirs
     pool = load_pool(base_dir, dirs)
     base, vectors = _reference(base_dir, dirs, pool.layout)

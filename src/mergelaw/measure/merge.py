@@ -103,14 +103,25 @@ def trim_mask(x: torch.Tensor, density: float, min_one: bool) -> torch.Tensor | 
 
 
 def top_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest of a 1-D tensor of magnitudes (``topk``'s choice, ties
-    included: on the CPU it works on a (value, index) pair per coordinate, 16 bytes each)."""
+    """Boolean mask of the k largest of a 1-D tensor of magnitudes: every value above the k-th
+    largest and, of the values equal to it, the first ones in flat order (the global trim's rule,
+    so a bf16 checkpoint's many equal magnitudes are kept the same way on every path and device).
+
+    Works in blocks on the cut that ``magnitude_cut`` finds, so it needs the mask and a block's
+    temporaries, not ``topk``'s (value, index) pair per coordinate (16 bytes each on the CPU).
+    """
+    flat = magnitudes.reshape(-1)
+    mask = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
     if k <= 0:
-        return torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
-    indices = torch.topk(magnitudes, k, sorted=False).indices
-    mask = torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
-    mask[indices] = True
-    return mask
+        return mask.reshape(magnitudes.shape)
+    cut, ties_left = magnitude_cut(lambda: flat.split(CHUNK), k)
+    for block, out in zip(flat.split(CHUNK), mask.split(CHUNK), strict=True):
+        torch.gt(block, cut, out=out)
+        if ties_left > 0:
+            first = torch.nonzero(block == cut).reshape(-1)[:ties_left]
+            out[first] = True
+            ties_left -= first.numel()
+    return mask.reshape(magnitudes.shape)
 
 
 def _keep_top(x: torch.Tensor, density: float, min_one: bool) -> None:
@@ -133,16 +144,21 @@ def magnitude_cut(chunks: Callable[[], Iterable[torch.Tensor]], k: int) -> tuple
         return float("inf"), 0
     high = torch.zeros(1 << 16, dtype=torch.int64)
     for x in chunks():
-        bits = x.detach().abs().float().reshape(-1).view(torch.int32).cpu()
-        high += torch.bincount(bits >> 15, minlength=1 << 16)
+        bits = _magnitude_bits(x)
+        high += torch.bincount(bits >> 15, minlength=1 << 16).cpu()
     top_bin, above = _bin_of_kth(high, k)
     low = torch.zeros(1 << 15, dtype=torch.int64)
     for x in chunks():
-        bits = x.detach().abs().float().reshape(-1).view(torch.int32).cpu()
-        low += torch.bincount(bits[(bits >> 15) == top_bin] & 0x7FFF, minlength=1 << 15)
+        bits = _magnitude_bits(x)
+        low += torch.bincount(bits[(bits >> 15) == top_bin] & 0x7FFF, minlength=1 << 15).cpu()
     low_bin, greater = _bin_of_kth(low, k - above)
     pattern = torch.tensor([(top_bin << 15) | low_bin], dtype=torch.int32)
     return float(pattern.view(torch.float32).item()), k - above - greater
+
+
+def _magnitude_bits(x: torch.Tensor) -> torch.Tensor:
+    """|x| as float32 bit patterns (int32), on x's device: for non-negative floats their order."""
+    return x.detach().abs().float().reshape(-1).view(torch.int32)
 
 
 def _bin_of_kth(hist: torch.Tensor, k: int) -> tuple[int, int]:

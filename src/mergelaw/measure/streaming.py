@@ -8,7 +8,7 @@ one row of a stack. A trim or drop mask needs the whole tensor: it is made from 
 whole task vector at a time and kept (as bits, for TIES-like merges) while the blocks pass. So
 a merge holds, beyond its destination, about one tensor's worth of work per step and a mask per
 expert of the subset: a few tensors per expert, never a model per expert. The largest step is a
-per-tensor trim of the largest tensor: ``topk`` keeps a (value, index) pair per coordinate.
+per-tensor trim of the largest tensor: its whole float32 task vector and a mask.
 
 It gives the values of the flat path (``merge.merge`` on ``ExpertPool.task_vectors``):
 
@@ -18,11 +18,10 @@ It gives the values of the flat path (``merge.merge`` on ``ExpertPool.task_vecto
   coordinates per expert of the subset; the engine's ``combine`` works coordinate by coordinate,
   so blocks change nothing. ``sign_tie = "global"`` first sums the elected signs over every
   tensor (a first pass that reads the subset twice).
-- A per-tensor trim is ``topk`` of the tensor's whole task vector, as in the flat path, ties
-  included. A global trim keeps every |v| above the expert's k-th largest magnitude over its
-  whole vector (found once per expert and kept: ``merge.magnitude_cut``) and, of the values
-  equal to it, the first in the flat order; ``topk`` keeps some k of them, which it does not
-  say. Only exact ties at that cut can differ.
+- A trim keeps every |v| above the k-th largest magnitude and, of the values equal to it, the
+  first in the flat order (``merge.top_mask``, as in the flat path): per tensor, of the tensor's
+  whole task vector; globally, over the expert's whole vector (the cut found once per expert and
+  kept: ``merge.magnitude_cut``).
 - DARE's masks come from the same generator, seeded by (seed, expert, tensor), drawn on the
   same device for the whole tensor.
 
