@@ -189,7 +189,7 @@ def experts_for_target(
     post: Posterior,
     target: float,
     *,
-    n_b: float,
+    n_b: float | None = None,
     family: str | Sequence[str] | None = None,
     prob: float = 0.9,
     k_max: float | None = None,
@@ -203,6 +203,7 @@ def experts_for_target(
     The decision per family says 'reachable', 'beyond the pool' (more than k_max experts) or
     'unreachable at this size', with the base size that would make it reachable.
     """
+    n_b = post.planning_size(n_b)
     level, prob = check_level(level), check_level(prob, "probability")
     if not (math.isfinite(target) and target > 0):
         raise MergelawError(f"target loss {float(target):g} is not a positive loss (nats/token)")
@@ -248,7 +249,7 @@ def experts_for_target(
 def stopping(
     post: Posterior,
     *,
-    n_b: float,
+    n_b: float | None = None,
     epsilon: float,
     family: str | Sequence[str] | None = None,
     cost_per_expert: float | None = None,
@@ -264,6 +265,7 @@ def stopping(
     expected gain is below it: the decision); and k80/k90 (experts reaching that fraction of the
     k=1 -> k_max drop, k_max the table's largest k unless given).
     """
+    n_b = post.planning_size(n_b)
     level = check_level(level)
     threshold = _threshold(epsilon, cost_per_expert)
     k_max = float(k_max if k_max is not None else post.k_anchor)
@@ -320,7 +322,7 @@ def sequential_stop(
     post: Posterior,
     points: pd.DataFrame | Points,
     *,
-    n_b: float,
+    n_b: float | None = None,
     epsilon: float,
     prior: str = NEW_FAMILY,
     cost_per_expert: float | None = None,
@@ -334,6 +336,7 @@ def sequential_stop(
     family of the fit), then: continue while the posterior expected gain of the next expert is at
     least the threshold (``epsilon``, per unit of ``cost_per_expert`` if given).
     """
+    n_b = post.planning_size(n_b)
     level = check_level(level)
     points = points if isinstance(points, Points) else Points.from_frame(points)
     threshold = _threshold(epsilon, cost_per_expert)
@@ -461,7 +464,7 @@ def budget(
 def forecast(
     post: Posterior,
     *,
-    n_b: float,
+    n_b: float | None = None,
     family: str | Sequence[str] | None = None,
     k: Sequence[float] | None = None,
     n_subsets: int | Sequence[int] = 1,
@@ -475,6 +478,7 @@ def forecast(
     interval; one count, or one per k). ``pool``: the curve of merges that hold the evaluated
     domain's own expert ('with_own') or not ('without_own'), at a fitted size; None: the average
     over all k-subsets of the pool (the law)."""
+    n_b = post.planning_size(n_b)
     level = check_level(level)
     _, curves, _ = _curves(post, n_b, family)
     curves = curves.in_stratum(pool)
@@ -490,7 +494,7 @@ def forecast_from_points(
     post: Posterior,
     points: pd.DataFrame | Points,
     *,
-    n_b: float,
+    n_b: float | None = None,
     k: Sequence[float] | None = None,
     prior: str = NEW_FAMILY,
     n_subsets: int | Sequence[int] = 1,
@@ -502,6 +506,7 @@ def forecast_from_points(
     setting at base size ``n_b`` update the fitted population (or a family, ``prior``); the
     curve is then forecast at ``k`` with intervals. The decision holds the paper's exact
     three-point curve (through the per-k means at 1, 2, 4) for reference, where one exists."""
+    n_b = post.planning_size(n_b)
     level = check_level(level)
     points = points if isinstance(points, Points) else Points.from_frame(points)
     updated = condition(post, points, n_b=n_b, prior=prior, n_proposals=n_proposals, seed=seed)

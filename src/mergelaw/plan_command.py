@@ -530,15 +530,7 @@ def _posterior(ctx: typer.Context, pool_size: float | None, json_out: Path | Non
 
 def _size_of(post, size: float | None) -> float:
     """``--size``, or the fit's one base size when it was not given."""
-    if size is not None:
-        return size
-    if len(post.sizes_b) != 1:
-        sizes = ", ".join(f"{n:g}B" for n in post.sizes_b)
-        raise MergelawError(
-            f"--size: this fit has {len(post.sizes_b)} base sizes ({sizes}); give the one to "
-            "plan for (billions)"
-        )
-    return post.sizes_b[0]
+    return post.planning_size(size, "--size")
 
 
 @dataclass(frozen=True)
@@ -694,6 +686,11 @@ def _size(n_b: float) -> str:
     return "no size (never)" if not math.isfinite(n_b) else f"{n_b:.3g}B"
 
 
+def _column_stat(column: str) -> str:
+    """How a setting column prints: base sizes in full (``n_b`` as given back to ``--size``)."""
+    return "size" if column == "n_b" else "mean"
+
+
 def _fmt(value, stat: str = "mean") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -703,6 +700,8 @@ def _fmt(value, stat: str = "mean") -> str:
         return "never" if value > 0 else "-inf"
     if stat == "probability":
         return f"{value:.2f}"
+    if stat == "size":
+        return f"{value:g}"
     if stat in ("median", "decision") and float(value).is_integer():
         return f"{value:.0f}"
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
@@ -732,7 +731,9 @@ def _report(
     settings = [c for c in table.columns if c not in values]
     constant = [c for c in settings if table[c].astype(str).nunique() == 1]
     varying = [c for c in settings if c not in constant and c != "scope"]
-    title = answer.query + "".join(f", {c} {_fmt(table[c].iloc[0])}" for c in constant)
+    title = answer.query + "".join(
+        f", {c} {_fmt(table[c].iloc[0], _column_stat(c))}" for c in constant
+    )
     if len(varying) >= 2:
         for quantity, group in table.groupby("quantity", sort=False):
             stat = group["stat"].iloc[0]
@@ -776,7 +777,7 @@ def _table(caption: str, rows, settings: list[str], probabilities: list[str], wi
         )
         quantity = [f"{row['quantity']} ({stat})"] if with_quantity else []
         shown.add_row(
-            *(_fmt(row[c]) for c in settings),
+            *(_fmt(row[c], _column_stat(c)) for c in settings),
             *quantity,
             _fmt(row["estimate"], stat),
             interval,

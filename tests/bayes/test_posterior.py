@@ -158,6 +158,22 @@ def test_one_size_fit_answers_at_its_size_and_refuses_size_laws(one_size_fit):
         budget(post, CostModel(base={3.0: 1.0, 7.0: 2.0}, per_expert=0.1), limit=10.0)
 
 
+def test_queries_plan_at_a_one_size_fits_size_unless_told(one_size_fit):
+    """Python callers, like the CLI, need not repeat a one-size fit's size; a size as printed
+    (six significant digits) is that fitted size; several sizes need n_b."""
+    from mergelaw.plan import forecast, stopping
+
+    post = Posterior.from_fit(one_size_fit)
+    assert post.planning_size(None) == 3.0 and post.planning_size(7.0) == 7.0
+    default = stopping(post, epsilon=0.01).table
+    pd.testing.assert_frame_equal(default, stopping(post, n_b=3.0, epsilon=0.01).table)
+    assert post.fitted_size(float(f"{3.0000123:g}")) == 3.0 and post.fitted_size(3.001) is None
+    assert len(forecast(post, n_b=3.00001).table) > 0
+    several = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0))
+    with pytest.raises(MergelawError, match=r"n_b: this fit has 3 base sizes \(0.5B, 3B, 14B\)"):
+        stopping(several, epsilon=0.01)
+
+
 def test_pool_strata_straddle_the_law(one_size_fit):
     """With the own expert the curve sits (1 - k/M) gap(k) off the average, without it -(k/M)
     gap(k): the two strata, weighted k/M and 1 - k/M, average back to the law."""

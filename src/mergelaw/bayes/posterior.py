@@ -184,11 +184,25 @@ class Posterior:
             )
 
     def fitted_size(self, n_b: float) -> float | None:
-        """The fitted size equal to ``n_b`` (to 1e-6 relative), or None."""
+        """The fitted size equal to ``n_b`` (to 1e-5 relative: a size as printed, to six
+        significant digits, is that size), or None."""
         for size in self.sizes_b:
-            if abs(size - n_b) <= 1e-6 * size:
+            if abs(size - n_b) <= 1e-5 * size:
                 return size
         return None
+
+    def planning_size(self, n_b: float | None, option: str = "n_b") -> float:
+        """``n_b``, or the fit's one base size when it is None (a fit of several sizes needs
+        the size to plan for; ``option`` names it in the error)."""
+        if n_b is not None:
+            return n_b
+        if len(self.sizes_b) != 1:
+            sizes = ", ".join(f"{n:g}B" for n in self.sizes_b)
+            raise MergelawError(
+                f"{option}: this fit has {len(self.sizes_b)} base sizes ({sizes}); give the one "
+                "to plan for (billions)"
+            )
+        return float(self.sizes_b[0])
 
     @cached_property
     def labels(self) -> list[str]:
