@@ -1,12 +1,14 @@
 """Throughput of the measurement layer, in one run, on a ~5M-parameter random Llama with 9 experts.
 
-(a) merged models evaluated per minute by mergelaw.measure (in-memory merge into a flat buffer the
-    model's parameters view, then the evaluation), with 1 and with several models per forward;
+(a) merged models evaluated per minute by mergelaw.measure (the streaming merge, tensor by tensor
+    from the checkpoints into the evaluated model's parameters, then the evaluation), with 1 and
+    with several models per forward;
 (b) the same for the pipeline a user would otherwise build from existing tools: mergekit's
     run_merge to disk, reload with transformers, the same evaluation (same batches, same function);
-(c) the merge kernel alone (task arithmetic, k experts) against a memory-bandwidth bound measured
-    in the same run: bytes that must move ((k + 1) task-vector/base reads + 1 write of P floats)
-    divided by the rate of a large tensor copy (bytes read + written per second).
+(c) the flat engine's merge kernel alone (task arithmetic, k experts held in memory as task
+    vectors) against a memory-bandwidth bound measured in the same run: bytes that must move
+    ((k + 1) task-vector/base reads + 1 write of P floats) divided by the rate of a large tensor
+    copy (bytes read + written per second).
 
 Experts are random perturbations of the base (fine for timing). Prints the ratios and writes the
 same text to benchmarks/results/measure_bench.txt.
