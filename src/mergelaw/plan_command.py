@@ -156,7 +156,7 @@ def target(
         raise MergelawError(f"--k-max {k_max:g}: expected at most --pool-size ({pool_size:g})")
     planned = _emit_options(emit, sweep, experts, family)
     post = _posterior(ctx, pool_size, json_out)
-    size = _size_of(post, size)
+    size = post.planning_size(size, "--size")
     if planned is not None:
         _one_family(post, family)
     answer = experts_for_target(
@@ -243,7 +243,7 @@ def stop(
     planned = _emit_options(emit, sweep, experts, family)
     measured = None if losses is None else _read_points(losses, "--losses")
     post = _posterior(ctx, pool_size, json_out)
-    size = _size_of(post, size)
+    size = post.planning_size(size, "--size")
     if planned is not None:
         _one_family(post, family)
     if measured is not None:
@@ -387,7 +387,7 @@ def forecast(
         raise MergelawError("--pool applies to a fitted family's curve, not to --points")
     measured = None if points is None else _read_points(points, "--points")
     post = _posterior(ctx, pool_size, json_out)
-    size = _size_of(post, size)
+    size = post.planning_size(size, "--size")
     lines = []
     if measured is not None:
         answer = forecast_from_points(
@@ -526,11 +526,6 @@ def _posterior(ctx: typer.Context, pool_size: float | None, json_out: Path | Non
     if json_out is not None and not is_stdout(json_out):
         check_writable(json_out)
     return Posterior.from_fit(Fit.load(ctx.obj["fit"]), pool_size=pool_size)
-
-
-def _size_of(post, size: float | None) -> float:
-    """``--size``, or the fit's one base size when it was not given."""
-    return post.planning_size(size, "--size")
 
 
 @dataclass(frozen=True)

@@ -207,10 +207,7 @@ def load_pool(
     base_shapes = base_source.shapes
     for seg in layout:
         if seg.name not in base_shapes:
-            raise MergelawError(
-                f"{base_where}: tensor {seg.name!r} is missing (expected the base's parameter "
-                "names)"
-            )
+            raise _missing(base_where, seg.name)
     canonical: dict[str, str] = {}
     first: dict[int, str] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
@@ -226,9 +223,7 @@ def load_pool(
         )
         for seg in layout:
             if seg.name not in tensors.shapes:
-                raise MergelawError(
-                    f"{where}: tensor {seg.name!r} is missing (expected the base's parameter names)"
-                )
+                raise _missing(where, seg.name)
         sources.append(FullExpert(tensors))
     model = model.to(device=device, dtype=torch.float32).eval()
     for p in model.parameters():
@@ -295,9 +290,7 @@ def _fill(model: nn.Module, checkpoint: Checkpoint, where: str) -> None:
     for name, param in model.named_parameters():
         found = next((n for n in aliases[id(param)] if n in checkpoint.tensors), None)
         if found is None:
-            raise MergelawError(
-                f"{where}: tensor {name!r} is missing (expected the base's parameter names)"
-            )
+            raise _missing(where, name)
         targets[found] = param
     for name, buffer in model.named_buffers():
         if name in checkpoint.tensors and name not in targets:
@@ -358,9 +351,7 @@ def _check_mergeable(
         if name not in shapes:
             if _is_tied_copy(name, base_cfg):
                 continue
-            raise MergelawError(
-                f"{where}: tensor {name!r} is missing (expected the base's parameter names)"
-            )
+            raise _missing(where, name)
         if tuple(shapes[name]) != tuple(shape):
             raise MergelawError(
                 f"{where}: tensor {name!r} has shape {tuple(shapes[name])} but the base has "
@@ -374,6 +365,13 @@ def _check_mergeable(
         )
 
 
+def _missing(where: str, name: str) -> MergelawError:
+    """The one-line error for a tensor of the base's that a checkpoint lacks."""
+    return MergelawError(
+        f"{where}: tensor {name!r} is missing (expected the base's parameter names)"
+    )
+
+
 def _is_tied_copy(name: str, cfg: dict) -> bool:
     return bool(cfg.get("tie_word_embeddings")) and name.endswith("lm_head.weight")
 
@@ -382,8 +380,7 @@ def _rows_of(flat: torch.Tensor, seg: Segment, rows: Rows) -> torch.Tensor:
     """Rows ``[a, b)`` of a segment's flat tensor (all of it for ``None``)."""
     if rows is None or not seg.shape:
         return flat
-    per_row = seg.numel // seg.shape[0] if seg.shape[0] else 0
-    return flat[rows[0] * per_row : rows[1] * per_row]
+    return flat[rows[0] * seg.per_row : rows[1] * seg.per_row]
 
 
 def unflatten(flat: torch.Tensor, layout: tuple[Segment, ...]) -> dict[str, torch.Tensor]:

@@ -52,6 +52,14 @@ class Segment:
     def stop(self) -> int:
         return self.offset + self.numel
 
+    @property
+    def per_row(self) -> int:
+        """Coordinates per index of the first dimension (1 for a scalar): a block of rows."""
+        n = 1
+        for d in self.shape[1:]:
+            n *= d
+        return n
+
 
 def merged_extent(layout: Sequence[Segment], spec: MethodSpec) -> int:
     """Length of the prefix of the flat vector that ``spec`` merges.
@@ -116,12 +124,20 @@ def top_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
         return mask.reshape(magnitudes.shape)
     cut, ties_left = magnitude_cut(lambda: flat.split(CHUNK), k)
     for block, out in zip(flat.split(CHUNK), mask.split(CHUNK), strict=True):
-        torch.gt(block, cut, out=out)
-        if ties_left > 0:
-            first = torch.nonzero(block == cut).reshape(-1)[:ties_left]
-            out[first] = True
-            ties_left -= first.numel()
+        ties_left = keep_above_cut(block, cut, ties_left, out)
     return mask.reshape(magnitudes.shape)
+
+
+def keep_above_cut(magnitudes: torch.Tensor, cut: float, ties_left: int, out: torch.Tensor) -> int:
+    """Write into the bool ``out`` which of a block's ``magnitudes`` a trim keeps: those above
+    ``cut`` and the first ``ties_left`` equal to it, in flat order; return the ties still left to
+    keep in later blocks (the one tie rule of every trim, per tensor or global)."""
+    torch.gt(magnitudes, cut, out=out)
+    if ties_left > 0:
+        first = torch.nonzero(magnitudes == cut).reshape(-1)[:ties_left]
+        out[first] = True
+        ties_left -= first.numel()
+    return ties_left
 
 
 def _keep_top(x: torch.Tensor, density: float, min_one: bool) -> None:

@@ -46,6 +46,7 @@ from mergelaw.measure.merge import (
     dare_apply,
     dare_mask,
     elected_sign_sum,
+    keep_above_cut,
     l1_factor,
     magnitude_cut,
     merged_extent,
@@ -119,8 +120,8 @@ class StreamingMerger:
         election stacks them and makes a few temporaries of that size)."""
         pool = self.pool
         size = max(1, self.block // len(psis))
-        per_row = seg.numel // seg.shape[0] if seg.shape and seg.shape[0] else seg.numel
-        if seg.numel <= size or not seg.shape or per_row == 0:
+        per_row = seg.per_row
+        if seg.numel <= size or not seg.shape:
             base = pool.base_tensor(seg)
             yield (0, seg.numel), base, [psi.whole(seg, base) for psi in psis]
             return
@@ -195,13 +196,14 @@ class _Psi:
         self.restart()
 
     def restart(self) -> None:
-        """Start the flat order again (the global trim's count of ties kept)."""
-        self.ties_seen = 0
+        """Start the flat order again (the global trim's ties still to keep)."""
+        self.ties_left = self.cut[1] if self.cut is not None else 0
 
     def whole(self, seg: Segment, base: torch.Tensor) -> torch.Tensor:
         """Psi(v) on the whole tensor (masks stay unpacked)."""
         v = self.pool.task_vector(self.index, seg, base)
-        self.prepare(seg, v.clone() if self.trim else v, pack=False)
+        per_tensor_trim = self.trim and self.spec.trim_scope == "tensor"  # consumes its copy
+        self.prepare(seg, v.clone() if per_tensor_trim else v, pack=False)
         out = self._apply(v, 0, seg.numel)
         self.release()
         return out
@@ -256,12 +258,6 @@ class _Psi:
 
     def _cut_mask(self, v: torch.Tensor) -> torch.Tensor:
         """The global trim on one block: |v| above the cut, and the next ties in flat order."""
-        t, r = self.cut
-        a = v.abs()
-        keep = a > t
-        ties = a == t
-        if self.ties_seen < r:
-            order = torch.cumsum(ties, 0) + self.ties_seen
-            keep |= ties & (order <= r)
-        self.ties_seen += int(ties.sum())
+        keep = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+        self.ties_left = keep_above_cut(v.abs(), self.cut[0], self.ties_left, keep)
         return keep
