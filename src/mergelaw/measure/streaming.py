@@ -12,11 +12,10 @@ per-tensor trim of the largest tensor: its whole float32 task vector and a mask.
 
 It gives the values of the flat path (``merge.merge`` on ``ExpertPool.task_vectors``):
 
-- ``sum`` / ``mean`` combines add the experts one after another onto the base, in the flat
-  path's order, block by block.
-- TIES-like combines (sign election, disjoint sum or mean) take blocks of about ``block / k``
-  coordinates per expert of the subset; the engine's ``combine`` works coordinate by coordinate,
-  so blocks change nothing. ``sign_tie = "global"`` first sums the elected signs over every
+- Every combine takes blocks of about ``block / k`` coordinates per expert of the subset (the
+  base read once per block) and runs the engine's ``combine`` on them, coordinate by coordinate
+  as the flat path does (``sum`` / ``mean``: the base, then each expert's share in the subset's
+  order), so blocks change nothing. ``sign_tie = "global"`` first sums the elected signs over every
   tensor (a first pass that reads the subset twice).
 - A trim keeps every |v| above the k-th largest magnitude and, of the values equal to it, the
   first in the flat order (``merge.top_mask``, as in the flat path): per tensor, of the tensor's
@@ -41,7 +40,6 @@ from mergelaw.measure.experts import ExpertPool
 from mergelaw.measure.merge import (
     CHUNK,
     Segment,
-    alphas,
     combine,
     dare_apply,
     dare_mask,
@@ -89,9 +87,8 @@ class StreamingMerger:
         pool = self.pool
         n = merged_extent(pool.layout, spec)
         psis = [_Psi(self, pool.index(e), e, spec, seed, n) for e in subset]
-        elect = spec.combine not in ("sum", "mean")
         tie = 1.0
-        if elect and spec.sign_tie == "global":
+        if spec.combine not in ("sum", "mean") and spec.sign_tie == "global":
             total = torch.zeros((), dtype=torch.float64, device=pool.device)
             for seg in pool.layout:
                 if seg.stop <= n:
@@ -104,15 +101,9 @@ class StreamingMerger:
             out = dest(seg)
             if seg.stop > n:
                 out.copy_(pool.base_tensor(seg))
-            elif elect:
-                for (lo, hi), base, block in self._blocks(seg, psis):
-                    combine(base, block, spec, w, out[lo:hi], tie=tie)
-            else:  # the flat path's order: the base, then each expert's share in turn
-                for i, (psi, alpha) in enumerate(zip(psis, alphas(spec, w))):
-                    for (lo, hi), base, (block,) in self._blocks(seg, [psi]):
-                        if i == 0:
-                            out[lo:hi].copy_(base)
-                        out[lo:hi].add_(block, alpha=alpha)
+                continue
+            for (lo, hi), base, block in self._blocks(seg, psis):
+                combine(base, block, spec, w, out[lo:hi], tie=tie)
 
     def _blocks(self, seg: Segment, psis: Sequence[_Psi]) -> Blocks:
         """((lo, hi), the base there, [Psi(v_i) there]) over a tensor, in blocks of whole rows:
