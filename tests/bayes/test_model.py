@@ -136,6 +136,27 @@ def test_one_or_two_sizes_drop_the_size_laws():
         assert ("sigma_slope" in dims) == (len(sizes) == 2)  # one size: no spread-size slope
 
 
+@pytest.mark.parametrize("scale", ["fixed", "learnt"])
+def test_curve_noise_factor_has_a_fixed_or_learnt_spread(data, scale):
+    """dev_c ~ N(0, s): s is the spec's number ("fixed": no population scale to funnel into
+    when curves scatter alike) or s ~ HalfNormal(that number) ("learnt")."""
+    from numpyro.handlers import seed, trace
+
+    from mergelaw.bayes import numpyro_backend
+
+    spec = dataclasses.replace(load_spec("default"), noise_curve_scale=scale)
+    model, _ = numpyro_backend.model_fn(spec, data)
+    sites = trace(seed(model, 0)).get_trace()
+    spread = sites["noise_dev"]["fn"].base_dist.scale  # Normal(0, s) expanded over curves
+    assert sites["noise_dev"]["value"].shape == (len(data.curves),)
+    if scale == "fixed":
+        assert "noise_dev_scale" not in sites
+        np.testing.assert_allclose(spread, spec.noise_curve_prior_sd)
+    else:
+        assert sites["noise_dev_scale"]["fn"].scale == spec.noise_curve_prior_sd
+        np.testing.assert_allclose(spread, sites["noise_dev_scale"]["value"])
+
+
 def test_membership_and_floor_deviation_enter_the_mean(data):
     """mean = the law + (in_domain - k/M) gap_c / k^decay, computed independently."""
     t = _truth(data)

@@ -123,6 +123,9 @@ def test_from_fit_holds_the_fits_draws(plan_fit):
     _, scale = result.predictive_draws(obs=obs, keep=np.arange(post.n_draws))
     np.testing.assert_allclose(post.curves(3.0).noise_sd(2.0), scale[:, rows], rtol=1e-10)
     assert np.ptp(result.draws("noise_dev")) > 0
+    # the default's noise factors spread by a fixed 0.3: a new curve's are drawn at that spread
+    assert "noise_dev_scale" not in result.idata.posterior
+    np.testing.assert_array_equal(post.noise_dev_scale, result.spec.noise_curve_prior_sd)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     assert default.required_params(form="means") == [
         "level", "drop", "floor_drop", "beta", "gamma", "b"
     ]  # fmt: skip
-    assert default.target_accept == 0.9 and load_spec("default_v1").target_accept is None
+    assert default.target_accept == 0.95 and load_spec("default_v1").target_accept is None
     assert "alpha" in load_spec("free_exponent").required_params()
     assert "b" not in load_spec("no_offset").required_params()
 
@@ -50,6 +50,8 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
         (('transform = "identity"', 'transform = "logit"'), "transform = 'logit'"),
         (("pool_scale = 0.2", "pool_scale = -0.2"), "must be > 0"),
         (("pool = true", "pool = 1"), "pool = 1 has the wrong type"),
+        (('noise_curve_scale = "fixed"', 'noise_curve_scale = "shared"'),
+         "noise_curve_scale = 'shared' (expected one of: learnt, fixed)"),
         (("[mean]", "[mean"), "not valid TOML"),
     ],
 )
@@ -94,6 +96,6 @@ def test_transforms_and_population_density_match_scipy():
 def test_sampler_section_is_checked(tmp_path):
     text = Path(load_spec("default").source).read_text()
     bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace("target_accept = 0.9 ", "target_accept = 1.5 "))
+    bad.write_text(text.replace("target_accept = 0.95 ", "target_accept = 1.5 "))
     with pytest.raises(MergelawError, match=r"\[sampler\].target_accept = 1.5"):
         load_spec(bad)

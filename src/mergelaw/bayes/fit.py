@@ -67,6 +67,16 @@ class Fit:
         values = self.idata.posterior[name].to_numpy()
         return values.reshape(-1, *values.shape[2:])
 
+    def deviation_scale(self, name: str) -> np.ndarray | None:
+        """Draws (S,) of the spread of a per-curve deviation ('floor_dev', 'noise_dev'): the
+        learnt scale's, or the spec's fixed one; None where the fit has no such deviation."""
+        posterior = self.idata.posterior
+        if f"{name}_scale" in posterior:
+            return self.draws(f"{name}_scale")
+        if name == "noise_dev" and name in posterior:  # noise_curve_scale = "fixed"
+            return np.full(self.draws(name).shape[0], self.spec.noise_curve_prior_sd)
+        return None
+
     def family_nugget(self) -> np.ndarray:
         """Nugget draws: (S,) for one nugget, (S, F) where each family takes its merge method's."""
         nugget = self.draws("nugget")
@@ -191,7 +201,7 @@ class Fit:
             out["gap"] = np.concatenate([values["gap"], fresh], axis=1)
         for name in ("floor_dev", "noise_dev"):
             if name in values:
-                tau = self.draws(f"{name}_scale")[keep][:, None]
+                tau = self.deviation_scale(name)[keep][:, None]
                 fresh = tau * rng.standard_normal((len(keep), unseen))
                 out[name] = np.concatenate([values[name], fresh], axis=1)
         return out

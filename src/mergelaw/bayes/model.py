@@ -216,7 +216,9 @@ def _noise(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Backend
         sigma = law.sigma_at_size(sigma, slope, data.size_ratio)
     curve_factor = 1.0
     if spec.noise_curve_prior_sd > 0 and data.n_sizes > 1:  # one size: sigma is the curve's
-        spread = backend.half_normal("noise_dev_scale", spec.noise_curve_prior_sd)
+        spread = spec.noise_curve_prior_sd
+        if spec.noise_curve_scale == "learnt":
+            spread = backend.half_normal("noise_dev_scale", spread)
         deviation = backend.normal("noise_dev", 0.0, spread, dims=("curve",))
         curve_factor = backend.math.exp(deviation)[data.curve]
     factor = law.spread_factor(spec.spread, data.k, data.pool_size)

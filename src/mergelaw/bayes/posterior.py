@@ -293,8 +293,8 @@ class Posterior:
             },
             size_law=size_law,
             per_size=per_size,
-            floor_dev_scale=fit.draws("floor_dev_scale") if "floor_dev_scale" in names else None,
-            noise_dev_scale=fit.draws("noise_dev_scale") if "noise_dev_scale" in names else None,
+            floor_dev_scale=fit.deviation_scale("floor_dev"),
+            noise_dev_scale=fit.deviation_scale("noise_dev"),
         )
 
     @classmethod
