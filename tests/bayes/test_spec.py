@@ -50,8 +50,10 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
         (('transform = "identity"', 'transform = "logit"'), "transform = 'logit'"),
         (("pool_scale = 0.2", "pool_scale = -0.2"), "must be > 0"),
         (("pool = true", "pool = 1"), "pool = 1 has the wrong type"),
-        (('noise_curve_scale = "fixed"', 'noise_curve_scale = "shared"'),
-         "noise_curve_scale = 'shared' (expected one of: learnt, fixed)"),
+        (
+            ('noise_curve_scale = "fixed"', 'noise_curve_scale = "shared"'),
+            "noise_curve_scale = 'shared' (expected one of: learnt, fixed)",
+        ),
         (("[mean]", "[mean"), "not valid TOML"),
     ],
 )

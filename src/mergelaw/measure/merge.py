@@ -21,6 +21,7 @@ type (CPU and CUDA generators differ).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -55,10 +56,7 @@ class Segment:
     @property
     def per_row(self) -> int:
         """Coordinates per index of the first dimension (1 for a scalar): a block of rows."""
-        n = 1
-        for d in self.shape[1:]:
-            n *= d
-        return n
+        return math.prod(self.shape[1:])
 
 
 def merged_extent(layout: Sequence[Segment], spec: MethodSpec) -> int:
