@@ -116,6 +116,16 @@ def test_three_point_solution_recovers_curve(floor, amplitude, b):
         assert fitted == pytest.approx(law.curve_loss(k, floor, amplitude, b), abs=1e-9)
 
 
+@given(floor=positive, amplitude=positive, b=offsets)
+def test_three_point_solution_through_any_three_k(floor, amplitude, b):
+    """Through k = 2, 4, 6 (the later points of a pool measured from k = 2): the same curve."""
+    losses = [law.curve_loss(k, floor, amplitude, b) for k in (2, 4, 6)]
+    solution = law.three_point_solution(*losses, ks=(2, 4, 6))
+    for k in (1, 3, 5, 9):
+        fitted = law.curve_loss(k, *solution)
+        assert fitted == pytest.approx(law.curve_loss(k, floor, amplitude, b), rel=1e-6, abs=1e-8)
+
+
 def test_three_point_solution_by_hand_and_invalid():
     # floor 1, A 2, b 0: L1 = 3, L2 = 2, L4 = 1.5
     floor, amplitude, b = law.three_point_solution(3.0, 2.0, 1.5)

@@ -273,24 +273,31 @@ class ThreePointSolution(NamedTuple):
 
 
 def three_point_solution(
-    loss_k1: ArrayLike, loss_k2: ArrayLike, loss_k4: ArrayLike
+    loss_k1: ArrayLike,
+    loss_k2: ArrayLike,
+    loss_k4: ArrayLike,
+    ks: tuple[float, float, float] = (1.0, 2.0, 4.0),
 ) -> ThreePointSolution:
-    """The curve floor + A/(k+b) passing exactly through the mean losses at k = 1, 2, 4.
+    """The curve floor + A/(k+b) passing exactly through the mean losses at three k (the paper's
+    k = 1, 2, 4 unless ``ks`` says otherwise, in increasing order).
 
-    With d1 = L1 - L2 = A/((1+b)(2+b)) and d2 = L2 - L4 = 2A/((2+b)(4+b)), the ratio
-    r = d1/d2 = (4+b)/(2(1+b)) gives b = (4 - 2r)/(2r - 1). Points that are not strictly
-    decreasing, or whose ratio implies b <= -1, have no such curve: all three outputs are NaN.
+    With d1 = L(k1) - L(k2) = A (k2-k1) / ((k1+b)(k2+b)) and d2 = L(k2) - L(k3) likewise, the ratio
+    r = d1/d2 = (k2-k1)(k3+b) / ((k3-k2)(k1+b)) gives b = ((k2-k1) k3 - r (k3-k2) k1) /
+    (r (k3-k2) - (k2-k1)). Points that are not strictly decreasing, or whose ratio implies
+    b <= -k1, have no such curve: all three outputs are NaN.
     """
     xp = _xp(loss_k1, loss_k2, loss_k4)
+    k1, k2, k3 = (float(k) for k in ks)
     d1 = xp.asarray(loss_k1 - loss_k2, dtype=float)
     d2 = xp.asarray(loss_k2 - loss_k4, dtype=float)
     ok = (d1 > 0) & (d2 > 0)
     ratio = d1 / xp.where(ok, d2, 1.0)
-    ok = ok & (ratio > 0.5)
-    b = (4.0 - 2.0 * ratio) / xp.where(ok, 2.0 * ratio - 1.0, 1.0)
-    ok = ok & (b > -1.0)
-    amplitude = d1 * (1.0 + b) * (2.0 + b)
-    floor = loss_k1 - amplitude / (1.0 + b)
+    denominator = ratio * (k3 - k2) - (k2 - k1)
+    ok = ok & (denominator > 0)  # the ratio's limit as b grows without bound
+    b = ((k2 - k1) * k3 - ratio * (k3 - k2) * k1) / xp.where(ok, denominator, 1.0)
+    ok = ok & (b > -k1)
+    amplitude = d1 * (k1 + b) * (k2 + b) / (k2 - k1)
+    floor = loss_k1 - amplitude / (k1 + b)
     nan = xp.nan
     return ThreePointSolution(
         xp.where(ok, floor, nan), xp.where(ok, amplitude, nan), xp.where(ok, b, nan)
