@@ -117,7 +117,7 @@ def run_seed(args, seed: int, truth: pd.DataFrame) -> tuple[list[dict], list[str
     if "few" in args.checks:
         held_out = args.domains[seed % len(args.domains)]
         post = fitted(table[table["eval_domain"] != held_out], f"few (without {held_out})")
-        ess = []
+        ess = []  # the updates' summaries
         for (method, domain, n_params), rows in groups:
             if domain != held_out:
                 continue
@@ -128,13 +128,14 @@ def run_seed(args, seed: int, truth: pd.DataFrame) -> tuple[list[dict], list[str
                 post, points, n_b=n_b, k=observed["k"], n_subsets=observed["size"],
                 level=args.level, seed=seed,
             )  # fmt: skip
-            ess.append((answer.decision["ess"], answer.decision["n_proposals"]))
+            ess.append(answer.decision)
             for r in score(answer, observed, family_truth(method, domain), n_b):
                 records.append({"check": "few", "seed": seed, "method": method, **r})
-        sizes = np.array([e for e, _ in ess])
+        sizes = np.array([d["ess"] for d in ess])
         notes.append(
-            f"seed {seed} few: effective sample size of the updates: median {np.median(sizes):.0f},"
-            f" min {sizes.min():.0f} (of {ess[0][1]} proposals each)"
+            f"seed {seed} few: the updates (NUTS): ESS median {np.median(sizes):.0f}, min "
+            f"{sizes.min():.0f}; max R-hat {max(d['rhat'] for d in ess):.3f}; "
+            f"{sum(d['divergences'] for d in ess)} divergences in all"
         )
     return records, notes
 

@@ -65,7 +65,9 @@ def test_plan_stop_budget_forecast(plan_fit_path, points_path):
     assert "expected loss" in result.output and "observed loss" in result.output
     result = _run("plan", plan_fit_path, "forecast", "--size", 3, "--points", points_path)
     assert result.exit_code == 0, result.output
-    assert "few-point forecast" in result.output and "effective sample size" in result.output
+    assert "few-point forecast" in result.output
+    assert "NUTS, the population as prior" in result.output
+    assert "divergences" in result.output and "R-hat" in result.output
 
 
 def test_compare_prints_contrasts_and_verdicts(plan_fit_path, tmp_path):

@@ -327,7 +327,6 @@ def sequential_stop(
     prior: str = NEW_FAMILY,
     cost_per_expert: float | None = None,
     level: float = 0.9,
-    n_proposals: int = 20_000,
     seed: int = 0,
 ) -> Answer:
     """Stop or continue, given the losses measured so far on a new pool at base size ``n_b``.
@@ -340,7 +339,7 @@ def sequential_stop(
     level = check_level(level)
     points = points if isinstance(points, Points) else Points.from_frame(points)
     threshold = _threshold(epsilon, cost_per_expert)
-    updated = condition(post, points, n_b=n_b, prior=prior, n_proposals=n_proposals, seed=seed)
+    updated = condition(post, points, n_b=n_b, prior=prior, seed=seed)
     curves = updated.curves
     k_now = float(points.k.max())
     gain = curves.marginal_gain(k_now)
@@ -358,9 +357,7 @@ def sequential_stop(
         "k_measured": k_now,
         "expected_gain": expected,
         "threshold": threshold,
-        "ess": updated.ess,
-        "update": updated.method,
-    }
+    } | updated.summary()
     note = updated.note()
     return _answer(post, "sequential stopping", records, decision, [note] if note else [])
 
@@ -499,7 +496,6 @@ def forecast_from_points(
     prior: str = NEW_FAMILY,
     n_subsets: int | Sequence[int] = 1,
     level: float = 0.9,
-    n_proposals: int = 20_000,
     seed: int = 0,
 ) -> Answer:
     """The few-point forecast: losses measured at a few k (the paper's k = 1, 2, 4) on a new
@@ -509,11 +505,11 @@ def forecast_from_points(
     n_b = post.planning_size(n_b)
     level = check_level(level)
     points = points if isinstance(points, Points) else Points.from_frame(points)
-    updated = condition(post, points, n_b=n_b, prior=prior, n_proposals=n_proposals, seed=seed)
+    updated = condition(post, points, n_b=n_b, prior=prior, seed=seed)
     ks = _k_grid(k, post)
     rng = np.random.default_rng(seed + 1)
     records = forecast_rows(updated.curves, ks, n_subsets, level, rng)
-    decision = {"ess": updated.ess, "n_proposals": updated.n_proposals, "update": updated.method}
+    decision = updated.summary()
     means = points.per_k_means()
     if {1.0, 2.0, 4.0} <= set(means.index):
         three = law.three_point_solution(means[1.0], means[2.0], means[4.0])

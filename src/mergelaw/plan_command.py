@@ -221,7 +221,7 @@ def stop(
     prior: PriorOpt = "new",
     pool_size: PoolOpt = None,
     level: LevelOpt = 0.9,
-    seed: Annotated[int, typer.Option(help="Seed of the importance resampling.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the update's sampler.")] = 0,
     json_out: JsonOpt = None,
     emit: EmitOpt = None,
     sweep: SweepOpt = None,
@@ -232,6 +232,7 @@ def stop(
     The first k whose expected gain drops below epsilon (per unit cost with --cost-per-expert),
     and k80/k90; with --losses, stop or continue for a pool being measured. With
     --emit-mergekit, the merge of that many experts is written as a mergekit config."""
+    from mergelaw.bayes.update import describe_update
     from mergelaw.plan import sequential_stop, stopping
 
     shares = parse_values(fractions, float, "--fractions", RANGES["fractions"]) or [0.8, 0.9]
@@ -261,7 +262,7 @@ def stop(
         lines = [
             f"{d['action'].upper()}: the expected gain of expert {d['k_measured'] + 1:g} is "
             f"{d['expected_gain']:.4g} nats ({'>=' if d['action'] == 'continue' else '<'} "
-            f"threshold {d['threshold']:.4g}); effective sample size {d['ess']:.0f}"
+            f"threshold {d['threshold']:.4g}); update {describe_update(d)}"
         ]
     else:
         answer = stopping(
@@ -379,6 +380,7 @@ def forecast(
 
     Any base size (fitted or not), for a family of the fit or a new one; with --points, the
     curve of a new setting forecast from a few measured k."""
+    from mergelaw.bayes.update import describe_update
     from mergelaw.plan import forecast as run_forecast
     from mergelaw.plan import forecast_from_points
 
@@ -400,10 +402,7 @@ def forecast(
             level=level,
             seed=seed,
         )
-        lines.append(
-            f"updated from {points} ({answer.decision['update']}); effective sample size "
-            f"{answer.decision['ess']:.0f} of {answer.decision['n_proposals']}"
-        )
+        lines.append(f"updated from {points}: {describe_update(answer.decision)}")
     else:
         answer = run_forecast(
             post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed,

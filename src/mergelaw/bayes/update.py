@@ -1,27 +1,42 @@
-"""Conditioning a curve on a new pool's measured losses, by importance resampling over draws.
+"""Conditioning a new curve on losses measured on it, by NUTS with the fit as prior.
 
-The prior is either a fitted family's posterior (each draw weighted by the likelihood of the new
-points) or the population (a family the fit has not seen). For the population the mean at one
-base size is linear in the anchors (level, drop) given the shapes, so those two are drawn from the
-Gaussian the new points imply and weighted by their population density times the likelihood
-integrated over them (Rao-Blackwellised importance sampling): a few precise points then still
-leave thousands of effective draws, where plain likelihood weighting leaves a handful.
-The noise model is the fit's: sigma(N)²·spread(k, M) + nugget² per merged model, or se² + nugget²
-per per-k mean.
+The prior is the curve's draws at the asked base size: the population's (a family the fit has not
+seen: fresh group parameters, floor deviation and noise factor per posterior draw) or a fitted
+family's posterior. In coordinates the points pin down directly, u = (level, drop, log1p b,
+log alpha, log sigma, log nugget) with level = L(K) and drop = L(k_low) - L(K) at that size, the
+draws are summarised by a multivariate Student-t with their mean and covariance and few degrees
+of freedom, and NUTS samples u given the points. The t's tails are the robustness: points that
+disagree with the population (another model family, another pool) pull the curve to them and
+widen it, where reweighting the population's own draws stayed narrow and wrong
+(benchmarks/results/transfer.txt). The noise model is the fit's: sigma²·spread(k, M) + nugget²
+per merged model (M the new pool's size), or se² + nugget² per per-k mean.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import stdtrit
 
 from mergelaw import law
-from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior, fresh_noise_factor
+from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.errors import MergelawError, shown
 
-LOG_2PI = float(np.log(2.0 * np.pi))
+#: Degrees of freedom of the prior's Student-t (chosen on benchmarks/transfer.py: see its result).
+PRIOR_DF = 4.0
+#: Upper quartile of the standard Student-t with PRIOR_DF degrees of freedom.
+T_QUARTILE = float(stdtrit(PRIOR_DF, 0.75))
+#: NUTS settings of one query: chains vectorised on one device, one compilation.
+CHAINS, WARMUP, DRAWS = 4, 1000, 1000
+#: With 4 x 500 draws at 0.9, one query in ten had a divergence or R-hat > 1.01 (transfer.py).
+TARGET_ACCEPT = 0.95
+#: Coordinates of a curve, in sampling order.
+COORDINATES = ("level", "drop", "log1p_b", "log_alpha", "log_sigma", "log_nugget")
 
 
 @dataclass(frozen=True)
@@ -71,25 +86,55 @@ class Points:
 
 @dataclass(frozen=True)
 class Conditioned:
-    """The new curve's draws after the update, and how well importance sampling went."""
+    """The new curve's draws given the points, and how the sampler and the prior fared."""
 
     curves: CurveDraws  # (n_draws, 1)
-    ess: float
-    n_proposals: int
     method: str
+    ess: float  # smallest bulk ESS over the sampled coordinates
+    rhat: float
+    divergences: int
+    conflict: float  # posterior mean of u, in prior scale units (Mahalanobis)
+    seconds: float
+
+    def summary(self) -> dict:
+        """How the update went, for an answer's decision."""
+        return {
+            "update": self.method,
+            "ess": self.ess,
+            "rhat": self.rhat,
+            "divergences": self.divergences,
+            "prior_conflict_sd": self.conflict,
+            "update_seconds": self.seconds,
+        }
 
     def note(self) -> str | None:
-        """A warning when the effective sample size is too small to trust the intervals."""
-        if self.ess < 50:
-            return (
-                f"effective sample size {self.ess:.0f} of {self.n_proposals} proposals: the new "
-                "points are far from what the prior expects; intervals are unreliable"
+        """What the answer's reader must know: a sampler that did not converge, or points that
+        disagree with the prior."""
+        notes = []
+        if self.divergences or self.rhat > 1.01 or self.ess < 400:
+            notes.append(
+                f"the update's sampler is not trustworthy ({self.divergences} divergences, "
+                f"R-hat {self.rhat:.3f}, ESS {self.ess:.0f}): intervals are rough"
             )
-        if self.ess < 400:
-            return (
-                f"effective sample size {self.ess:.0f} of {self.n_proposals}: intervals are rough"
+        if self.conflict > CONFLICT_SD:
+            notes.append(
+                f"the points sit {self.conflict:.1f} prior sd from what the fit expects of a "
+                "curve here: the forecast leans on the points, with wider intervals"
             )
-        return None
+        return "; ".join(notes) or None
+
+
+def describe_update(summary: dict) -> str:
+    """An update's summary (Conditioned.summary, as an answer's decision holds it) in one line."""
+    return (
+        f"{summary['update']}: ESS {summary['ess']:.0f}, R-hat {summary['rhat']:.3f}, "
+        f"{summary['divergences']} divergences, the points {summary['prior_conflict_sd']:.1f} "
+        f"prior sd from its centre, {summary['update_seconds']:.1f} s"
+    )
+
+
+#: Distance of the posterior from the prior's centre (in its sd) worth a note.
+CONFLICT_SD = 3.0
 
 
 def condition(
@@ -98,162 +143,177 @@ def condition(
     *,
     n_b: float,
     prior: str = NEW_FAMILY,
-    n_proposals: int = 20_000,
+    n_prior_draws: int = 20_000,
     seed: int = 0,
 ) -> Conditioned:
     """Draws of the curve at base size ``n_b`` given ``points`` measured on it; ``prior`` is a
-    family of the fit or 'new' (the population). Returns as many draws as the posterior has."""
+    family of the fit or 'new' (the population, from ``n_prior_draws`` draws)."""
     points = points if isinstance(points, Points) else Points.from_frame(points)
-    rng = np.random.default_rng(seed)
-    if prior == NEW_FAMILY and post.spec.parameterisation == "anchored":
-        return _condition_population(post, points, n_b, n_proposals, rng)
     if prior == NEW_FAMILY:
-        per_draw = max(1, -(-n_proposals // post.n_draws))
-        proposals = post.new_family(per_draw, seed=seed).curves(n_b)
-        method = "population draws weighted by the likelihood"
+        per_draw = max(1, -(-n_prior_draws // post.n_draws))
+        draws = post.new_family(per_draw, seed=seed).curves(n_b)
+        method = "NUTS, the population as prior"
     else:
-        proposals = post.curves(n_b, [prior])
-        method = f"draws of {proposals.labels[0]} weighted by the likelihood"
-    mu = proposals.mean(points.k)[:, 0, :]
-    log_w = _log_likelihood(points, mu, _variance(points, proposals)[:, 0, :])
-    return _resample(proposals, log_w, post.n_draws, rng, method)
+        draws = post.curves(n_b, [prior])
+        method = f"NUTS, {draws.labels[0]} as prior"
+    coords = curve_coordinates(draws, post.k_anchor, post.spec.drop_from_k)
+    return _sample(draws, coords, points, post.k_anchor, post.spec.drop_from_k, method, seed)
 
 
-def _variance(points: Points, curves: CurveDraws) -> np.ndarray:
-    """Per-point noise variance under the fit's noise model: (S, F, R)."""
-    return _noise_variance(points, curves.sigma, curves.nugget, curves.spread, curves.pool_size)
+def curve_coordinates(curves: CurveDraws, k_anchor: float, k_low: float) -> dict[str, np.ndarray]:
+    """Draws (S,) of one curve in the coordinates the prior is summarised in."""
+    floor, amplitude = curves.floor[:, 0], curves.amplitude[:, 0]
+    b, alpha = curves.b[:, 0], curves.alpha[:, 0]
+    at_anchor = law.tail_shape(k_anchor, b, alpha)
+    return {
+        "level": floor + amplitude * at_anchor,
+        "drop": amplitude * (law.tail_shape(k_low, b, alpha) - at_anchor),
+        "log1p_b": np.log1p(b),
+        "log_alpha": np.log(alpha),
+        "log_sigma": np.log(np.maximum(curves.sigma[:, 0], 1e-300)),
+        "log_nugget": np.log(curves.nugget[:, 0]),
+    }
 
 
-def _noise_variance(points: Points, sigma, nugget, spread: str, pool_size: float) -> np.ndarray:
-    nugget = np.asarray(nugget)[..., None]
-    if points.se is not None:
-        return law.noise_scale(points.se, 1.0, nugget) ** 2
-    factor = law.spread_factor(spread, points.k, pool_size)
-    return law.noise_scale(np.asarray(sigma)[..., None], factor, nugget) ** 2
+def prior_summary(coords: dict[str, np.ndarray]):
+    """The Student-t prior of a curve's draws: the names of the coordinates that vary across
+    draws, their location and the Cholesky factor of the t's scale matrix; the others are
+    constants. Location, scales and correlations are rank-based (medians, quartiles, Spearman's
+    rho through the Gaussian copula), so that a population extrapolated far from its fitted sizes,
+    whose draws have tails no moment summarises, still gives a usable prior."""
+    names = [n for n in COORDINATES if np.ptp(coords[n]) > 1e-12 * (1 + np.abs(coords[n]).max())]
+    fixed = {n: float(coords[n][0]) for n in COORDINATES if n not in names}
+    if not names:
+        return names, fixed, np.zeros(0), np.zeros((0, 0))
+    u = np.stack([coords[n] for n in names], axis=1)
+    low, loc, high = np.quantile(u, [0.25, 0.5, 0.75], axis=0)
+    scale = np.maximum((high - low) / (2.0 * T_QUARTILE), 1e-12 * (1 + np.abs(loc)))
+    ranks = np.argsort(np.argsort(u, axis=0), axis=0)
+    rho = np.atleast_2d(np.corrcoef(ranks, rowvar=False))
+    correlation = 2.0 * np.sin(np.pi * rho / 6.0)  # Spearman's rho -> Pearson's, Gaussian copula
+    values, vectors = np.linalg.eigh(correlation)
+    correlation = (vectors * np.maximum(values, 1e-6)) @ vectors.T
+    tril = np.linalg.cholesky(correlation * np.outer(scale, scale))
+    return names, fixed, loc, tril
 
 
-def _log_likelihood(points: Points, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
-    return -0.5 * np.sum(LOG_2PI + np.log(var) + (points.y - mu) ** 2 / var, axis=-1)
-
-
-def _condition_population(
-    post: Posterior, points: Points, n_b: float, n_proposals: int, rng: np.random.Generator
-) -> Conditioned:
-    per_draw = max(1, -(-n_proposals // post.n_draws))
-    values, source = post.population_draws(per_draw, rng)
-    if not post.size_law and post.fitted_size(n_b) is None:
-        post.require_size_law(f"a curve at {n_b:g}B (not a fitted size)")
-    # The mean at k is linear in (level, drop): mean = level + drop * c(k) + offset, where c
-    # and offset come from the law at level = 0, drop = 1 and at level = drop = 0.
-    unit = post.law_of(values | {"level": np.zeros(source.size), "drop": np.ones(source.size)})
-    zero = post.law_of(values | {"level": np.zeros(source.size), "drop": np.zeros(source.size)})
-
-    def mean_at(p) -> np.ndarray:  # (P, len(points.k))
-        floor, amplitude = p["L_star"], p["A0"]
-        if post.size_law:
-            floor = law.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
-            amplitude = law.tail_amplitude(n_b, p["A0"], p["gamma"])
-        return law.curve_loss(points.k[None, :], floor[:, None], amplitude[:, None],
-                              p["b"][:, None], p["alpha"][:, None])  # fmt: skip
-
-    offset = mean_at(zero)
-    c = mean_at(unit) - offset
-    n = source.size
-    sigma = law.sigma_at_size(
-        values.get("sigma", np.zeros(n)), post.sigma_slope[source], n_b / post.n_ref
-    )
-    scale = None if post.noise_dev_scale is None else post.noise_dev_scale[source]
-    curve_factor = fresh_noise_factor(scale, (n,), rng)
-    sigma, nugget = sigma * curve_factor, post._new_family_nugget(source) * curve_factor
-    var = _noise_variance(points, sigma, nugget, post.spec.spread, post.pool_size)
-
-    linear = ["level", "drop"] if points.distinct_k >= 2 else ["level"]
-    if len(linear) == 1:
-        offset += values["drop"][:, None] * c
-    theta, log_z = _gaussian_draw(points.y - offset, c, 1.0 / var, len(linear), rng)
-    log_w = log_z - 0.5 * np.sum(np.log(var), axis=-1)
-    for i, name in enumerate(linear):
-        values[name] = theta[i]
-        log_w = log_w + _log_population_density(post, name, theta[i], source)
-
-    p = post.law_of(values)
-    floor, amplitude = p["L_star"], p["A0"]
-    if post.size_law:
-        floor = law.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
-        amplitude = law.tail_amplitude(n_b, p["A0"], p["gamma"])
-    proposals = CurveDraws(
-        labels=[NEW_FAMILY],
-        n_b=float(n_b),
-        floor=np.asarray(floor, dtype=float)[:, None],
-        amplitude=np.asarray(amplitude, dtype=float)[:, None],
-        b=np.asarray(p["b"], dtype=float)[:, None],
-        alpha=np.asarray(p["alpha"], dtype=float)[:, None],
-        sigma=sigma[:, None],
-        nugget=nugget[:, None],
-        spread=post.spec.spread,
-        pool_size=post.pool_size,
-    )
-    method = (
-        f"population draws, ({', '.join(linear)}) drawn from the new points (Rao-Blackwellised)"
-    )
-    return _resample(proposals, log_w, post.n_draws, rng, method)
-
-
-def _gaussian_draw(
-    residual: np.ndarray, c: np.ndarray, weight: np.ndarray, n_linear: int, rng
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """For residual = theta_1 + theta_2 c + noise (weights 1/var; theta_2 only if n_linear is 2),
-    one draw of theta from the normalised likelihood, and its log integral over theta (without
-    the -0.5 sum log var term). Closed-form 1x1 and 2x2 algebra over all proposals at once."""
-    r = residual.shape[-1] - n_linear
-    a = weight.sum(axis=-1)
-    r1 = (weight * residual).sum(axis=-1)
-    if n_linear == 1:
-        mean = r1 / a
-        rss = (weight * (residual - mean[:, None]) ** 2).sum(axis=-1)
-        log_z = -0.5 * r * LOG_2PI - 0.5 * np.log(a) - 0.5 * rss
-        return [mean + rng.standard_normal(a.shape) / np.sqrt(a)], log_z
-    wc = weight * c
-    b, cc, r2 = wc.sum(axis=-1), (wc * c).sum(axis=-1), (wc * residual).sum(axis=-1)
-    det = a * cc - b**2
-    usable = det > 1e-12 * a * cc
-    det = np.where(usable, det, 1.0)
-    mean1, mean2 = (cc * r1 - b * r2) / det, (a * r2 - b * r1) / det
-    rss = (weight * (residual - mean1[:, None] - mean2[:, None] * c) ** 2).sum(axis=-1)
-    log_z = -0.5 * r * LOG_2PI - 0.5 * np.log(det) - 0.5 * rss
-    # Cholesky factor of the covariance [[cc, -b], [-b, a]] / det.
-    l11 = np.sqrt(cc / det)
-    l21 = -b / det / l11
-    l22 = np.sqrt(np.maximum(a / det - l21**2, 0.0))
-    z1, z2 = rng.standard_normal(a.shape), rng.standard_normal(a.shape)
-    theta = [mean1 + l11 * z1, mean2 + l21 * z1 + l22 * z2]
-    return theta, np.where(usable, log_z, -np.inf)
-
-
-def _log_population_density(
-    post: Posterior, name: str, value: np.ndarray, source: np.ndarray
-) -> np.ndarray:
-    """Log density of a new family's ``name`` under the population of each proposal's draw."""
-    mean, scale = (a[source] for a in post.population[name])
-    return post.spec.params[name].log_density(value, mean, scale)
-
-
-def _resample(
-    proposals: CurveDraws,
-    log_w: np.ndarray,
-    n_out: int,
-    rng: np.random.Generator,
+def _sample(
+    draws: CurveDraws,
+    coords: dict[str, np.ndarray],
+    points: Points,
+    k_anchor: float,
+    k_low: float,
     method: str,
+    seed: int,
 ) -> Conditioned:
-    log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
-    if not np.isfinite(log_w).any():
-        raise MergelawError(
-            "the new points have zero likelihood under every prior draw (check their units: "
-            "losses in nats per token, k the number of experts merged)"
-        )
-    w = np.exp(log_w - log_w.max())
-    w /= w.sum()
-    ess = float(1.0 / np.sum(w**2))
-    positions = (rng.random() + np.arange(n_out)) / n_out  # systematic resampling
-    index = np.minimum(np.searchsorted(np.cumsum(w), positions), w.size - 1)
-    return Conditioned(proposals.take(index), ess, int(w.size), method)
+    names, fixed, loc, tril = prior_summary(coords)
+    if not names:  # a point mass: the points cannot move it
+        return Conditioned(draws, "the prior is a point mass", float(draws.n_draws), 1.0, 0, 0.0,
+                           0.0)  # fmt: skip
+    start = time.perf_counter()
+    samples, stats = _nuts(names, fixed, loc, tril, points, draws.spread, draws.pool_size,
+                           k_anchor, k_low, seed)  # fmt: skip
+    value = fixed | {n: samples[:, i] for i, n in enumerate(names)}
+    n = samples.shape[0]
+    b, alpha = np.expm1(value["log1p_b"]) * np.ones(n), np.exp(value["log_alpha"]) * np.ones(n)
+    p = law.anchored_law(value["level"], value["drop"], k_anchor=k_anchor, k_low=k_low, b=b,
+                         alpha=alpha)  # fmt: skip
+    column = lambda a: np.asarray(a, dtype=float).reshape(-1, 1) * np.ones((n, 1))  # noqa: E731
+    curves = dataclasses.replace(
+        draws,
+        floor=column(p["L_star"]),
+        amplitude=column(p["A0"]),
+        b=column(b),
+        alpha=column(alpha),
+        sigma=column(np.exp(value["log_sigma"])),
+        nugget=column(np.exp(value["log_nugget"])),
+        gap=None,
+        decay=None,
+    )
+    z_mean = np.linalg.solve(tril, samples.mean(axis=0) - loc)
+    return Conditioned(
+        curves, method, stats["ess"], stats["rhat"], stats["divergences"],
+        float(np.sqrt(np.sum(z_mean**2))), time.perf_counter() - start,
+    )  # fmt: skip
+
+
+def _nuts(names, fixed, loc, tril, points: Points, spread: str, pool_size: float, k_anchor: float,
+          k_low: float, seed: int):  # fmt: skip
+    """NUTS draws (chains·draws, len(names)) of the coordinates given the points, and the
+    sampler's diagnostics."""
+    import jax
+    from numpyro.diagnostics import summary
+
+    if points.se is None:  # merged models: sigma² spread(k, M) + nugget²
+        error, factor = np.zeros_like(points.k), law.spread_factor(spread, points.k, pool_size)
+    else:  # per-k means: se² + nugget²
+        error, factor = points.se, np.ones_like(points.k)
+    constants = np.array([fixed.get(n, 0.0) for n in COORDINATES])
+    run = _sampler(tuple(names), points.se is None, float(k_anchor), float(k_low))
+    keys = jax.random.split(jax.random.PRNGKey(seed), CHAINS)
+    z, diverging = run(keys, (loc, tril, constants, points.k, points.y, factor, error))
+    z = np.asarray(z)  # (chains, draws, coordinates)
+    stats = summary({"z": z}, group_by_chain=True)["z"]
+    samples = loc + z.reshape(-1, z.shape[-1]) @ tril.T
+    return samples, {
+        "ess": float(np.min(stats["n_eff"])),
+        "rhat": float(np.max(stats["r_hat"])),
+        "divergences": int(np.sum(diverging)),
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _sampler(names: tuple[str, ...], per_model: bool, k_anchor: float, k_low: float):
+    """A compiled NUTS run over the coordinates ``names`` (the others constants): chains mapped,
+    data an argument, so queries of one structure and number of points compile once."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import potential_energy
+
+    numpyro.enable_x64()
+    index = {n: names.index(n) for n in names}
+    unit = dist.MultivariateStudentT(PRIOR_DF, jnp.zeros(len(names)), jnp.eye(len(names)))
+
+    def model(loc, tril, constants, k, y, factor, error):
+        u = loc + tril @ numpyro.sample("z", unit)
+        value = {n: u[index[n]] if n in index else constants[i] for i, n in enumerate(COORDINATES)}
+        b, alpha = jnp.expm1(value["log1p_b"]), jnp.exp(value["log_alpha"])
+        p = law.anchored_law(value["level"], value["drop"], k_anchor=k_anchor, k_low=k_low, b=b,
+                             alpha=alpha)  # fmt: skip
+        mean = law.curve_loss(k, p["L_star"], p["A0"], b, alpha)
+        sigma = jnp.exp(value["log_sigma"]) if per_model else error
+        scale = law.noise_scale(sigma, factor, jnp.exp(value["log_nugget"]))
+        numpyro.sample("y", dist.Normal(mean, scale), obs=y)
+
+    def energy_of(*args):
+        return lambda z: potential_energy(model, args, {}, {"z": z})
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=energy_of, algo="NUTS")
+
+    @jax.jit
+    def run(keys, args):
+        def chain(key):
+            start, key = jax.random.split(key)
+            z0 = 0.1 * jax.random.normal(start, (len(names),))
+            state = init_kernel(
+                z0,
+                WARMUP,
+                target_accept_prob=TARGET_ACCEPT,
+                dense_mass=True,
+                model_args=args,
+                rng_key=key,
+            )
+
+            def step(state, _):
+                state = sample_kernel(state, model_args=args)
+                return state, (state.z, state.diverging)
+
+            _, (z, diverging) = jax.lax.scan(step, state, None, length=WARMUP + DRAWS)
+            return z[WARMUP:], diverging[WARMUP:]
+
+        return jax.vmap(chain)(keys)
+
+    return run
