@@ -157,6 +157,28 @@ def test_curve_noise_factor_has_a_fixed_or_learnt_spread(data, scale):
         np.testing.assert_allclose(spread, sites["noise_dev_scale"]["value"])
 
 
+@pytest.mark.parametrize("scale", ["fixed", "learnt"])
+def test_floor_deviation_has_a_fixed_or_learnt_spread(data, scale):
+    """floor dev_c ~ N(0, tau): tau is the spec's number ("fixed": three sizes per family leave
+    the deviations confounded with the family's floor law, and a learnt tau mixed slowly along
+    that ridge) or tau ~ HalfNormal(that number) ("learnt")."""
+    from numpyro.handlers import seed, trace
+
+    from mergelaw.bayes import numpyro_backend
+
+    spec = dataclasses.replace(load_spec("default"), floor_deviation_scale=scale)
+    model, _ = numpyro_backend.model_fn(spec, data)
+    sites = trace(seed(model, 0)).get_trace()  # unobserved: the deviations are sampled
+    spread = sites["floor_dev"]["fn"].base_dist.scale
+    assert sites["floor_dev"]["value"].shape == (len(data.curves),)
+    if scale == "fixed":
+        assert "floor_dev_scale" not in sites
+        np.testing.assert_allclose(spread, spec.floor_deviation_prior_sd)
+    else:
+        assert sites["floor_dev_scale"]["fn"].scale == spec.floor_deviation_prior_sd
+        np.testing.assert_allclose(spread, sites["floor_dev_scale"]["value"])
+
+
 def test_membership_and_floor_deviation_enter_the_mean(data):
     """mean = the law + (in_domain - k/M) gap_c / k^decay, computed independently."""
     t = _truth(data)
@@ -258,7 +280,7 @@ def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
     if deviation is None:
         expected = stats.norm.logpdf(data.y, mean, scale).sum()
     else:
-        tau = float(draw["floor_dev_scale"])
+        tau = float(draw.get("floor_dev_scale", spec.floor_deviation_prior_sd))
         expected = 0.0
         for c in range(len(data.curves)):
             rows = data.curve == c

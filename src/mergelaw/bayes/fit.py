@@ -67,15 +67,24 @@ class Fit:
         values = self.idata.posterior[name].to_numpy()
         return values.reshape(-1, *values.shape[2:])
 
-    def deviation_scale(self, name: str) -> np.ndarray | None:
+    @property
+    def n_draws(self) -> int:
+        """Draws of the posterior, chains stacked."""
+        posterior = self.idata.posterior
+        return posterior.sizes["chain"] * posterior.sizes["draw"]
+
+    def deviation_scale(self, name: str, present: bool | None = None) -> np.ndarray | None:
         """Draws (S,) of the spread of a per-curve deviation ('floor_dev', 'noise_dev'): the
-        learnt scale's, or the spec's fixed one; None where the fit has no such deviation."""
+        learnt scale's, or the spec's fixed one; None where the fit has no such deviation
+        (``present``: whether it has, where its draws are not in the posterior yet)."""
         posterior = self.idata.posterior
         if f"{name}_scale" in posterior:
             return self.draws(f"{name}_scale")
-        if name == "noise_dev" and name in posterior:  # noise_curve_scale = "fixed"
-            return np.full(self.draws(name).shape[0], self.spec.noise_curve_prior_sd)
-        return None
+        if not (name in posterior if present is None else present):
+            return None
+        fixed = {"floor_dev": self.spec.floor_deviation_prior_sd,
+                 "noise_dev": self.spec.noise_curve_prior_sd}  # fmt: skip
+        return np.full(self.n_draws, fixed[name])
 
     def family_nugget(self) -> np.ndarray:
         """Nugget draws: (S,) for one nugget, (S, F) where each family takes its merge method's."""
@@ -365,7 +374,7 @@ def _floor_deviation_draws(result: Fit, data: ModelData, seed: int) -> np.ndarra
     obs = predictive.Observations.from_data(at)
     to_curve = np.zeros((len(at.y), len(data.curves)))
     to_curve[np.arange(len(at.y)), at.curve] = 1.0
-    tau = result.draws("floor_dev_scale")
+    tau = result.deviation_scale("floor_dev", present=True)
     rng = np.random.default_rng([seed, len(data.curves)])
 
     def draw(keep, mean, scale):  # mean and scale at deviation 0

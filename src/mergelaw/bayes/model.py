@@ -240,7 +240,9 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     scale = _noise(spec, at, p, backend)
     deviates = has_floor_deviations(spec, data)
     if deviates:
-        tau = backend.half_normal("floor_dev_scale", spec.floor_deviation_prior_sd)
+        tau = spec.floor_deviation_prior_sd
+        if spec.floor_deviation_scale == "learnt":
+            tau = backend.half_normal("floor_dev_scale", tau)
     if y is None:
         if deviates:
             mu = mu + backend.normal("floor_dev", 0.0, tau, dims=("curve",))[at.curve]

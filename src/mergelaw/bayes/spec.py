@@ -30,6 +30,7 @@ CHOICES = {
     "membership": ("none", "inverse_k", "power"),
     "nugget": ("global", "method"),
     "noise_curve_scale": ("learnt", "fixed"),
+    "floor_deviation_scale": ("learnt", "fixed"),
 }
 #: Group parameters of the floor's and tail's size laws: dropped on a table of < 3 base sizes.
 SIZE_LAW_PARAMS = ("floor_drop", "beta", "gamma", "B")
@@ -112,6 +113,7 @@ class ModelSpec:
     nugget_log_sd: float = 0.0  # > 0: log nugget ~ Normal(log mode, this); 0: Gamma(2, 1/mode)
     noise_curve_prior_sd: float = 0.0  # > 0: per-curve log noise factor ~ N(0, s), s ~ HN(this)
     noise_curve_scale: str = "learnt"  # "fixed": s = noise_curve_prior_sd, not learnt
+    floor_deviation_scale: str = "learnt"  # "fixed": tau = floor_deviation_prior_sd, not learnt
 
     @property
     def digest(self) -> str:
@@ -203,7 +205,7 @@ def _target_accept(sampler: dict[str, Any], source: str) -> float | None:
 KNOWN_KEYS = {
     "the top level": {"name", "description", "pool", "mean", "noise", "sampler", "params"},
     "[mean]": {"parameterisation", "tail_exponent", "offset", "exponent_scope", "membership",
-               "floor_deviation_prior_sd", "drop_from_k"},
+               "floor_deviation_prior_sd", "floor_deviation_scale", "drop_from_k"},
     "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd",
                 "noise_curve_prior_sd", "noise_curve_scale"},
     "[sampler]": {"target_accept"},
@@ -253,6 +255,7 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         "membership": mean.get("membership", "none"),
         "nugget": noise.get("nugget", "global"),
         "noise_curve_scale": noise.get("noise_curve_scale", "learnt"),
+        "floor_deviation_scale": mean.get("floor_deviation_scale", "learnt"),
     }
     for key, value in settings.items():
         if value not in CHOICES[key]:
