@@ -137,46 +137,34 @@ def test_one_or_two_sizes_drop_the_size_laws():
 
 
 @pytest.mark.parametrize("scale", ["fixed", "learnt"])
-def test_curve_noise_factor_has_a_fixed_or_learnt_spread(data, scale):
-    """dev_c ~ N(0, s): s is the spec's number ("fixed": no population scale to funnel into
-    when curves scatter alike) or s ~ HalfNormal(that number) ("learnt")."""
+@pytest.mark.parametrize(
+    ("deviation", "setting", "prior_sd"),
+    [
+        ("noise_dev", "noise_curve_scale", "noise_curve_prior_sd"),
+        ("floor_dev", "floor_deviation_scale", "floor_deviation_prior_sd"),
+    ],
+)
+def test_per_curve_deviations_have_a_fixed_or_learnt_spread(
+    data, scale, deviation, setting, prior_sd
+):
+    """dev_c ~ N(0, s) per curve, for the noise factor and the floor: s is the spec's number
+    ("fixed": no population scale to funnel into when curves scatter alike, or, for the floor,
+    to mix slowly along its ridge with the family's floor law) or s ~ HalfNormal(that number)."""
     from numpyro.handlers import seed, trace
 
     from mergelaw.bayes import numpyro_backend
 
-    spec = dataclasses.replace(load_spec("default"), noise_curve_scale=scale)
+    spec = dataclasses.replace(load_spec("default"), **{setting: scale})
     model, _ = numpyro_backend.model_fn(spec, data)
-    sites = trace(seed(model, 0)).get_trace()
-    spread = sites["noise_dev"]["fn"].base_dist.scale  # Normal(0, s) expanded over curves
-    assert sites["noise_dev"]["value"].shape == (len(data.curves),)
+    sites = trace(seed(model, 0)).get_trace()  # unobserved: the floor deviations are sampled
+    spread = sites[deviation]["fn"].base_dist.scale  # Normal(0, s) expanded over curves
+    assert sites[deviation]["value"].shape == (len(data.curves),)
     if scale == "fixed":
-        assert "noise_dev_scale" not in sites
-        np.testing.assert_allclose(spread, spec.noise_curve_prior_sd)
+        assert f"{deviation}_scale" not in sites
+        np.testing.assert_allclose(spread, getattr(spec, prior_sd))
     else:
-        assert sites["noise_dev_scale"]["fn"].scale == spec.noise_curve_prior_sd
-        np.testing.assert_allclose(spread, sites["noise_dev_scale"]["value"])
-
-
-@pytest.mark.parametrize("scale", ["fixed", "learnt"])
-def test_floor_deviation_has_a_fixed_or_learnt_spread(data, scale):
-    """floor dev_c ~ N(0, tau): tau is the spec's number ("fixed": three sizes per family leave
-    the deviations confounded with the family's floor law, and a learnt tau mixed slowly along
-    that ridge) or tau ~ HalfNormal(that number) ("learnt")."""
-    from numpyro.handlers import seed, trace
-
-    from mergelaw.bayes import numpyro_backend
-
-    spec = dataclasses.replace(load_spec("default"), floor_deviation_scale=scale)
-    model, _ = numpyro_backend.model_fn(spec, data)
-    sites = trace(seed(model, 0)).get_trace()  # unobserved: the deviations are sampled
-    spread = sites["floor_dev"]["fn"].base_dist.scale
-    assert sites["floor_dev"]["value"].shape == (len(data.curves),)
-    if scale == "fixed":
-        assert "floor_dev_scale" not in sites
-        np.testing.assert_allclose(spread, spec.floor_deviation_prior_sd)
-    else:
-        assert sites["floor_dev_scale"]["fn"].scale == spec.floor_deviation_prior_sd
-        np.testing.assert_allclose(spread, sites["floor_dev_scale"]["value"])
+        assert sites[f"{deviation}_scale"]["fn"].scale == getattr(spec, prior_sd)
+        np.testing.assert_allclose(spread, sites[f"{deviation}_scale"]["value"])
 
 
 def test_membership_and_floor_deviation_enter_the_mean(data):
