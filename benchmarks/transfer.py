@@ -1,0 +1,248 @@
+"""Forecasts for settings the fitted population never saw: another model family, another scale.
+
+A population is fitted (the default spec, NumPyro) on one table, then every curve of another
+table is forecast from a few of its per-k means, with the population as prior
+(plan.forecast_from_points: NUTS on the new curve). Directions:
+
+  paper -> lab      the paper's tables (mergelaw.simulate, the paper's fitted parameters:
+                    7 sizes x 9 domains x 3 methods) -> every curve of data/curves/lab.parquet
+  gpt2 -> llama     the lab's gpt2 curves -> its llama curves
+  llama -> gpt2     and back
+  lab -> smollm2    once data/curves/smollm2.parquet exists
+
+Points: the per-k means of the measured subsets at k in {1, 2, 4} and at k in {2, 4, 6}, with their
+standard errors (finite-population corrected: the subsets are drawn without replacement from the
+C(M, k) of the pool); every larger measured k is forecast. Printed per direction and design:
+
+  predictive   coverage of the 90% predictive intervals of the per-k means (target 85-95%)
+  credible     coverage of the 90% credible intervals of the expected loss against the curve's
+               own full-data mean (floor + A/(k+b) fitted by weighted least squares to all of its
+               per-k means, the paper's recipe)
+  MAE          of the posterior mean, beside the paper's three-point recipe (the curve through the
+               three means; some have none) and a weighted least-squares fit of the same points
+               (target: not worse than the better of the two)
+  time         per query, on this machine (target <= 10 s on 2 cores); the first query of a run
+               also compiles the sampler
+
+    python benchmarks/transfer.py                                  # the full run
+    python benchmarks/transfer.py --paper-curves 24                # the paper's population
+                                                                   # forecasts 24 lab curves
+    python benchmarks/transfer.py --curves 6 --draws 300           # a smoke run (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mergelaw import law, plan
+from mergelaw.bayes.fit import fit  # its NumPyro backend gives each chain a host device
+from mergelaw.bayes.least_squares import fit_curve
+from mergelaw.bayes.posterior import Posterior
+from mergelaw.curves import read_curves
+from mergelaw.io import atomic_path
+from mergelaw.simulate import simulate_curves
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "transfer.txt"
+CURVE_KEYS = ["arch", "n_params", "eval_domain", "method"]
+DESIGNS = {"k = 1, 2, 4": (1, 2, 4), "k = 2, 4, 6": (2, 4, 6)}
+LEVEL = 0.9
+
+
+def per_k_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean, finite-population standard error and count of the measured subsets at each k."""
+    pool = int(rows["pool_size"].iloc[0])
+    out = rows.groupby("k")["loss"].agg(["mean", "var", "size"]).reset_index()
+    share_left = [
+        (comb(pool, int(k)) - n) / max(comb(pool, int(k)) - 1, 1)
+        for k, n in zip(out["k"], out["size"])
+    ]
+    variance = out["var"].fillna(0.0) / out["size"] * np.asarray(share_left)
+    return out.assign(se=np.sqrt(np.maximum(variance, 0.0)))[["k", "mean", "se", "size"]]
+
+
+def baselines(points: pd.DataFrame, ks: tuple, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """The paper's three-point curve and a weighted least-squares fit of the same points."""
+    m = points.set_index("k")["mean"]
+    three = law.three_point_solution(*(m[float(k)] for k in ks), ks=ks)
+    wls = fit_curve(points["k"].to_numpy(float), points["mean"].to_numpy(float), weighting="k")
+    p = wls.params
+    return {
+        "three-point": np.asarray(law.curve_loss(targets, *three), dtype=float),
+        "least squares": np.asarray(
+            law.curve_loss(targets, p["floor"], p["amplitude"], p["b"]), dtype=float
+        ),
+    }
+
+
+def full_data_mean(means: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
+    """The curve's own expected loss at ``targets``: the law fitted to all of its per-k means."""
+    p = fit_curve(means["k"].to_numpy(float), means["mean"].to_numpy(float), weighting="k").params
+    return np.asarray(law.curve_loss(targets, p["floor"], p["amplitude"], p["b"]), dtype=float)
+
+
+def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One record per (curve, design, forecast k)."""
+    records = []
+    for key, rows in targets.groupby(CURVE_KEYS, sort=True):
+        means = per_k_means(rows)
+        n_b = float(key[1]) / 1e9
+        for design, ks in DESIGNS.items():
+            points = means[means["k"].isin(ks)]
+            later = means[means["k"] > max(ks)]
+            if len(points) < len(ks) or later.empty:
+                continue
+            ahead = later["k"].to_numpy(float)
+            start = time.perf_counter()
+            answer = plan.forecast_from_points(
+                post, points[["k", "mean", "se"]], n_b=n_b, k=ahead,
+                n_subsets=later["size"].to_numpy(int), level=LEVEL, seed=seed,
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+            table = answer.table
+            expected = table[table["quantity"] == "expected loss"].set_index("k").loc[ahead]
+            observed = table[table["quantity"].str.startswith("observed loss")]
+            observed = observed.set_index("k").loc[ahead]
+            truth = full_data_mean(means, ahead)
+            base = baselines(points, ks, ahead)
+            measured = later["mean"].to_numpy(float)
+            d = answer.decision
+            for i, k in enumerate(ahead):
+                records.append(
+                    dict(zip(CURVE_KEYS, key))
+                    | {
+                        "design": design,
+                        "k": k,
+                        "measured": measured[i],
+                        "forecast": float(expected["estimate"].iloc[i]),
+                        "predictive_covered": bool(
+                            observed["lower"].iloc[i] <= measured[i] <= observed["upper"].iloc[i]
+                        ),
+                        "credible_covered": bool(
+                            expected["lower"].iloc[i] <= truth[i] <= expected["upper"].iloc[i]
+                        ),
+                        "predictive_width": observed["upper"].iloc[i] - observed["lower"].iloc[i],
+                        "three_point": base["three-point"][i],
+                        "least_squares": base["least squares"][i],
+                        "seconds": seconds,
+                        "ess": d["ess"],
+                        "rhat": d["rhat"],
+                        "divergences": d["divergences"],
+                        "conflict": d["prior_conflict_sd"],
+                        "first_query": not records,
+                    }
+                )
+    return pd.DataFrame(records)
+
+
+def summary_lines(name: str, scores: pd.DataFrame) -> list[str]:
+    lines = []
+    for design, s in scores.groupby("design", sort=False):
+        err = (s["forecast"] - s["measured"]).abs()
+        three = (s["three_point"] - s["measured"]).abs()
+        has_three = three.notna()
+        wls = (s["least_squares"] - s["measured"]).abs()
+        per_query = s.drop_duplicates(CURVE_KEYS)
+        warm = per_query.loc[~per_query["first_query"], "seconds"]
+        better = min(three[has_three].mean(), wls[has_three].mean())
+        lines += [
+            f"{name}, points at {design}: {len(per_query)} curves, {len(s)} forecast per-k means",
+            f"  90% predictive intervals cover {s['predictive_covered'].mean():.3f} of the "
+            f"measured per-k means (median width {s['predictive_width'].median():.4f})",
+            f"  90% credible intervals cover {s['credible_covered'].mean():.3f} of the curves' "
+            "full-data means",
+            f"  MAE {err.mean():.4f} nats; where the three-point curve exists "
+            f"({has_three.mean():.0%} of the means): Bayes {err[has_three].mean():.4f}, "
+            f"three-point {three[has_three].mean():.4f}, least squares {wls[has_three].mean():.4f} "
+            f"(Bayes / better baseline {err[has_three].mean() / better:.2f}); least squares "
+            f"everywhere {wls.mean():.4f}",
+            f"  per query {warm.median():.2f} s median, {warm.max():.2f} s max (first query, "
+            f"compiling: {per_query['seconds'].iloc[0]:.1f} s); updates: ESS min "
+            f"{per_query['ess'].min():.0f}, R-hat max {per_query['rhat'].max():.3f}, "
+            f"{int(per_query['divergences'].sum())} divergences; points' distance from the "
+            f"prior median {per_query['conflict'].median():.1f} sd",
+            "  coverage (predictive) by k: "
+            + ", ".join(
+                f"{k:g}: {v:.2f}" for k, v in s.groupby("k")["predictive_covered"].mean().items()
+            ),
+            "  coverage (predictive) by method: "
+            + ", ".join(
+                f"{m}: {v:.2f}" for m, v in s.groupby("method")["predictive_covered"].mean().items()
+            ),
+        ]
+    return lines
+
+
+def population(name: str, table: pd.DataFrame, args) -> tuple[Posterior, str]:
+    start = time.perf_counter()
+    result = fit(table, "default", seed=args.seed, chains=args.chains, tune=args.draws,
+                 draws=args.draws)  # fmt: skip
+    line = (
+        f"population {name}: {table.groupby(CURVE_KEYS).ngroups} curves, {len(table)} rows, "
+        f"fit in {time.perf_counter() - start:.0f} s, flag {result.flag}"
+    )
+    print(line, flush=True)
+    return Posterior.from_fit(result), line
+
+
+def sample_curves(table: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None:
+        return table
+    keys = table[CURVE_KEYS].drop_duplicates().sample(n, random_state=seed)
+    return table.merge(keys, on=CURVE_KEYS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=1000, help="tune = draws, per chain")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--curves", type=int, default=None, help="forecast a sample of curves")
+    parser.add_argument(
+        "--paper-curves", type=int, default=None,
+        help="forecast a sample of this many lab curves from the paper's population",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
+    smollm2 = ROOT / "data" / "curves" / "smollm2.parquet"
+    paper = simulate_curves(seed=args.seed)
+    directions = [
+        ("paper -> lab", paper, lab),
+        ("gpt2 -> llama", lab[lab["arch"] == "gpt2"], lab[lab["arch"] == "llama"]),
+        ("llama -> gpt2", lab[lab["arch"] == "llama"], lab[lab["arch"] == "gpt2"]),
+    ]
+    if smollm2.exists():
+        directions.append(("lab -> smollm2", lab, read_curves(smollm2)))
+    lines = [
+        f"transfer: default spec, populations fitted with {args.chains} chains x "
+        f"{args.draws}/{args.draws}; points are per-k means (finite-population se); "
+        f"{LEVEL:.0%} intervals; seed {args.seed}",
+        "",
+    ]
+    for name, source, targets in directions:
+        post, line = population(name.split(" -> ")[0], source, args)
+        n = args.paper_curves if name.startswith("paper") and args.paper_curves else args.curves
+        scores = forecast_curves(post, sample_curves(targets, n, args.seed), args.seed)
+        block = [line, *summary_lines(name, scores), ""]
+        print("\n".join(block), flush=True)
+        lines += block
+    if not smollm2.exists():
+        lines.append("lab -> smollm2: not run (data/curves/smollm2.parquet does not exist yet)")
+    lines.append(f"wall time: {time.perf_counter() - start:.0f} s")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
