@@ -55,7 +55,7 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
             "noise_curve_scale = 'shared' (expected one of: learnt, fixed)",
         ),
         (
-            ('floor_deviation_scale = "fixed"', 'floor_deviation_scale = "free"'),
+            ('floor_deviation_scale = "learnt"', 'floor_deviation_scale = "free"'),
             "floor_deviation_scale = 'free' (expected one of: learnt, fixed)",
         ),
         (("[mean]", "[mean"), "not valid TOML"),

@@ -4,11 +4,11 @@ The prior is the curve's draws at the asked base size: the population's (a famil
 seen: fresh group parameters, floor deviation and noise factor per posterior draw) or a fitted
 family's posterior. In coordinates the points pin down directly, u = (level, drop, log1p b,
 log alpha, log sigma, log nugget) with level = L(K) and drop = L(k_low) - L(K) at that size, the
-draws are summarised by a multivariate Student-t with their mean and covariance and few degrees
-of freedom, and NUTS samples u given the points. The t's tails are the robustness: points that
-disagree with the population (another model family, another pool) pull the curve to them and
-widen it, where reweighting the population's own draws stayed narrow and wrong
-(benchmarks/results/transfer.txt). The noise model is the fit's: sigma²·spread(k, M) + nugget²
+draws are summarised by a multivariate Student-t with few degrees of freedom (rank-based location,
+scales and correlations), and NUTS samples u given the points. The t's tails are the
+robustness: points that disagree with the population (another model family, another pool) pull
+the curve to them and widen it, where reweighting the population's own draws stayed narrow and
+wrong (benchmarks/results/transfer.txt). The noise model is the fit's: sigma²·spread(k, M) + nugget²
 per merged model (M the new pool's size), or se² + nugget² per per-k mean.
 """
 
@@ -27,7 +27,8 @@ from mergelaw import law
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.errors import MergelawError, shown
 
-#: Degrees of freedom of the prior's Student-t (chosen on benchmarks/transfer.py: see its result).
+#: Degrees of freedom of the prior's Student-t: heavy tails with a finite variance (measured by
+#: benchmarks/transfer.py; other values not compared yet).
 PRIOR_DF = 4.0
 #: Upper quartile of the standard Student-t with PRIOR_DF degrees of freedom.
 T_QUARTILE = float(stdtrit(PRIOR_DF, 0.75))
