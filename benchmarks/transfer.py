@@ -81,10 +81,11 @@ def baselines(points: pd.DataFrame, ks: tuple, targets: np.ndarray) -> dict[str,
     }
 
 
-def full_data_mean(means: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
-    """The curve's own expected loss at ``targets``: the law fitted to all of its per-k means."""
-    p = fit_curve(means["k"].to_numpy(float), means["mean"].to_numpy(float), weighting="k").params
-    return np.asarray(law.curve_loss(targets, p["floor"], p["amplitude"], p["b"]), dtype=float)
+def full_data_mean(means: pd.DataFrame) -> pd.Series:
+    """The curve's own expected loss at each measured k: the law fitted to all its per-k means."""
+    k = means["k"].to_numpy(float)
+    p = fit_curve(k, means["mean"].to_numpy(float), weighting="k").params
+    return pd.Series(law.curve_loss(k, p["floor"], p["amplitude"], p["b"]), index=k)
 
 
 def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -92,6 +93,7 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
     records = []
     for key, rows in targets.groupby(CURVE_KEYS, sort=True):
         means = per_k_means(rows)
+        truth = full_data_mean(means)  # one fit per curve, shared by both designs
         n_b = float(key[1]) / 1e9
         for design, ks in DESIGNS.items():
             points = means[means["k"].isin(ks)]
@@ -109,7 +111,6 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
             expected = table[table["quantity"] == "expected loss"].set_index("k").loc[ahead]
             observed = table[table["quantity"].str.startswith("observed loss")]
             observed = observed.set_index("k").loc[ahead]
-            truth = full_data_mean(means, ahead)
             base = baselines(points, ks, ahead)
             measured = later["mean"].to_numpy(float)
             d = answer.decision
@@ -125,7 +126,7 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
                             observed["lower"].iloc[i] <= measured[i] <= observed["upper"].iloc[i]
                         ),
                         "credible_covered": bool(
-                            expected["lower"].iloc[i] <= truth[i] <= expected["upper"].iloc[i]
+                            expected["lower"].iloc[i] <= truth[k] <= expected["upper"].iloc[i]
                         ),
                         "predictive_width": observed["upper"].iloc[i] - observed["lower"].iloc[i],
                         "three_point": base["three-point"][i],
