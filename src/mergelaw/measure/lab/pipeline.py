@@ -6,7 +6,9 @@ full-size one and documents every setting. Stages, each skipped when its output 
 1. corpora    ``corpora`` folder with provenance.json (built from pinned packages if missing)
 2. tokenizer  ``tokenizer.path`` (trained on the train splits if missing; a tokenizer trained on
               other corpora is refused)
-3. bases      ``OUT/bases/<name>``: one per ``[[bases]]`` entry, pretrained on the mixed corpus
+3. bases      ``OUT/bases/<name>``: one per ``[[bases]]`` entry, pretrained on the mixed corpus,
+              or a real pretrained LM brought in (``pretrained = {...}``, see ``pretrained.py``;
+              it brings its own tokenizer, and a pipeline of such bases needs no [pretrain])
 4. experts    ``OUT/experts/<base>/<domain>``: one full fine-tune per domain, one recipe for all
 5. sweeps     ``OUT/sweeps/<base>.toml`` written, measured into ``OUT/sweeps/<base>/`` by the
               measurement layer's resumable sweep runner
@@ -37,6 +39,7 @@ class BaseSpec:
     name: str
     arch: str
     config: dict[str, Any]
+    pretrained: dict[str, str] | None = None  # where a real LM's weights come from
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def read_pipeline(path: str | Path) -> Pipeline:
     if unknown:
         raise MergelawError(f"{path}: unknown setting {unknown[0]!r} (expected {sorted(known)})")
     root = path.parent
-    for key in ("out", "corpora", "pretrain", "finetune", "bases", "sweep"):
+    for key in ("out", "corpora", "finetune", "bases", "sweep"):
         if key not in raw:
             raise MergelawError(f"{path}: missing {key!r}")
     corpora = raw["corpora"] if isinstance(raw["corpora"], dict) else {"path": raw["corpora"]}
@@ -90,12 +93,26 @@ def read_pipeline(path: str | Path) -> Pipeline:
             raise MergelawError(
                 f"{path}: unknown setting '{key}.{bad}' (expected {sorted(allowed)})"
             )
+    from mergelaw.measure.lab.pretrained import check_source
+
     bases = []
     for i, b in enumerate(raw["bases"]):
+        if isinstance(b, dict) and "pretrained" in b:
+            if set(b) != {"name", "pretrained"}:
+                bad = sorted(set(b) - {"name", "pretrained"}) or ["name"]
+                raise MergelawError(
+                    f"{path}: bases[{i}].{bad[0]}: a pretrained base takes only 'name' and "
+                    "'pretrained'"
+                )
+            source = check_source(b["pretrained"], f"{path}: bases[{i}]")
+            bases.append(BaseSpec(str(b["name"]), "pretrained", {}, source))
+            continue
         if not isinstance(b, dict) or "name" not in b or "arch" not in b:
             raise MergelawError(f"{path}: bases[{i}] needs a 'name' and an 'arch'")
         config = {k: v for k, v in b.items() if k not in ("name", "arch")}
         bases.append(BaseSpec(str(b["name"]), str(b["arch"]), config))
+    if "pretrain" not in raw and any(b.pretrained is None for b in bases):
+        raise MergelawError(f"{path}: missing 'pretrain' (bases trained here need a recipe)")
     if len({b.name for b in bases}) != len(bases):
         raise MergelawError(f"{path}: two bases share a name")
     sweep = dict(raw["sweep"])
@@ -106,7 +123,8 @@ def read_pipeline(path: str | Path) -> Pipeline:
     from mergelaw.measure.training import Recipe
 
     for key in ("pretrain", "finetune"):
-        Recipe.from_dict(raw[key], source=f"{path}: [{key}]")
+        if key in raw:
+            Recipe.from_dict(raw[key], source=f"{path}: [{key}]")
     domains = raw.get("domains")
     return Pipeline(
         source=path,
@@ -116,7 +134,7 @@ def read_pipeline(path: str | Path) -> Pipeline:
         domains=tuple(domains) if domains else None,
         tokenizer=root / tok.get("path", str(Path(raw["out"]) / "tokenizer")),
         vocab_size=int(tok.get("vocab_size", 8192)),
-        pretrain=dict(raw["pretrain"]),
+        pretrain=dict(raw.get("pretrain", {})),
         finetune=dict(raw["finetune"]),
         bases=tuple(bases),
         sweep=sweep,
@@ -142,6 +160,10 @@ def stage_corpora(p: Pipeline, log: Callable[[str], None]) -> dict[str, dict]:
 
 def stage_tokenizer(p: Pipeline, files: dict[str, dict], log: Callable[[str], None]) -> Path:
     import hashlib
+
+    if all(b.pretrained is not None for b in p.bases):
+        log("tokenizer: every base brings its own")
+        return p.tokenizer
 
     from mergelaw.measure.lab.bpe import build_tokenizer
 
@@ -172,14 +194,33 @@ def base_config(p: Pipeline, spec: BaseSpec):
     return model_config(spec.arch, vocab, eos_id=eos, **spec.config)
 
 
+def tokenizer_of(p: Pipeline, spec: BaseSpec) -> Path:
+    """The tokenizer a base's experts and sweeps use: a pretrained base's own, else the lab's."""
+    if spec.pretrained is not None:
+        from mergelaw.measure.training import MODEL
+
+        return p.out / "bases" / spec.name / MODEL
+    return p.tokenizer
+
+
 def stage_bases(p: Pipeline, files, opts: dict, log) -> dict[str, Path]:
+    from mergelaw.measure.lab.pretrained import import_base
     from mergelaw.measure.training import Recipe, pretrain_base
 
-    recipe = Recipe.from_dict(p.pretrain, source=f"{p.source}: [pretrain]")
     train = [files[d]["train"] for d in sorted(files)]
     out = {}
     for spec in _selected(p, opts):
         where = p.out / "bases" / spec.name
+        if spec.pretrained is not None:
+            rec = import_base(spec.pretrained, where, root=p.source.parent,
+                              cache=p.corpora_cache, name=spec.name)  # fmt: skip
+            log(
+                f"base {spec.name}: pretrained {rec['arch']}, {rec['n_params']:,} params "
+                f"({rec['n_params_non_embedding']:,} non-embedding)"
+            )
+            out[spec.name] = where
+            continue
+        recipe = Recipe.from_dict(p.pretrain, source=f"{p.source}: [pretrain]")
         rec = pretrain_base(
             base_config(p, spec), train, p.tokenizer, recipe, where, name=spec.name,
             cache_dir=p.out / "cache", **opts["train"],
@@ -198,13 +239,15 @@ def stage_experts(p: Pipeline, files, bases: dict[str, Path], opts: dict, log):
     from mergelaw.measure.training import Recipe, finetune_expert
 
     recipe = Recipe.from_dict(p.finetune, source=f"{p.source}: [finetune]")
+    specs = {b.name: b for b in p.bases}
     out: dict[str, dict[str, Path]] = {}
     for name, base_dir in bases.items():
         out[name] = {}
+        tokenizer = tokenizer_of(p, specs[name])
         for domain in files:
             where = p.out / "experts" / name / domain
             rec = finetune_expert(
-                base_dir, [files[domain]["train"]], recipe, where, tokenizer_dir=p.tokenizer,
+                base_dir, [files[domain]["train"]], recipe, where, tokenizer_dir=tokenizer,
                 name=f"{name}/{domain}", cache_dir=p.out / "cache", **opts["train"],
             )  # fmt: skip
             if rec is None:
@@ -241,13 +284,15 @@ SWEEP_KEYS = ("methods", "sampler", "seeds", "k", "exclude", "subsets_per_unit")
 EVAL_KEYS = ("max_length", "batch_tokens", "dtype", "models_per_forward")
 
 
-def sweep_file(p: Pipeline, base: str, base_dir: Path, experts: dict[str, Path], evals) -> Path:
+def sweep_file(
+    p: Pipeline, base: BaseSpec, base_dir: Path, experts: dict[str, Path], evals
+) -> Path:
     """Write the measurement layer's sweep file for one base (paths relative to it)."""
     import os
 
     import yaml
 
-    path = p.out / "sweeps" / f"{base}.yaml"
+    path = p.out / "sweeps" / f"{base.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def rel(x: Path) -> str:
@@ -255,8 +300,8 @@ def sweep_file(p: Pipeline, base: str, base_dir: Path, experts: dict[str, Path],
 
     raw: dict[str, Any] = {
         "base": rel(base_dir / "model"),
-        "name": base,
-        "tokenizer": rel(p.tokenizer),
+        "name": base.name,
+        "tokenizer": rel(tokenizer_of(p, base)),
         "experts": {d: rel(e / "model") for d, e in experts.items()},
         "eval": {"domains": {d: rel(f) for d, f in evals.items()}},
     }
@@ -276,9 +321,10 @@ def stage_sweeps(p: Pipeline, files, bases, experts, opts: dict, log) -> dict[st
     from mergelaw.measure.sweep import read_sweep, run_sweep
 
     evals = eval_files(p, files)
+    specs = {b.name: b for b in p.bases}
     out = {}
     for name, base_dir in bases.items():
-        path = sweep_file(p, name, base_dir, experts[name], evals)
+        path = sweep_file(p, specs[name], base_dir, experts[name], evals)
         where = p.out / "sweeps" / name
         timing = where / "timing.json"
         spent = json.loads(timing.read_text())["wall_s"] if timing.is_file() else 0.0
@@ -325,6 +371,8 @@ def stage_curves(p: Pipeline, files, log) -> Path | None:
         "corpora": {d: corpora_prov["domains"][d]["heldout"] for d in files},
         "tokenizer": json.loads((p.tokenizer / "provenance.json").read_text())
         if (p.tokenizer / "provenance.json").is_file()
+        else "each base's own (its source is in bases.<name>.base.source)"
+        if all(b.pretrained is not None for b in p.bases)
         else str(p.tokenizer),
         "bases": prov_bases,
         "versions": {"mergelaw": __version__, "torch": torch.__version__,
