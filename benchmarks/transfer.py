@@ -28,6 +28,8 @@ C(M, k) of the pool); every larger measured k is forecast. Printed per direction
     python benchmarks/transfer.py --paper-curves 24                # the paper's population
                                                                    # forecasts 24 lab curves
     python benchmarks/transfer.py --curves 6 --draws 300           # a smoke run (minutes)
+    python benchmarks/transfer.py --only "lab -> smollm2"          # one direction, its own file
+                                                                   # (results/transfer_smollm2.txt)
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from mergelaw.simulate import simulate_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "transfer.txt"
-CURVE_KEYS = ["arch", "n_params", "eval_domain", "method"]
+CURVE_KEYS = ["arch", "n_params", "eval_domain", "method", "method_params"]
 DESIGNS = {"k = 1, 2, 4": (1, 2, 4), "k = 2, 4, 6": (2, 4, 6)}
 LEVEL = 0.9
 
@@ -209,7 +211,10 @@ def main() -> None:
         help="forecast a sample of this many lab curves from the paper's population",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument(
+        "--only", default=None, help="one direction, e.g. 'lab -> smollm2' (default: all)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULT}")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -223,6 +228,15 @@ def main() -> None:
     ]
     if smollm2.exists():
         directions.append(("lab -> smollm2", lab, read_curves(smollm2)))
+    if args.only is not None:
+        names = [name for name, _, _ in directions]
+        if args.only not in names:
+            parser.error(f"--only {args.only!r}: expected one of {names}")
+        directions = [d for d in directions if d[0] == args.only]
+    out = args.out
+    if out is None:
+        slug = "" if args.only is None else "_" + args.only.split(" -> ")[1]
+        out = RESULT.with_name(f"transfer{slug}.txt")
     lines = [
         f"transfer: default spec, populations fitted with {args.chains} chains x "
         f"{args.draws}/{args.draws}; points are per-k means (finite-population se); "
@@ -236,12 +250,12 @@ def main() -> None:
         block = [line, *summary_lines(name, scores), ""]
         print("\n".join(block), flush=True)
         lines += block
-    if not smollm2.exists():
+    if not smollm2.exists() and args.only is None:
         lines.append("lab -> smollm2: not run (data/curves/smollm2.parquet does not exist yet)")
     lines.append(f"wall time: {time.perf_counter() - start:.0f} s")
     text = "\n".join(lines) + "\n"
     print(text)
-    with atomic_path(args.out) as tmp:
+    with atomic_path(out) as tmp:
         Path(tmp).write_text(text)
 
 
