@@ -102,6 +102,28 @@ def test_streamed_merge_equals_in_memory_merge(bf16_dirs, name, params, block):
 
 
 @pytest.mark.parametrize("block", BLOCKS)
+def test_one_merger_keeps_trim_masks_across_subsets_and_densities(bf16_dirs, block):
+    """The per-tensor trim masks a merger keeps (as bits) give every later subset, and another
+    density, the values of a fresh in-memory merge."""
+    base_dir, dirs = bf16_dirs
+    pool = load_pool(base_dir, dirs)
+    base, vectors = _reference(base_dir, dirs, pool.layout)
+    merger = StreamingMerger(pool, block=block)
+    for density, subset in [
+        (0.2, SUBSET),
+        (0.2, ("d0", "d1")),
+        (0.5, ("d2", "d0")),
+        (0.2, ("d3",)),
+    ]:
+        spec = method_spec("ties", {"density": density})
+        expected = merge(base, [vectors[e] for e in subset], spec, pool.layout, expert_ids=subset)
+        out = torch.full((pool.layout[-1].stop,), float("nan"))
+        merger.merge_into(spec, subset, lambda s, out=out: out[s.offset : s.stop])
+        assert (out - expected).abs().max().item() <= 1e-6, (density, subset)
+    assert merger._trim_masks  # kept, not remade
+
+
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("combine", ["disjoint_mean", "mean"])
 def test_global_trim_streamed_equals_in_memory(fp32_dirs, combine, block):
     """float32 checkpoints: the global cut over the whole vector gives the flat path's values."""
