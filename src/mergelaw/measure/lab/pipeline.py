@@ -329,9 +329,14 @@ def stage_sweeps(p: Pipeline, files, bases, experts, opts: dict, log) -> dict[st
         timing = where / "timing.json"
         spent = json.loads(timing.read_text())["wall_s"] if timing.is_file() else 0.0
         start = time.perf_counter()
+
+        def record(_: int = 0, spent=spent, start=start, timing=timing) -> None:
+            """After every unit, so that an interrupted sitting's time counts too."""
+            write_json({"wall_s": round(spent + time.perf_counter() - start, 2)}, timing)
+
         table = run_sweep(read_sweep(path), where, device=opts["train"]["device"],
-                          progress=opts["train"]["progress"])  # fmt: skip
-        write_json({"wall_s": round(spent + time.perf_counter() - start, 2)}, timing)
+                          progress=opts["train"]["progress"], on_unit=record)  # fmt: skip
+        record()
         log(f"sweep {name}: {len(table)} rows")
         out[name] = where
     return out
