@@ -144,7 +144,8 @@ def diverse(
 
 def balanced(ids: Sequence[str], ks: Sequence[int], n: int, seed: int) -> dict[int, list[Subset]]:
     """Cyclic k-windows of ``n`` seeded orders of the pool (one order per round and k), distinct
-    subsets in order of first appearance: each expert in exactly k of every M windows."""
+    subsets in order of first appearance: each round's M windows hold every expert exactly k
+    times (a window another round already drew is not repeated)."""
     ids = sorted(_check(ids, ks))
     m = len(ids)
     out: dict[int, list[Subset]] = {}
