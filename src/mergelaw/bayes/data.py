@@ -148,21 +148,29 @@ def method_index(families: pd.DataFrame) -> np.ndarray:
     return np.array([methods.index(m) for m in families["method"]], dtype=int)
 
 
+def setting_label(method: str, method_params: str | None) -> str:
+    """A method with its parameters: 'ties[density=0.2]'."""
+    params = json.loads(method_params or "{}")
+    return method + "[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"
+
+
+def methods_with_several_settings(table: pd.DataFrame) -> set[str]:
+    """The methods a table holds with more than one parameter setting."""
+    settings = table.groupby("method")["method_params"].nunique()
+    return set(settings.index[settings > 1])
+
+
 def family_label(row, with_params: bool = False) -> str:
     """'arch/method/eval_domain'; with the method's parameters ('ties[density=0.2]') where one
     method appears with several settings in a table."""
-    method = row["method"]
-    if with_params:
-        params = json.loads(row["method_params"] or "{}")
-        method += "[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"
+    method = setting_label(row["method"], row["method_params"]) if with_params else row["method"]
     return f"{row['arch']}/{method}/{row['eval_domain']}"
 
 
 def family_labels(families: pd.DataFrame) -> list[str]:
     """Unique labels of distinct family rows (FAMILY_COLUMNS): method parameters appear in the
     label of every method that the table holds with more than one setting."""
-    settings = families.groupby("method")["method_params"].nunique()
-    several = set(settings.index[settings > 1])
+    several = methods_with_several_settings(families)
     return [family_label(row, row["method"] in several) for _, row in families.iterrows()]
 
 

