@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "validate_curves": "mergelaw.curves",
     "write_curves": "mergelaw.curves",
     "aggregate_curves": "mergelaw.curves",
+    "per_k_means": "mergelaw.expert_effects",
     "simulate_curves": "mergelaw.simulate",
     "read_sweep": "mergelaw.measure.sweep",
     "fit_least_squares": "mergelaw.bayes.least_squares",
