@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mergelaw.bayes.data import methods_with_several_settings, setting_label
+from mergelaw.bayes.data import setting_labels
 from mergelaw.bayes.least_squares import fit_curve, fit_joint
 from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS, aggregate_curves, read_curves
 from mergelaw.io import atomic_path
@@ -121,16 +121,7 @@ def spread_slopes(means: pd.DataFrame, k_max: int) -> pd.Series:
 
 def with_setting_names(table: pd.DataFrame) -> pd.DataFrame:
     """Methods measured at several settings renamed per setting ('ties[density=0.5]')."""
-    several = methods_with_several_settings(table)
-    if not several:
-        return table
-    table = table.copy()
-    pick = table["method"].isin(several)
-    table.loc[pick, "method"] = [
-        setting_label(m, p)
-        for m, p in zip(table.loc[pick, "method"], table.loc[pick, "method_params"])
-    ]
-    return table
+    return table.assign(method=setting_labels(table))
 
 
 def is_ties(method: str) -> bool:

@@ -203,6 +203,30 @@ def test_family_labels_carry_method_settings_only_where_needed():
     ]  # fmt: skip
 
 
+def test_family_labels_name_only_the_parameters_that_tell_settings_apart():
+    """A curves table stores every resolved parameter; the label keeps the ones that differ."""
+    from mergelaw.bayes.data import family_labels
+
+    resolved = '{{"c": 1.0, "density": {}, "sign_method": "sum", "trim_min_one": true}}'
+    families = pd.DataFrame(
+        {
+            "arch": ["llama"] * 4,
+            "method": ["ties", "ties", "dare", "dare"],
+            "method_params": [
+                resolved.format(0.2),
+                resolved.format(0.5),
+                '{"p": 0.2}',
+                '{"p": 0.2, "rescale": "none"}',
+            ],
+            "eval_domain": ["code"] * 4,
+        }
+    )
+    assert family_labels(families) == [
+        "llama/ties[density=0.2]/code", "llama/ties[density=0.5]/code",
+        "llama/dare[]/code", "llama/dare[rescale=none]/code",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("spec_name", ["default", "naive", "free_exponent", "homoscedastic"])
 def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
     """Same spec, same point: the two backends' joint log densities agree to float precision."""

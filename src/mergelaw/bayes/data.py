@@ -148,30 +148,40 @@ def method_index(families: pd.DataFrame) -> np.ndarray:
     return np.array([methods.index(m) for m in families["method"]], dtype=int)
 
 
-def setting_label(method: str, method_params: str | None) -> str:
-    """A method with its parameters: 'ties[density=0.2]'."""
+def setting_label(method: str, method_params: str | None, keys: set[str] | None = None) -> str:
+    """A method with its parameters: 'ties[density=0.2]'; only ``keys`` where given."""
     params = json.loads(method_params or "{}")
-    return method + "[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"
+    shown = sorted(k for k in params if keys is None or k in keys)
+    return method + "[" + ",".join(f"{k}={params[k]}" for k in shown) + "]"
 
 
-def methods_with_several_settings(table: pd.DataFrame) -> set[str]:
-    """The methods a table holds with more than one parameter setting."""
-    settings = table.groupby("method")["method_params"].nunique()
-    return set(settings.index[settings > 1])
+def distinguishing_params(table: pd.DataFrame) -> dict[str, set[str]]:
+    """For each method a table holds with more than one parameter setting, the parameters whose
+    values differ between its settings (a curves table stores every resolved parameter)."""
+    found = {}
+    for method, params in table.groupby("method")["method_params"]:
+        settings = [json.loads(p or "{}") for p in params.dropna().unique()]
+        if len(settings) > 1:
+            keys = set().union(*settings)
+            found[method] = {k for k in keys if len({repr(s.get(k)) for s in settings}) > 1}
+    return found
 
 
-def family_label(row, with_params: bool = False) -> str:
-    """'arch/method/eval_domain'; with the method's parameters ('ties[density=0.2]') where one
-    method appears with several settings in a table."""
-    method = setting_label(row["method"], row["method_params"]) if with_params else row["method"]
-    return f"{row['arch']}/{method}/{row['eval_domain']}"
+def setting_labels(table: pd.DataFrame) -> list[str]:
+    """Each row's method, with the parameters that tell its settings apart where the table holds
+    it at several ('ties[density=0.5]')."""
+    several = distinguishing_params(table)
+    return [
+        setting_label(m, p, several[m]) if m in several else m
+        for m, p in zip(table["method"], table["method_params"])
+    ]
 
 
 def family_labels(families: pd.DataFrame) -> list[str]:
-    """Unique labels of distinct family rows (FAMILY_COLUMNS): method parameters appear in the
-    label of every method that the table holds with more than one setting."""
-    several = methods_with_several_settings(families)
-    return [family_label(row, row["method"] in several) for _, row in families.iterrows()]
+    """Unique labels 'arch/method/eval_domain' of distinct family rows (FAMILY_COLUMNS): the
+    method with the parameters that tell its settings apart, where the table holds several."""
+    methods = setting_labels(families)
+    return [f"{a}/{m}/{d}" for a, m, d in zip(families["arch"], methods, families["eval_domain"])]
 
 
 def size_law_note(n_sizes: int) -> str | None:
