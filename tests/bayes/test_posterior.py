@@ -1,5 +1,6 @@
 """Posterior: numpy draws of a fit; its curves are the law's, its new families the population's."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -80,6 +81,21 @@ def test_new_family_from_a_narrow_population_is_its_centre():
     np.testing.assert_allclose(
         post.curves(3.0, "new").mean(9.0), law.mean_loss(3.0, 9.0, *t.values()), rtol=1e-6
     )
+
+
+def test_new_family_takes_its_methods_nugget_where_the_fit_has_it():
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0))
+    t = {name: value[0] for name, value in TRUTH.items()}
+    population = {name: (load_spec("default").params[name].to_raw(v), 1e-9)
+                  for name, v in _anchored(post, t).items()}  # fmt: skip
+    per_method = np.tile([0.001, 0.03], (post.n_draws, 1))  # average/code, ties/biology
+    post = dataclasses.replace(
+        Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), population=population),
+        nugget=per_method,
+    )
+    mixture = np.sqrt((0.001**2 + 0.03**2) / 2)
+    for method, nugget in (("average", 0.001), ("ties", 0.03), ("dare", mixture), (None, mixture)):
+        np.testing.assert_allclose(post.new_family(method=method).nugget, nugget)
 
 
 def test_family_lookup_by_label_or_unique_part():

@@ -493,18 +493,24 @@ class Posterior:
             for name in LAW_NAMES
         }
 
-    def _new_family_nugget(self, source: np.ndarray) -> np.ndarray:
-        """A new family's nugget: the fit's one nugget, or (one per method, the new family's
-        method unknown) the root mean square over the fitted families'."""
+    def _new_family_nugget(self, source: np.ndarray, method: str | None = None) -> np.ndarray:
+        """A new family's nugget: the fit's one nugget, or (one per method) its merge method's
+        where the fit has that method, else the root mean square over the fitted families'
+        (the lab's TIES nugget is 30 times Average's: their mixture would call an Average
+        curve's points six times noisier than they are)."""
         if self.nugget.ndim == 1:
             return self.nugget[source]
+        same = np.flatnonzero(self.families["method"].to_numpy() == method)
+        if same.size:
+            return self.nugget[source, same[0]]
         return np.sqrt(np.mean(self.nugget[source] ** 2, axis=1))
 
-    def new_family(self, per_draw: int = 1, seed: int = 0) -> Posterior:
+    def new_family(self, per_draw: int = 1, seed: int = 0, method: str | None = None) -> Posterior:
         """A one-family posterior drawn from the population: a domain or method not in the fit
-        (the model has no method or domain effects, so every new family is alike a priori).
-        Per-curve parameters (the membership gap; without size laws, the curve itself) are drawn
-        for each fitted size."""
+        (the model has no method or domain effects, so every new family is alike a priori, but
+        for the noise floor of its merge ``method`` where the fit has it). Per-curve parameters
+        (the membership gap; without size laws, the curve itself) are drawn for each fitted
+        size."""
         rng = np.random.default_rng(seed)
         values, source = self.population_draws(per_draw, rng)
         law = {name: value[:, None] for name, value in self.law_of(values).items()}
@@ -523,7 +529,7 @@ class Posterior:
             law=law,
             sigma=sigma[:, None],
             sigma_slope=self.sigma_slope[source],
-            nugget=self._new_family_nugget(source),
+            nugget=self._new_family_nugget(source, method),
             population={},
             spec=self.spec,
             n_ref=self.n_ref,
