@@ -215,7 +215,8 @@ def stop(
         Path | None,
         typer.Option(
             help="Sequential form: losses measured so far on a new pool (.csv/.parquet with k "
-            "and loss, or k, mean and se); prints stop or continue."
+            "and loss, plus subset and pool_size to correct each k's mean for the experts its "
+            "subsets hold; or k, mean and se); prints stop or continue."
         ),
     ] = None,
     prior: PriorOpt = "new",
@@ -357,7 +358,8 @@ def forecast(
         Path | None,
         typer.Option(
             help="Few-point forecast: losses measured on a new setting at a few k (.csv/.parquet "
-            "with k and loss, or k, mean and se), e.g. k = 1, 2, 4."
+            "with k and loss, plus subset and pool_size to correct each k's mean for the "
+            "experts its subsets hold; or k, mean and se), e.g. k = 1, 2, 4."
         ),
     ] = None,
     prior: PriorOpt = "new",

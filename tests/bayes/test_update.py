@@ -14,6 +14,7 @@ from mergelaw.bayes.posterior import Posterior
 from mergelaw.bayes.update import (
     CHAINS,
     DRAWS,
+    MEANS_MISFIT,
     PRIOR_DF,
     Points,
     condition,
@@ -80,19 +81,20 @@ def _prior_reference(post, points, n_b, size=200_000, k_eval=9.0, seed=4):
     """Draws of the Student-t prior the update summarises the population by (scipy), weighted by
     the likelihood of the points: the posterior NUTS must reproduce."""
     new = post.new_family(per_draw=10, seed=0).curves(n_b)
-    names, fixed, loc, tril = prior_summary(
-        curve_coordinates(new, post.k_anchor, post.spec.drop_from_k)
-    )
+    p = Points.from_frame(points)
+    k_low, k_anchor = p.anchors(post.spec.drop_from_k, post.k_anchor)
+    names, fixed, loc, tril = prior_summary(curve_coordinates(new, k_anchor, k_low))
     draws = stats.multivariate_t(loc, tril @ tril.T, df=PRIOR_DF, seed=seed).rvs(size)
     value = {n: np.full(size, v) for n, v in fixed.items()} | dict(zip(names, draws.T))
     b, alpha = np.expm1(value["log1p_b"]), np.exp(value["log_alpha"])
-    k_anchor, k_low = post.k_anchor, post.spec.drop_from_k
     amplitude = value["drop"] / (1 / (k_low + b) ** alpha - 1 / (k_anchor + b) ** alpha)
     floor = value["level"] - amplitude / (k_anchor + b) ** alpha
-    p = Points.from_frame(points)
     mu = floor[:, None] + amplitude[:, None] / (p.k + b[:, None]) ** alpha[:, None]
-    var = np.exp(value["log_sigma"])[:, None] ** 2 * (9 - p.k) / (p.k * 8)
-    var = var + np.exp(value["log_nugget"])[:, None] ** 2
+    if p.se is None:  # merged models
+        var = np.exp(value["log_sigma"])[:, None] ** 2 * (9 - p.k) / (p.k * 8)
+        var = var + np.exp(value["log_nugget"])[:, None] ** 2
+    else:  # per-k means: their se and the law's misfit
+        var = p.se**2 + MEANS_MISFIT**2
     log_w = -0.5 * np.sum(np.log(var) + (p.y - mu) ** 2 / var, axis=1)
     w = np.exp(log_w - log_w.max())
     w /= w.sum()
@@ -114,6 +116,31 @@ def test_nuts_reproduces_the_posterior_of_its_prior(ks):
     value = result.curves.mean(9.0)[:, 0]
     spread = reference[2] - reference[0]
     np.testing.assert_allclose(np.quantile(value, [0.05, 0.5, 0.95]), reference, atol=0.06 * spread)
+
+
+def _means(ks, n_b=3.0, seed=0):
+    """Per-k means of the truth with se from 6 subsets each (0 at k = 1: every expert measured)."""
+    k = np.asarray(ks, dtype=float)
+    se = np.where(k == 1, 0.0, 0.03 * np.sqrt((9 - k) / (k * 8) / 6))
+    noise = se * np.random.default_rng(seed).standard_normal(k.size)
+    return pd.DataFrame({"k": k, "mean": law.mean_loss(n_b, k, *TRUTH.values()) + noise, "se": se})
+
+
+@pytest.mark.parametrize("ks", [(1, 2, 4), (2, 4, 6)])
+def test_nuts_on_per_k_means_reproduces_the_posterior_of_its_prior(ks):
+    """Per-k means (one exact, at k = 1) read at their own smallest and largest k: NUTS matches
+    importance sampling of the same prior with the se² + misfit² likelihood, without a funnel,
+    and the nugget, which means cannot inform, keeps its prior."""
+    post = _posterior()
+    means = _means(ks)
+    reference = _prior_reference(post, means, 3.0)
+    result = condition(post, means, n_b=3.0, seed=3)
+    assert result.ess > 400 and result.rhat < 1.01 and result.divergences == 0
+    value = result.curves.mean(9.0)[:, 0]
+    spread = reference[2] - reference[0]
+    np.testing.assert_allclose(np.quantile(value, [0.05, 0.5, 0.95]), reference, atol=0.06 * spread)
+    prior = post.new_family(per_draw=10, seed=0).curves(3.0).nugget[:, 0]
+    np.testing.assert_allclose(np.median(result.curves.nugget), np.median(prior), rtol=0.05)
 
 
 def test_update_of_points_the_population_expects_matches_the_population():
@@ -158,6 +185,24 @@ def test_means_form_and_bad_points():
         Points.from_frame(pd.DataFrame({"k": [1, 0], "loss": [0.4, 0.4]}))
     with pytest.raises(MergelawError, match="expected columns k and loss"):
         Points.from_frame(pd.DataFrame({"k": [1], "value": [0.4]}))
+
+
+def test_merged_models_that_name_their_experts_become_corrected_means():
+    """Rows of a curves table (subset, pool_size) enter as per-k means corrected for the
+    experts they hold (mergelaw.expert_effects), not as independent merged models."""
+    effects = {"a": 0.3, "b": -0.1, "c": -0.1, "d": -0.1}
+    subsets = {1: ["a", "b", "c", "d"], 2: ["a|b", "a|c", "b|c"], 3: ["a|b|c", "b|c|d"]}
+    rows = pd.DataFrame(
+        [{"k": k, "subset": s, "pool_size": 4,
+          "loss": 0.4 + 0.1 / k + sum(effects[e] for e in s.split("|")) / k}
+         for k, members in subsets.items() for s in members]
+    )  # fmt: skip
+    p = Points.from_frame(rows)
+    assert p.se is not None
+    np.testing.assert_allclose(p.y, 0.4 + 0.1 / p.k, atol=1e-12)  # the whole pool's mean
+    np.testing.assert_allclose(p.se, 0.0, atol=1e-9)
+    with pytest.raises(MergelawError, match="column 'k' row 0"):
+        Points.from_frame(rows.assign(k=0))
 
 
 def test_points_far_from_the_population_lean_on_the_points_and_say_so():

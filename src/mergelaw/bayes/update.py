@@ -3,13 +3,14 @@
 The prior is the curve's draws at the asked base size: the population's (a family the fit has not
 seen: fresh group parameters, floor deviation and noise factor per posterior draw) or a fitted
 family's posterior. In coordinates the points pin down directly, u = (level, drop, log1p b,
-log alpha, log sigma, log nugget) with level = L(K) and drop = L(k_low) - L(K) at that size, the
-draws are summarised by a multivariate Student-t with few degrees of freedom (rank-based location,
-scales and correlations), and NUTS samples u given the points. The t's tails are the
+log alpha, log sigma, log nugget) with level = L(k_high) and drop = L(k_low) - L(k_high) at that
+size, the draws are summarised by a multivariate Student-t with few degrees of freedom (rank-based
+location, scales and correlations), and NUTS samples u given the points. The t's tails are the
 robustness: points that disagree with the population (another model family, another pool) pull
 the curve to them and widen it, where reweighting the population's own draws stayed narrow and
 wrong (benchmarks/results/transfer.txt). The noise model is the fit's: sigma²·spread(k, M) + nugget²
-per merged model (M the new pool's size), or se² + nugget² per per-k mean.
+per merged model (M the new pool's size), or se² + MEANS_MISFIT² per per-k mean (whose se already
+counts the spread and the nugget).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtrit
 
-from mergelaw import law
+from mergelaw import expert_effects, law
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.errors import MergelawError, shown
 
@@ -47,10 +48,23 @@ class Points:
     k: np.ndarray
     y: np.ndarray
     se: np.ndarray | None
+    method: str | None = None  # the merge method, where the points' table names one
 
     @classmethod
     def from_frame(cls, points: pd.DataFrame, source: str = "points") -> Points:
-        """Columns k and loss (one row per merged model), or k, mean and se (per-k means)."""
+        """Columns k and loss (one row per merged model), or k, mean and se (per-k means).
+        Merged models that name their experts (columns subset and pool_size, as in a curves
+        table) become per-k means corrected for the experts the measured subsets hold, with
+        their standard errors (``mergelaw.expert_effects``): which experts a handful of subsets
+        happen to hold tilts their plain mean, and in a balanced design it cannot."""
+        methods = points["method"].dropna().unique() if "method" in points.columns else []
+        method = str(methods[0]) if len(methods) == 1 else None
+        if {"loss", "subset", "pool_size"} <= set(points.columns):
+            checked = cls.from_frame(points.drop(columns=["subset", "pool_size"]), source)
+            rows = points.assign(k=checked.k, loss=checked.y)
+            means = expert_effects.per_k_means(rows, source)
+            return cls(means["k"].to_numpy(float), means["mean"].to_numpy(float),
+                       means["se"].to_numpy(float), method)  # fmt: skip
         if "loss" in points.columns:
             value, se = "loss", None
         elif {"mean", "se"} <= set(points.columns):
@@ -75,11 +89,20 @@ class Points:
                     f"(expected {expected})"
                 )
             arrays[column] = values
-        return cls(arrays["k"], arrays[value], arrays[se] if se else None)
+        return cls(arrays["k"], arrays[value], arrays[se] if se else None, method)
 
     @property
     def distinct_k(self) -> int:
         return int(np.unique(self.k).size)
+
+    def anchors(self, k_low: float, k_high: float) -> tuple[float, float]:
+        """The k at which the curve's level and drop are read: the points' own smallest and
+        largest k where they span two, else the fit's. There the points pin level and drop
+        directly, and what is left to the prior is the shape between them (with the fit's
+        k = 1 and 9, points at k = 2, 4, 6 left a curved ridge of exact fits: R-hat 3)."""
+        if self.distinct_k < 2:
+            return k_low, k_high
+        return float(self.k.min()), float(self.k.max())
 
     def per_k_means(self) -> pd.Series:
         return pd.Series(self.y).groupby(self.k).mean()
@@ -134,6 +157,14 @@ def describe_update(summary: dict) -> str:
     )
 
 
+#: How far the law itself misses a curve's per-k means (nats), added to their se in the update's
+#: likelihood. The fit's nugget is per merged model, and a per-k mean's se already counts it
+#: (with it added, a lab TIES nugget of 0.03 let the prior outvote SmolLM2's TIES points: Bayes
+#: 3.5x the least-squares error in benchmarks/transfer.py); without a misfit, a mean over every
+#: subset (se 0) makes the curve exact there. SmolLM2-135M's per-curve residual rms from the law
+#: is 0.0008-0.0027 (benchmarks/results/lab_analysis.txt).
+MEANS_MISFIT = 0.001
+
 #: Distance of the posterior from the prior's centre (in its sd) worth a note.
 CONFLICT_SD = 3.0
 
@@ -152,13 +183,14 @@ def condition(
     points = points if isinstance(points, Points) else Points.from_frame(points)
     if prior == NEW_FAMILY:
         per_draw = max(1, -(-n_prior_draws // post.n_draws))
-        draws = post.new_family(per_draw, seed=seed).curves(n_b)
+        draws = post.new_family(per_draw, seed=seed, method=points.method).curves(n_b)
         method = "NUTS, the population as prior"
     else:
         draws = post.curves(n_b, [prior])
         method = f"NUTS, {draws.labels[0]} as prior"
-    coords = curve_coordinates(draws, post.k_anchor, post.spec.drop_from_k)
-    return _sample(draws, coords, points, post.k_anchor, post.spec.drop_from_k, method, seed)
+    k_low, k_high = points.anchors(post.spec.drop_from_k, post.k_anchor)
+    coords = curve_coordinates(draws, k_high, k_low)
+    return _sample(draws, coords, points, k_high, k_low, method, seed)
 
 
 def curve_coordinates(curves: CurveDraws, k_anchor: float, k_low: float) -> dict[str, np.ndarray]:
@@ -207,7 +239,11 @@ def _sample(
     method: str,
     seed: int,
 ) -> Conditioned:
-    names, fixed, loc, tril = prior_summary(coords)
+    sampled = coords
+    if points.se is not None:  # per-k means: se and the law's own misfit, not the nugget
+        sampled = coords | {"log_nugget": np.full_like(coords["log_nugget"],
+                                                       np.log(MEANS_MISFIT))}  # fmt: skip
+    names, fixed, loc, tril = prior_summary(sampled)
     if not names:  # a point mass: the points cannot move it
         return Conditioned(draws, "the prior is a point mass", float(draws.n_draws), 1.0, 0, 0.0,
                            0.0)  # fmt: skip
@@ -216,6 +252,9 @@ def _sample(
                            k_anchor, k_low, seed)  # fmt: skip
     value = fixed | {n: samples[:, i] for i, n in enumerate(names)}
     n = samples.shape[0]
+    if points.se is not None:  # the means say nothing of the nugget: its prior draws stay
+        pick = np.random.default_rng(seed).integers(coords["log_nugget"].size, size=n)
+        value["log_nugget"] = coords["log_nugget"][pick]
     b, alpha = np.expm1(value["log1p_b"]) * np.ones(n), np.exp(value["log_alpha"]) * np.ones(n)
     p = law.anchored_law(value["level"], value["drop"], k_anchor=k_anchor, k_low=k_low, b=b,
                          alpha=alpha)  # fmt: skip
