@@ -10,9 +10,9 @@ table is forecast from a few of its per-k means, with the population as prior
   llama -> gpt2     and back
   lab -> smollm2    once data/curves/smollm2.parquet exists
 
-Points: the per-k means of the measured subsets at k in {1, 2, 4} and at k in {2, 4, 6}, with their
-standard errors (finite-population corrected: the subsets are drawn without replacement from the
-C(M, k) of the pool); every larger measured k is forecast. Printed per direction and design:
+Points: the per-k means of the measured subsets at k in {1, 2, 4} and at k in {2, 4, 6}, corrected
+for the experts the measured subsets hold, with their standard errors (mergelaw.expert_effects;
+the targets are the same means at every larger measured k). Printed per direction and design:
 
   predictive   coverage of the 90% predictive intervals of the per-k means (target 85-95%)
   credible     coverage of the 90% credible intervals of the expected loss against the curve's
@@ -24,7 +24,7 @@ C(M, k) of the pool); every larger measured k is forecast. Printed per direction
   time         per query, on this machine (target <= 10 s on 2 cores); the first query of a run
                also compiles the sampler
 
-    python benchmarks/transfer.py                                  # the full run
+    python benchmarks/transfer.py                                  # the full run (~75 min)
     python benchmarks/transfer.py --paper-curves 24                # the paper's population
                                                                    # forecasts 24 lab curves
     python benchmarks/transfer.py --curves 6 --draws 300           # a smoke run (minutes)
@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from math import comb
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mergelaw import law, plan
+from mergelaw import expert_effects, law, plan
 from mergelaw.bayes.fit import fit  # its NumPyro backend gives each chain a host device
 from mergelaw.bayes.least_squares import fit_curve
 from mergelaw.bayes.posterior import Posterior
@@ -58,15 +57,9 @@ LEVEL = 0.9
 
 
 def per_k_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean, finite-population standard error and count of the measured subsets at each k."""
-    pool = int(rows["pool_size"].iloc[0])
-    out = rows.groupby("k")["loss"].agg(["mean", "var", "size"]).reset_index()
-    share_left = [
-        (comb(pool, int(k)) - n) / max(comb(pool, int(k)) - 1, 1)
-        for k, n in zip(out["k"], out["size"])
-    ]
-    variance = out["var"].fillna(0.0) / out["size"] * np.asarray(share_left)
-    return out.assign(se=np.sqrt(np.maximum(variance, 0.0)))[["k", "mean", "se", "size"]]
+    """Per-k means of the measured subsets corrected for the experts they hold, with their
+    standard errors (``mergelaw.expert_effects``), and the count of subsets at each k."""
+    return expert_effects.per_k_means(rows).rename(columns={"count": "size"})
 
 
 def baselines(points: pd.DataFrame, ks: tuple, targets: np.ndarray) -> dict[str, np.ndarray]:
@@ -105,7 +98,7 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
             ahead = later["k"].to_numpy(float)
             start = time.perf_counter()
             answer = plan.forecast_from_points(
-                post, points[["k", "mean", "se"]], n_b=n_b, k=ahead,
+                post, points[["k", "mean", "se"]].assign(method=key[3]), n_b=n_b, k=ahead,
                 n_subsets=later["size"].to_numpy(int), level=LEVEL, seed=seed,
             )  # fmt: skip
             seconds = time.perf_counter() - start
@@ -239,8 +232,8 @@ def main() -> None:
         out = RESULT.with_name(f"transfer{slug}.txt")
     lines = [
         f"transfer: default spec, populations fitted with {args.chains} chains x "
-        f"{args.draws}/{args.draws}; points are per-k means (finite-population se); "
-        f"{LEVEL:.0%} intervals; seed {args.seed}",
+        f"{args.draws}/{args.draws}; points are per-k means corrected for the experts their "
+        f"subsets hold; {LEVEL:.0%} intervals; seed {args.seed}",
         "",
     ]
     for name, source, targets in directions:
