@@ -56,12 +56,6 @@ DESIGNS = {"k = 1, 2, 4": (1, 2, 4), "k = 2, 4, 6": (2, 4, 6)}
 LEVEL = 0.9
 
 
-def per_k_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per-k means of the measured subsets corrected for the experts they hold, with their
-    standard errors (``mergelaw.expert_effects``), and the count of subsets at each k."""
-    return expert_effects.per_k_means(rows).rename(columns={"count": "size"})
-
-
 def baselines(points: pd.DataFrame, ks: tuple, targets: np.ndarray) -> dict[str, np.ndarray]:
     """The paper's three-point curve and a weighted least-squares fit of the same points."""
     m = points.set_index("k")["mean"]
@@ -87,7 +81,7 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
     """One record per (curve, design, forecast k)."""
     records = []
     for key, rows in targets.groupby(CURVE_KEYS, sort=True):
-        means = per_k_means(rows)
+        means = expert_effects.per_k_means(rows)
         truth = full_data_mean(means)  # one fit per curve, shared by both designs
         n_b = float(key[1]) / 1e9
         for design, ks in DESIGNS.items():
@@ -99,7 +93,7 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
             start = time.perf_counter()
             answer = plan.forecast_from_points(
                 post, points[["k", "mean", "se"]].assign(method=key[3]), n_b=n_b, k=ahead,
-                n_subsets=later["size"].to_numpy(int), level=LEVEL, seed=seed,
+                n_subsets=later["count"].to_numpy(int), level=LEVEL, seed=seed,
             )  # fmt: skip
             seconds = time.perf_counter() - start
             table = answer.table

@@ -148,11 +148,10 @@ def method_index(families: pd.DataFrame) -> np.ndarray:
     return np.array([methods.index(m) for m in families["method"]], dtype=int)
 
 
-def setting_label(method: str, method_params: str | None, keys: set[str] | None = None) -> str:
-    """A method with its parameters: 'ties[density=0.2]'; only ``keys`` where given."""
+def setting_label(method: str, method_params: str | None, keys: set[str]) -> str:
+    """A method with those of its parameters named in ``keys``: 'ties[density=0.2]'."""
     params = json.loads(method_params or "{}")
-    shown = sorted(k for k in params if keys is None or k in keys)
-    return method + "[" + ",".join(f"{k}={params[k]}" for k in shown) + "]"
+    return method + "[" + ",".join(f"{k}={params[k]}" for k in sorted(keys & params.keys())) + "]"
 
 
 def distinguishing_params(table: pd.DataFrame) -> dict[str, set[str]]:
