@@ -167,6 +167,24 @@ def test_per_curve_deviations_have_a_fixed_or_learnt_spread(
         np.testing.assert_allclose(spread, sites[f"{deviation}_scale"]["value"])
 
 
+def test_a_population_per_merge_method_centres_each_family_on_its_methods_mean(data):
+    """population = "method" (the default's b): one population mean per merge method, one
+    scale, each family's raw value drawn around its own method's mean."""
+    from numpyro.handlers import seed, trace
+
+    from mergelaw.bayes import numpyro_backend
+
+    spec = load_spec("default")
+    assert spec.params["b"].population == "method" and not spec.params["b"].centred
+    model, dims = numpyro_backend.model_fn(spec, data)
+    sites = trace(seed(model, 1)).get_trace()
+    mean, scale, z = (sites[f"b_{s}"]["value"] for s in ("mean", "scale", "z"))
+    assert mean.shape == (2,) and dims["b_mean"] == ["merge_method"]
+    expected = np.expm1(np.asarray(mean)[data.family_method] + float(scale) * np.asarray(z))
+    np.testing.assert_allclose(sites["b"]["value"], expected, rtol=1e-6)
+    assert sorted(set(data.family_method)) == [0, 1]  # both methods' means are used
+
+
 def test_membership_and_floor_deviation_enter_the_mean(data):
     """mean = the law + (in_domain - k/M) gap_c / k^decay, computed independently."""
     t = _truth(data)

@@ -98,6 +98,28 @@ def test_new_family_takes_its_methods_nugget_where_the_fit_has_it():
         np.testing.assert_allclose(post.new_family(method=method).nugget, nugget)
 
 
+def test_new_family_takes_its_methods_population_mean_where_the_spec_has_one():
+    """b's population has one mean per merge method (sorted: average, ties): a new family of a
+    fitted method gets that method's, one of an unseen method the spec's prior, and one of no
+    named method one of the fitted methods per draw."""
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=4000)
+    t = {name: value[0] for name, value in TRUTH.items()}
+    prior_b = load_spec("default").params["b"]
+    population = {name: (load_spec("default").params[name].to_raw(v), 1e-9)
+                  for name, v in _anchored(post, t).items()}  # fmt: skip
+    population["b"] = (np.tile(np.log1p([0.5, 9.0]), (post.n_draws, 1)), 1e-9)
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=4000,
+                                population=population)  # fmt: skip
+    np.testing.assert_allclose(post.new_family(method="average").law["b"], 0.5)
+    np.testing.assert_allclose(post.new_family(method="ties").law["b"], 9.0)
+    unseen = np.log1p(post.new_family(method="dare").law["b"])
+    assert abs(unseen.mean() - prior_b.prior_mean) < 0.05
+    assert abs(unseen.std() - prior_b.prior_sd) < 0.05
+    either = post.new_family().law["b"]
+    assert np.all(np.isclose(either, 0.5) | np.isclose(either, 9.0))
+    assert 0.45 < np.isclose(either, 9.0).mean() < 0.55
+
+
 def test_family_lookup_by_label_or_unique_part():
     post = Posterior.point_mass(FAMILIES, TRUTH)
     assert post.family_index("qwen2/ties/biology") == 1

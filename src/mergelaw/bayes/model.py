@@ -81,6 +81,15 @@ def check_spec_fits_data(spec: ModelSpec, data: ModelData) -> None:
             )
 
 
+def group_method(scope: str, data: ModelData) -> np.ndarray:
+    """The merge method (index into coords['merge_method']) of each group of a scope."""
+    if scope == "family":
+        return data.family_method
+    if scope == "curve":
+        return data.family_method[data.curves["family"].to_numpy(int)]
+    return np.arange(data.families["method"].nunique())
+
+
 def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict[str, Any]:
     """Each group parameter: transform(raw), raw centred or not, partially pooled or not
     (the population distribution is ``ParamPrior``'s, in the spec module)."""
@@ -89,8 +98,16 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
         prior = spec.params[name]
         dims = (param_scope(spec, name, data.size_law),)
         if spec.is_pooled(name):
-            mean = backend.normal(f"{name}_mean", prior.prior_mean, prior.prior_sd)
+            by_method = prior.population == "method"
+            mean = backend.normal(
+                f"{name}_mean",
+                prior.prior_mean,
+                prior.prior_sd,
+                dims=("merge_method",) if by_method else (),
+            )
             scale = backend.half_normal(f"{name}_scale", prior.pool_scale)
+            if by_method:
+                mean = mean[group_method(dims[0], data)]
         else:
             mean, scale = prior.prior_mean, prior.prior_sd
         if prior.centred:

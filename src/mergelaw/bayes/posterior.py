@@ -315,7 +315,8 @@ class Posterior:
         provenance: Mapping | None = None,
     ) -> Posterior:
         """A posterior from arrays of draws: law values (S, F) (b, alpha optional), noise, and the
-        population's raw mean and scale per group parameter (scalars or (S,)). The anchors
+        population's raw mean and scale per group parameter (scalars or (S,); a mean (S, methods)
+        for one per merge method, in sorted method order). The anchors
         (n_ref, x_lo, x_hi) follow from ``sizes_b`` as in ``bayes.data.prepare``."""
         spec = load_spec(spec) if isinstance(spec, str) else spec
         families = _family_frame(families)
@@ -330,8 +331,9 @@ class Posterior:
         n_ref = float(np.exp(np.mean(np.log(sizes))))
         pop = {}
         for name, (mean, scale) in (population or {}).items():
+            mean = np.asarray(mean, dtype=float)  # (S, methods): one mean per merge method
             pop[name] = (
-                np.broadcast_to(np.asarray(mean, dtype=float), (n_draws,)).copy(),
+                mean.copy() if mean.ndim == 2 else np.broadcast_to(mean, (n_draws,)).copy(),
                 np.broadcast_to(np.asarray(scale, dtype=float), (n_draws,)).copy(),
             )
         return cls(
@@ -451,19 +453,34 @@ class Posterior:
         return fresh_noise_factor(self.noise_dev_scale, shape, np.random.default_rng(seed))
 
     def population_draws(
-        self, per_draw: int = 1, rng: np.random.Generator | None = None
+        self,
+        per_draw: int = 1,
+        rng: np.random.Generator | None = None,
+        method: str | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Group parameters of new families, ``per_draw`` for each posterior draw: value arrays
-        (S·per_draw,), and the posterior draw each came from."""
+        (S·per_draw,), and the posterior draw each came from. A parameter with one population
+        mean per merge method takes ``method``'s; a method the fit has not seen draws its mean
+        from the spec's prior, and no method (None) one of the fitted methods at random."""
         if not self.population:
             raise MergelawError(
                 "this posterior has no population distribution (a new family cannot be drawn)"
             )
         rng = np.random.default_rng(0) if rng is None else rng
         source = np.repeat(np.arange(self.n_draws), per_draw)
+        fitted = sorted(self.families["method"].unique())
         values = {}
         for name, (mean, scale) in self.population.items():
-            values[name] = self.spec.params[name].sample(mean[source], scale[source], rng)
+            prior = self.spec.params[name]
+            mean = mean[source]
+            if mean.ndim == 2:  # one mean per fitted merge method
+                if method in fitted:
+                    mean = mean[:, fitted.index(method)]
+                elif method is None:
+                    mean = mean[np.arange(source.size), rng.integers(len(fitted), size=source.size)]
+                else:
+                    mean = prior.prior_mean + prior.prior_sd * rng.standard_normal(source.size)
+            values[name] = prior.sample(mean, scale[source], rng)
         return values, source
 
     def law_of(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -507,17 +524,22 @@ class Posterior:
 
     def new_family(self, per_draw: int = 1, seed: int = 0, method: str | None = None) -> Posterior:
         """A one-family posterior drawn from the population: a domain or method not in the fit
-        (the model has no method or domain effects, so every new family is alike a priori, but
-        for the noise floor of its merge ``method`` where the fit has it). Per-curve parameters
+        (every new family is alike a priori but for what the spec gives each merge ``method``:
+        its noise floor, and its population mean where a parameter has one per method; see
+        ``population_draws``). Per-curve parameters
         (the membership gap; without size laws, the curve itself) are drawn for each fitted
         size."""
         rng = np.random.default_rng(seed)
-        values, source = self.population_draws(per_draw, rng)
+        values, source = self.population_draws(per_draw, rng, method)
         law = {name: value[:, None] for name, value in self.law_of(values).items()}
         sigma = values.get("sigma", np.zeros(source.size))
         per_size = {}
         for size in self.sizes_b:
-            fresh = values if size == self.sizes_b[0] else self.population_draws(per_draw, rng)[0]
+            fresh = (
+                values
+                if size == self.sizes_b[0]
+                else self.population_draws(per_draw, rng, method)[0]
+            )
             extras = {"gap": fresh["gap"][:, None]} if "gap" in fresh else {}
             if not self.size_law:
                 extras |= {

@@ -21,6 +21,8 @@ from mergelaw.errors import MergelawError
 #: raw -> value: exp (positive), identity, or exp(raw) - 1 (> -1: the offset b, which the law
 #: needs above -1 only, so b = 0 is inside the support rather than at a log scale's far end).
 TRANSFORMS = ("log", "identity", "log1p")
+#: A pooled parameter's population: one across all groups, or one mean per merge method.
+POPULATIONS = ("all", "method")
 CHOICES = {
     "parameterisation": ("anchored", "natural"),
     "tail_exponent": ("fixed", "free"),
@@ -39,7 +41,10 @@ SIZE_LAW_PARAMS = ("floor_drop", "beta", "gamma", "B")
 @dataclass(frozen=True)
 class ParamPrior:
     """Prior of one group parameter: transform(raw), raw ~ Normal(mean, scale) across groups,
-    mean ~ N(prior_mean, prior_sd), scale ~ HalfNormal(pool_scale).
+    mean ~ N(prior_mean, prior_sd), scale ~ HalfNormal(pool_scale). ``population`` 'method'
+    gives each merge method its own mean (one scale): a parameter whose value the merge rule
+    sets, such as the tail's offset b (TIES rises near-linearly, b ~ 10; Average saturates,
+    b ~ 0), pools within a method rather than across a bimodal mixture of methods.
 
     ``centred`` samples raw directly (right for parameters the data pin down tightly); otherwise
     raw = mean + scale * z with z ~ N(0, 1) (right for weakly identified ones, avoiding funnels).
@@ -51,6 +56,7 @@ class ParamPrior:
     pool_scale: float
     centred: bool = False
     pooled: bool = True  # False: raw ~ Normal(prior_mean, prior_sd) in a pooled spec too
+    population: str = "all"  # "all": one population; "method": one mean per merge method
 
     def to_value(self, raw, math: Any = np):
         """The parameter from its raw (Normal) scale (see TRANSFORMS)."""
@@ -209,7 +215,8 @@ KNOWN_KEYS = {
     "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd",
                 "noise_curve_prior_sd", "noise_curve_scale"},
     "[sampler]": {"target_accept"},
-    "[params.*]": {"transform", "prior_mean", "prior_sd", "pool_scale", "centred", "pooled"},
+    "[params.*]": {"transform", "prior_mean", "prior_sd", "pool_scale", "centred", "pooled",
+                   "population"},
 }  # fmt: skip
 
 
@@ -272,7 +279,18 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
             pool_scale=float(get(table, "pool_scale", where, (int, float))),
             centred=bool(table.get("centred", False)),
             pooled=bool(table.get("pooled", True)),
+            population=table.get("population", "all"),
         )
+        if prior.population not in POPULATIONS:
+            raise MergelawError(
+                f"{source}: {where}.population = {prior.population!r} "
+                f"(expected one of: {', '.join(POPULATIONS)})"
+            )
+        if prior.population == "method" and not prior.pooled:
+            raise MergelawError(
+                f"{source}: {where}.population = 'method' needs pooled = true (an unpooled "
+                "parameter has no population)"
+            )
         if prior.transform not in TRANSFORMS:
             raise MergelawError(
                 f"{source}: {where}.transform = {prior.transform!r} "
