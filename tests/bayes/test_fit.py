@@ -196,3 +196,34 @@ def test_a_nutpie_fit_carries_its_log_likelihood_and_loo_reads_it(table, quick_f
     assert np.isfinite(by_nutpie.idata.log_likelihood["loss"].values).all()
     comparison = diagnostics.compare({"nutpie": by_nutpie.idata, "numpyro": quick_fit.idata})
     assert set(comparison.index) == {"nutpie", "numpyro"}
+
+
+def test_an_unseen_curve_draws_its_gap_from_its_methods_population(quick_fit, table):
+    """A held-out size's curve has no fitted gap: it is drawn from the population, its merge
+    method's mean where the spec gives one per method."""
+    import dataclasses
+
+    import xarray as xr
+
+    spec = quick_fit.spec
+    gap = dataclasses.replace(spec.params["gap"], population="method")
+    by_method = dataclasses.replace(quick_fit, spec=dataclasses.replace(
+        spec, params={**spec.params, "gap": gap}))  # fmt: skip
+    posterior = quick_fit.idata.posterior
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+    by_method.idata = quick_fit.idata.copy()
+    by_method.idata.posterior["gap_mean"] = xr.DataArray(
+        np.full((*shape, 1), 0.7), dims=("chain", "draw", "merge_method")
+    )
+    by_method.idata.posterior["gap_scale"] = xr.DataArray(
+        np.full(shape, 1e-9), dims=("chain", "draw")
+    )
+    rows = table[table["n_params"] == table["n_params"].min()].assign(n_params=7e9)
+    obs = by_method.observations_for(rows, new_curves=True)
+    n_curves = len(quick_fit.meta["curves"]["family"])
+    assert obs.curve.min() == n_curves  # every row is of a curve the fit has not seen
+    keep = np.arange(10)
+    values = {"gap": posterior["gap"].stack(s=("chain", "draw")).transpose("s", ...).values[keep]}
+    out = by_method._with_unseen_curves(values, keep, obs, n_curves)
+    assert out["gap"].shape == (10, n_curves + 3)
+    np.testing.assert_allclose(out["gap"][:, n_curves:], 0.7, atol=1e-6)

@@ -190,19 +190,30 @@ class Fit:
         n_curves = len(self.meta["curves"]["family"])
         unseen = int(obs.curve.max()) + 1 - n_curves if len(obs.curve) else 0
         if unseen > 0:
-            values = self._with_unseen_curves(values, keep, unseen)
+            values = self._with_unseen_curves(values, keep, obs, n_curves)
         return predictive.mean_and_scale(values, obs, self.spec.spread, len(self.families))
 
-    def _with_unseen_curves(self, values: dict, keep: np.ndarray, unseen: int) -> dict:
-        """Per-curve parameters of ``unseen`` curves the fit has not seen, appended as columns:
-        the membership gap from its population, the floor deviation from N(0, tau), per draw."""
+    def _with_unseen_curves(
+        self, values: dict, keep: np.ndarray, obs: predictive.Observations, n_curves: int
+    ) -> dict:
+        """Per-curve parameters of the curves of ``obs`` the fit has not seen (indices from
+        ``n_curves`` on), appended as columns: the membership gap from its population (its
+        merge method's, where the population has one per method), the floor deviation from
+        N(0, tau), per draw."""
         rng = np.random.default_rng(0)
         out = dict(values)
+        unseen = int(obs.curve.max()) + 1 - n_curves
         if "gap" in values:
             prior = self.spec.params["gap"]
             if self.spec.is_pooled("gap"):
-                mean = self.draws("gap_mean")[keep][:, None]
+                mean = self.draws("gap_mean")[keep]
                 scale = self.draws("gap_scale")[keep][:, None]
+                if mean.ndim == 2:  # one mean per merge method: each unseen curve its own's
+                    curves = range(n_curves, n_curves + unseen)
+                    family = [obs.family[np.flatnonzero(obs.curve == c)[0]] for c in curves]
+                    mean = mean[:, method_index(self.families)[family]]
+                else:
+                    mean = mean[:, None]
             else:
                 mean, scale = prior.prior_mean, prior.prior_sd
             shape = (len(keep), unseen)
