@@ -18,8 +18,10 @@ held-out k, and one base size (issue 13's acceptance run).
 
     python benchmarks/lab_fit.py            # the full run (about 15 minutes on 2 cores)
     python benchmarks/lab_fit.py --quick    # 2 chains x 300/300 everywhere: a smoke run
+    python benchmarks/lab_fit.py --spec method_offset   # another spec in the default's place
 
-Prints every number and writes the same text to benchmarks/results/lab_fit.txt.
+Prints every number and writes the same text to benchmarks/results/lab_fit.txt
+(lab_fit_<spec>.txt for another spec).
 """
 
 from __future__ import annotations
@@ -158,9 +160,13 @@ def loo_lines(new: Fit, old: Fit) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 chains x 300/300 everywhere")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lab_fit.txt"))
+    parser.add_argument("--spec", default="default", help="the spec in the default's place")
+    parser.add_argument("--out", default=None, help="default: results/lab_fit[_<spec>].txt")
     parser.add_argument("--skip-loo", action="store_true", help="skip the first default's fit")
     args = parser.parse_args()
+    spec = args.spec
+    suffix = "" if spec == "default" else f"_{Path(spec).stem}"
+    out = args.out or str(ROOT / "benchmarks" / "results" / f"lab_fit{suffix}.txt")
     full = (
         dict(chains=2, tune=300, draws=300) if args.quick else dict(chains=4, tune=1000, draws=1000)
     )
@@ -173,8 +179,8 @@ def main() -> None:
         print("\n".join(new), flush=True)
 
     start = time.perf_counter()
-    default = fit(table, "default", seed=0, **full)
-    say(["1. The whole table, default spec", *diagnostics_lines("default", default), ""])
+    default = fit(table, spec, seed=0, **full)
+    say([f"1. The whole table, {spec} spec", *diagnostics_lines(spec, default), ""])
 
     if not args.skip_loo:
         first = fit(table, "default_v1", seed=0, **short)
@@ -188,26 +194,26 @@ def main() -> None:
         ])  # fmt: skip
 
     train, heldout = table[table["k"] < HELD_OUT_FROM_K], table[table["k"] >= HELD_OUT_FROM_K]
-    early = fit(train, "default", seed=1, **full)
-    say(["3. Held-out k, whole table", *heldout_lines("default", early, train, heldout), ""])
+    early = fit(train, spec, seed=1, **full)
+    say(["3. Held-out k, whole table", *heldout_lines(spec, early, train, heldout), ""])
 
     llama = table[table["arch"] == "llama"]
     one = llama[llama["n_params"] == llama["n_params"].max()]
-    size = fit(one, "default", seed=2, **full)
+    size = fit(one, spec, seed=2, **full)
     notes = "; ".join(size.meta.get("notes", []))
     one_train, one_held = one[one["k"] < HELD_OUT_FROM_K], one[one["k"] >= HELD_OUT_FROM_K]
-    one_early = fit(one_train, "default", seed=3, **full)
+    one_early = fit(one_train, spec, seed=3, **full)
     say([
         f"4. One base size (llama, {one['n_params'].iloc[0]:,} parameters, 4 methods x 9 "
         f"domains); note: {notes}",
-        *diagnostics_lines("default, one size", size),
-        *heldout_lines("default, one size", one_early, one_train, one_held),
+        *diagnostics_lines(f"{spec}, one size", size),
+        *heldout_lines(f"{spec}, one size", one_early, one_train, one_held),
         "",
         f"total wall time {time.perf_counter() - start:.0f} s",
     ])  # fmt: skip
-    with atomic_path(args.out) as tmp:
+    with atomic_path(out) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def test_population_names_follow_the_spec():
     names = population_names(model_fn(load_spec("default"), data)[1])
     assert {"level_mean", "gap_scale", "nugget", "floor_dev_scale", "sigma_slope"} <= set(names)
     assert "noise_dev_scale" not in names  # a fixed spread
-    assert "b_mean" in names  # one per merge method
+    assert "b_mean" not in names  # b is not pooled
     unpooled = population_names(model_fn(load_spec("unpooled"), data)[1])
     assert sorted(unpooled) == ["nugget", "sigma_slope"]
 

@@ -168,13 +168,13 @@ def test_per_curve_deviations_have_a_fixed_or_learnt_spread(
 
 
 def test_a_population_per_merge_method_centres_each_family_on_its_methods_mean(data):
-    """population = "method" (the default's b): one population mean per merge method, one
+    """population = "method" (method_offset's b): one population mean per merge method, one
     scale, each family's raw value drawn around its own method's mean."""
     from numpyro.handlers import seed, trace
 
     from mergelaw.bayes import numpyro_backend
 
-    spec = load_spec("default")
+    spec = load_spec("method_offset")
     assert spec.params["b"].population == "method" and not spec.params["b"].centred
     model, dims = numpyro_backend.model_fn(spec, data)
     sites = trace(seed(model, 1)).get_trace()
@@ -245,7 +245,9 @@ def test_family_labels_name_only_the_parameters_that_tell_settings_apart():
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("spec_name", ["default", "naive", "free_exponent", "homoscedastic"])
+@pytest.mark.parametrize(
+    "spec_name", ["default", "naive", "free_exponent", "homoscedastic", "method_offset"]
+)
 def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
     """Same spec, same point: the two backends' joint log densities agree to float precision."""
     from numpyro.infer.util import log_density

@@ -19,8 +19,9 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     assert default.parameterisation == "anchored" and default.tail_exponent == "fixed"
     assert default.params["level"].centred and not default.is_pooled("decay")
     assert default.membership == "power" and default.nugget == "method"
-    assert default.is_pooled("b") and default.params["b"].population == "method"
-    assert default.is_pooled("drop")
+    assert not default.is_pooled("b") and default.is_pooled("drop")
+    by_method = load_spec("method_offset").params["b"]
+    assert by_method.pooled and by_method.population == "method" and not by_method.centred
     assert default.params["drop"].transform == "identity"  # signed tail
     one_size = default.required_params(size_law=False)
     assert one_size == ["level", "drop", "b", "gap", "decay", "sigma"]
@@ -60,12 +61,12 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
             "floor_deviation_scale = 'free' (expected one of: learnt, fixed)",
         ),
         (
-            ('population = "method"', 'population = "domain"'),
-            "[params.b].population = 'domain' (expected one of: all, method)",
+            ("[params.drop]", '[params.drop]\npopulation = "domain"'),
+            "[params.drop].population = 'domain' (expected one of: all, method)",
         ),
         (
-            ('population = "method"', 'population = "method"\npooled = false'),
-            "[params.b].population = 'method' needs pooled = true",
+            ("[params.beta]", '[params.beta]\npopulation = "method"'),
+            "[params.beta].population = 'method' needs pooled = true",
         ),
         (("[mean]", "[mean"), "not valid TOML"),
     ],
