@@ -30,6 +30,9 @@ the targets are the same means at every larger measured k). Printed per directio
     python benchmarks/transfer.py --curves 6 --draws 300           # a smoke run (minutes)
     python benchmarks/transfer.py --only "lab -> smollm2"          # one direction, its own file
                                                                    # (results/transfer_smollm2.txt)
+    python benchmarks/transfer.py --spec method_offset --only "lab -> smollm2"
+                                          # another spec's populations: its own file
+                                          # (results/transfer_smollm2_method_offset.txt)
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ def summary_lines(name: str, scores: pd.DataFrame) -> list[str]:
 
 def population(name: str, table: pd.DataFrame, args) -> tuple[Posterior, str]:
     start = time.perf_counter()
-    result = fit(table, "default", seed=args.seed, chains=args.chains, tune=args.draws,
+    result = fit(table, args.spec, seed=args.seed, chains=args.chains, tune=args.draws,
                  draws=args.draws)  # fmt: skip
     line = (
         f"population {name}: {table.groupby(CURVE_KEYS).ngroups} curves, {len(table)} rows, "
@@ -201,6 +204,7 @@ def main() -> None:
     parser.add_argument(
         "--only", default=None, help="one direction, e.g. 'lab -> smollm2' (default: all)"
     )
+    parser.add_argument("--spec", default="default", help="the populations' spec")
     parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULT}")
     args = parser.parse_args()
 
@@ -223,9 +227,10 @@ def main() -> None:
     out = args.out
     if out is None:
         slug = "" if args.only is None else "_" + args.only.split(" -> ")[1]
+        slug += "" if args.spec == "default" else f"_{Path(args.spec).stem}"
         out = RESULT.with_name(f"transfer{slug}.txt")
     lines = [
-        f"transfer: default spec, populations fitted with {args.chains} chains x "
+        f"transfer: {args.spec} spec, populations fitted with {args.chains} chains x "
         f"{args.draws}/{args.draws}; points are per-k means corrected for the experts their "
         f"subsets hold; {LEVEL:.0%} intervals; seed {args.seed}",
         "",

@@ -316,8 +316,8 @@ class Posterior:
     ) -> Posterior:
         """A posterior from arrays of draws: law values (S, F) (b, alpha optional), noise, and the
         population's raw mean and scale per group parameter (scalars or (S,); a mean (S, methods)
-        for one per merge method, in sorted method order). The anchors
-        (n_ref, x_lo, x_hi) follow from ``sizes_b`` as in ``bayes.data.prepare``."""
+        for one per merge method, in sorted method order). The anchors (n_ref, x_lo, x_hi)
+        follow from ``sizes_b`` as in ``bayes.data.prepare``."""
         spec = load_spec(spec) if isinstance(spec, str) else spec
         families = _family_frame(families)
         n_fam = len(families)
@@ -526,9 +526,8 @@ class Posterior:
         """A one-family posterior drawn from the population: a domain or method not in the fit
         (every new family is alike a priori but for what the spec gives each merge ``method``:
         its noise floor, and its population mean where a parameter has one per method; see
-        ``population_draws``). Per-curve parameters
-        (the membership gap; without size laws, the curve itself) are drawn for each fitted
-        size."""
+        ``population_draws``). Per-curve parameters (the membership gap; without size laws, the
+        curve itself) are drawn for each fitted size."""
         rng = np.random.default_rng(seed)
         values, source = self.population_draws(per_draw, rng, method)
         law = {name: value[:, None] for name, value in self.law_of(values).items()}
