@@ -110,7 +110,7 @@ class ModelData:
         return {
             "family": list(self.families["label"]),
             "curve": list(self.curves["label"]),
-            "merge_method": sorted(self.families["method"].unique()),
+            "merge_method": merge_methods(self.families),
             "obs": [str(i) for i in range(len(self.y))],
         }
 
@@ -141,10 +141,14 @@ class Cells:
         return mean, ss
 
 
+def merge_methods(families: pd.DataFrame) -> list[str]:
+    """The 'merge_method' coordinate of per-method parameters: the families' methods, sorted."""
+    return sorted(families["method"].unique())
+
+
 def method_index(families: pd.DataFrame) -> np.ndarray:
-    """Each family's merge method as an index into the sorted method names (the 'merge_method'
-    coordinate of per-method parameters)."""
-    methods = sorted(families["method"].unique())
+    """Each family's merge method as an index into ``merge_methods``."""
+    methods = merge_methods(families)
     return np.array([methods.index(m) for m in families["method"]], dtype=int)
 
 

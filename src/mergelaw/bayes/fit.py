@@ -209,8 +209,8 @@ class Fit:
                 mean = self.draws("gap_mean")[keep]
                 scale = self.draws("gap_scale")[keep][:, None]
                 if mean.ndim == 2:  # one mean per merge method: each unseen curve its own's
-                    curves = range(n_curves, n_curves + unseen)
-                    family = [obs.family[np.flatnonzero(obs.curve == c)[0]] for c in curves]
+                    curve, first = np.unique(obs.curve, return_index=True)
+                    family = obs.family[first[curve >= n_curves]]
                     mean = mean[:, method_index(self.families)[family]]
                 else:
                     mean = mean[:, None]

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mergelaw import law
-from mergelaw.bayes.data import ModelData
+from mergelaw.bayes.data import ModelData, merge_methods
 from mergelaw.bayes.spec import ModelSpec
 from mergelaw.errors import MergelawError
 
@@ -87,7 +87,7 @@ def group_method(scope: str, data: ModelData) -> np.ndarray:
         return data.family_method
     if scope == "curve":
         return data.family_method[data.curves["family"].to_numpy(int)]
-    return np.arange(data.families["method"].nunique())
+    return np.arange(len(merge_methods(data.families)))
 
 
 def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw import law as law_math
+from mergelaw.bayes.data import merge_methods
 from mergelaw.bayes.model import param_scope
 from mergelaw.bayes.spec import ModelSpec, load_spec
 from mergelaw.curves import FAMILY_COLUMNS
@@ -468,7 +469,7 @@ class Posterior:
             )
         rng = np.random.default_rng(0) if rng is None else rng
         source = np.repeat(np.arange(self.n_draws), per_draw)
-        fitted = sorted(self.families["method"].unique())
+        fitted = merge_methods(self.families)
         values = {}
         for name, (mean, scale) in self.population.items():
             prior = self.spec.params[name]
