@@ -224,3 +224,31 @@ def test_anchored_law_of_one_size_is_the_curve():
     assert p["B"] == 0.0
     assert law.curve_loss(9.0, p["L_star"], p["A0"], 0.5) == pytest.approx(4.2)
     assert law.curve_loss(1.0, p["L_star"], p["A0"], 0.5) == pytest.approx(4.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(min_value=1.0, max_value=5.0),
+    st.floats(min_value=-2.0, max_value=2.0).filter(lambda a: abs(a) > 1e-3),
+    st.floats(min_value=-0.9, max_value=12.0),
+    st.floats(min_value=-1.5, max_value=1.5),
+    st.floats(min_value=1.0, max_value=2.0),
+)
+def test_a_bent_curve_keeps_its_level_and_drop(floor, amplitude, b, deviation, k_low):
+    """A curve bending with its own b (log(1 + b) moved by ``deviation``) keeps its loss at
+    k_anchor and its drop from k_low, and is the family's curve at deviation 0."""
+    k_anchor = 9.0
+    curve_b = law.offset_off_family(b, deviation)
+    assert math.log1p(curve_b) == pytest.approx(math.log1p(b) + deviation, abs=1e-9)
+    bent_floor, bent_amplitude = law.bent_curve(floor, amplitude, b, curve_b, k_low, k_anchor)
+    for k in (k_low, k_anchor):
+        family = law.curve_loss(k, floor, amplitude, b)
+        assert law.curve_loss(k, bent_floor, bent_amplitude, curve_b) == pytest.approx(family)
+    same = law.bent_curve(floor, amplitude, b, law.offset_off_family(b, 0.0), k_low, k_anchor)
+    assert same == pytest.approx((floor, amplitude))
+
+
+def test_amplitude_for_drop_by_hand():
+    # b = 1, k from 1 to 9: 1/2 - 1/10 = 0.4 of a drop per unit amplitude
+    assert law.drop_per_amplitude(1.0, 9.0, 1.0) == pytest.approx(0.4)
+    assert law.amplitude_for_drop(0.2, 1.0, 9.0, 1.0) == pytest.approx(0.5)

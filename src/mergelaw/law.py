@@ -83,6 +83,36 @@ def tail_shape(k: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0) -> ArrayLike:
     return (k + b) ** (-alpha)
 
 
+def offset_off_family(b: ArrayLike, deviation: ArrayLike, exp=np.exp) -> ArrayLike:
+    """A curve's offset b where its log(1 + b) sits ``deviation`` off its family's (``exp``:
+    the array namespace's, so pytensor runs it too)."""
+    return (1.0 + b) * exp(deviation) - 1.0
+
+
+def bent_curve(
+    floor: ArrayLike,
+    amplitude: ArrayLike,
+    b: ArrayLike,
+    curve_b: ArrayLike,
+    k_low: ArrayLike,
+    k_anchor: ArrayLike,
+    alpha: ArrayLike = 1.0,
+) -> tuple[ArrayLike, ArrayLike]:
+    """Floor and amplitude of a curve bending with its own offset ``curve_b`` in place of its
+    family's ``b``, keeping its loss at k_anchor and its drop from k_low: where a curve bends
+    is then free of how far it falls over the measured k (which the size laws give)."""
+    curve_amplitude = amplitude * (
+        drop_per_amplitude(k_low, k_anchor, b, alpha)
+        / drop_per_amplitude(k_low, k_anchor, curve_b, alpha)
+    )
+    curve_floor = (
+        floor
+        + amplitude * tail_shape(k_anchor, b, alpha)
+        - curve_amplitude * tail_shape(k_anchor, curve_b, alpha)
+    )
+    return curve_floor, curve_amplitude
+
+
 def curve_loss(
     k: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
 ) -> ArrayLike:
@@ -146,6 +176,21 @@ def sigma_at_size(sigma_ref: ArrayLike, slope: ArrayLike, size_ratio: ArrayLike)
     return sigma_ref * size_ratio ** (-slope)
 
 
+def drop_per_amplitude(
+    k_low: ArrayLike, k_anchor: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
+) -> ArrayLike:
+    """L(k_low) - L(k_anchor) per unit of tail amplitude: what turns a drop (nats between two k,
+    the anchored parameterisation's unit) into an amplitude and back."""
+    return tail_shape(k_low, b, alpha) - tail_shape(k_anchor, b, alpha)
+
+
+def amplitude_for_drop(
+    drop: ArrayLike, k_low: ArrayLike, k_anchor: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
+) -> ArrayLike:
+    """The tail amplitude that makes the curve fall by ``drop`` from k_low to k_anchor."""
+    return drop / drop_per_amplitude(k_low, k_anchor, b, alpha)
+
+
 def anchored_law(
     level: ArrayLike,
     drop: ArrayLike,
@@ -165,10 +210,8 @@ def anchored_law(
     mean loss at (N_ref, k_anchor), drop = L(k_low) - L(k_anchor) at N_ref (negative: a rising
     curve), floor_drop = floor(N_lo) - floor(N_hi), with N_lo/N_ref = ratio_lo and N_hi/N_ref =
     ratio_hi. One base size (ratio_lo = ratio_hi): no size law, L_star is the floor, B = 0."""
-    shape_k1 = tail_shape(k_low, b, alpha)
-    shape_anchor = tail_shape(k_anchor, b, alpha)
-    amplitude_ref = drop / (shape_k1 - shape_anchor)
-    floor_ref = level - amplitude_ref * shape_anchor
+    amplitude_ref = amplitude_for_drop(drop, k_low, k_anchor, b, alpha)
+    floor_ref = level - amplitude_ref * tail_shape(k_anchor, b, alpha)
     if ratio_lo == ratio_hi:
         return {"L_star": floor_ref, "B": 0.0 * floor_ref, "A0": amplitude_ref}
     gap = floor_drop / (ratio_lo ** (-beta) - ratio_hi ** (-beta))

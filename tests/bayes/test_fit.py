@@ -1,8 +1,10 @@
 """Fit: self-describing, seeded, saved and loaded whole; refuses a changed spec or other data."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -227,3 +229,67 @@ def test_an_unseen_curve_draws_its_gap_from_its_methods_population(quick_fit, ta
     out = by_method._with_unseen_curves(values, keep, obs, n_curves)
     assert out["gap"].shape == (10, n_curves + 3)
     np.testing.assert_allclose(out["gap"][:, n_curves:], 0.7, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def deviations_fit(table):
+    """A short fit of the spec whose curves also leave the size laws in drop and bend."""
+    return fit(table, "curve_deviations", seed=5, **QUICK)
+
+
+def test_an_unseen_curve_draws_its_bend_and_drop_at_its_methods_scales(deviations_fit, table):
+    """A held-out size's curve has no fitted bend or drop deviation: each is drawn at its merge
+    method's scale, the drop's turned into amplitude by the curve's own b."""
+    quick_fit = deviations_fit
+    rows = table[table["n_params"] == table["n_params"].min()].assign(n_params=7e9)
+    obs = quick_fit.observations_for(rows, new_curves=True)
+    n_curves = len(quick_fit.meta["curves"]["family"])
+    keep = np.arange(quick_fit.n_draws)
+    values = {name: quick_fit.draws(name)[keep] for name in ("b_dev", "tail_dev")}
+    out = quick_fit._with_unseen_curves(values, keep, obs, n_curves)
+    bend = out["b_dev"][:, n_curves:]
+    z_bend = bend / quick_fit.deviation_scale("b_dev")[:, None]
+    curve, first = np.unique(obs.curve, return_index=True)
+    family = obs.family[first[curve >= n_curves]]
+    b = (1.0 + quick_fit.draws("b")[:, family]) * np.exp(bend) - 1.0
+    per_drop = 1.0 / (1.0 + b) - 1.0 / (float(quick_fit.meta["k_anchor"]) + b)
+    z_tail = out["tail_dev"][:, n_curves:] * per_drop / quick_fit.tail_drop_scale()[:, [0]]
+    for z in (z_bend, z_tail):
+        assert z.shape == (quick_fit.n_draws, 3)
+        assert abs(z.mean()) < 0.15 and 0.9 < z.std() < 1.1
+
+
+def test_a_fitted_curve_keeps_its_own_bend_drop_and_floor(deviations_fit):
+    """At a fitted size the posterior's curve is the law bent with the curve's own b (keeping the
+    law's level at k_anchor and drop from k = 1), plus its floor and tail deviations; at a size
+    the fit has not seen, fresh drop and bend deviations widen every curve."""
+    from mergelaw import law
+    from mergelaw.bayes.posterior import Posterior
+
+    result = deviations_fit
+    post = Posterior.from_fit(result)
+    draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
+    curves = pd.DataFrame(result.meta["curves"])
+    at_3 = curves[curves["n_params"] == 3e9].sort_values("family").index.to_numpy()
+    dev, tail = result.draws("floor_dev")[:, at_3], result.draws("tail_dev")[:, at_3]
+    curve_b = (1.0 + draws["b"]) * np.exp(result.draws("b_dev")[:, at_3]) - 1.0
+    at_3b = post.curves(3.0)
+    np.testing.assert_allclose(at_3b.b, curve_b)
+    top, bottom = 1.0, post.k_anchor
+    law_at = {k: law.mean_loss(3.0, k, *draws.values()) for k in (top, bottom)}
+    np.testing.assert_allclose(
+        at_3b.mean(bottom), law_at[bottom] + dev + tail / (bottom + curve_b), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        at_3b.mean(top) - at_3b.mean(bottom),
+        law_at[top] - law_at[bottom] + tail * (1 / (top + curve_b) - 1 / (bottom + curve_b)),
+        rtol=1e-8,
+        atol=1e-12,
+    )
+    assert post.tail_dev_scale.shape == (result.n_draws, len(post.labels))
+    np.testing.assert_array_equal(post.b_dev_scale, result.spec.offset_deviation_prior_sd)
+    on_the_law = dataclasses.replace(post, tail_dev_scale=None, b_dev_scale=None)
+    deviated, lawful = (
+        p.curves(7.0).mean(1.0) - p.curves(7.0).mean(4.0) for p in (post, on_the_law)
+    )
+    assert np.all(deviated.std(0) > lawful.std(0))

@@ -245,8 +245,23 @@ def test_family_labels_name_only_the_parameters_that_tell_settings_apart():
     ]  # fmt: skip
 
 
+def _with_learnt_deviations(spec):
+    """The spec (curve_deviations) with the spreads of each curve's drop and bend learnt per
+    merge method."""
+    return dataclasses.replace(spec, tail_deviation_scale="learnt", offset_deviation_scale="learnt")
+
+
 @pytest.mark.parametrize(
-    "spec_name", ["default", "naive", "free_exponent", "homoscedastic", "method_offset"]
+    "spec_name",
+    [
+        "default",
+        "naive",
+        "free_exponent",
+        "homoscedastic",
+        "method_offset",
+        "curve_deviations",
+        "learnt_deviations",
+    ],
 )
 def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
     """Same spec, same point: the two backends' joint log densities agree to float precision."""
@@ -254,7 +269,10 @@ def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
 
     from mergelaw.bayes import numpyro_backend, pymc_backend
 
-    spec = load_spec(spec_name)
+    if spec_name == "learnt_deviations":
+        spec = _with_learnt_deviations(load_spec("curve_deviations"))
+    else:
+        spec = load_spec(spec_name)
     model = pymc_backend.build_model(spec, data)
     rng = np.random.default_rng(3)
     point = {}
@@ -282,12 +300,15 @@ def test_anchored_spec_refuses_per_curve_offsets(data):
         numpyro_backend.model_fn(bad, data)
 
 
-@pytest.mark.parametrize("spec_name", ["default", "default_v1"])
+@pytest.mark.parametrize(
+    "spec_name", ["default", "default_v1", "curve_deviations", "learnt_deviations"]
+)
 def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
     """What the sampler evaluates (rows summarised per cell; default: each curve's floor
     deviation integrated out) equals scipy's log density of the rows: independent normals at
     the mean and sd the fit's predictive draws compute per row, and with floor deviations one
-    multivariate normal per curve, covariance diag(sd^2) + tau^2 (all rows shift together)."""
+    multivariate normal per curve, covariance diag(sd^2) + tau^2 (all rows shift together),
+    plus tau_c^2 x x' with tail deviations (x = 1/(k + b_c), the curve's own b)."""
     from numpyro.handlers import seed, substitute, trace
     from scipy import stats
 
@@ -295,11 +316,16 @@ def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
     from mergelaw.bayes.data import method_index
     from mergelaw.bayes.predictive import Observations, mean_and_scale
 
-    spec = load_spec(spec_name)
+    learnt = spec_name == "learnt_deviations"
+    spec = (
+        _with_learnt_deviations(load_spec("curve_deviations")) if learnt else load_spec(spec_name)
+    )
+    deviations = spec.tail_deviation_prior_sd > 0
     model, _ = numpyro_backend.model_fn(spec, data)
     draw = numpyro_backend.prior_draw(model, seed=4)
     draw.pop("loss")
     deviation = draw.pop("floor_dev", None)
+    draw.pop("tail_dev", None)
     sites = trace(substitute(seed(model, 0), data=draw)).get_trace(y=data.y)
     sampled = float(sites["loss"]["fn"].log_prob(sites["loss"]["value"]))
     methods = method_index(data.families)
@@ -307,7 +333,9 @@ def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
     for name in ("nugget", "decay"):
         if name in values and values[name].ndim == 2:
             values[name] = values[name][:, methods]
-    mean, scale = mean_and_scale(values, Observations.from_data(data), spec.spread, len(methods))
+    anchors = (spec.drop_from_k, data.k_anchor)
+    obs = Observations.from_data(data)
+    mean, scale = mean_and_scale(values, obs, spec.spread, len(methods), anchors)
     mean, scale = mean[0], scale[0]
     if deviation is None:
         expected = stats.norm.logpdf(data.y, mean, scale).sum()
@@ -317,6 +345,15 @@ def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
         for c in range(len(data.curves)):
             rows = data.curve == c
             cov = np.diag(scale[rows] ** 2) + tau**2
+            if deviations:
+                family = int(data.curves["family"].iloc[c])
+                b = (1 + float(draw["b"][family])) * np.exp(float(draw["b_dev"][c])) - 1
+                x = 1.0 / (data.k[rows] + b)
+                per_drop = 1.0 / (1.0 + b) - 1.0 / (data.k_anchor + b)
+                fixed = np.full(int(methods.max()) + 1, spec.tail_deviation_prior_sd)
+                drop_sd = draw.get("tail_dev_scale", fixed)
+                tau_tail = float(drop_sd[methods[family]]) / per_drop
+                cov = cov + tau_tail**2 * np.outer(x, x)
             expected += stats.multivariate_normal.logpdf(data.y[rows], mean[rows], cov)
     assert len(data.cells.first) < len(data.y)
     assert sampled == pytest.approx(expected, rel=1e-10)
@@ -332,13 +369,15 @@ def test_floor_deviation_integrates_out_exactly(residual, log_sd, tau):
     """Evidence and conditional moments against numerical integration over the deviation."""
     from scipy import integrate, stats
 
-    from mergelaw.bayes.model import floor_deviation_conditional, floor_deviation_evidence
+    from mergelaw.bayes.model import deviation_conditional, deviation_evidence, deviation_sums
 
     r = np.asarray(residual)
     sd = np.exp(log_sd) * np.linspace(1.0, 2.0, r.size)
     w = 1.0 / sd**2
     at_zero = stats.norm.logpdf(r, 0.0, sd).sum()
-    centre, variance = floor_deviation_conditional(w.sum(), (w * r).sum(), tau)
+    sums = deviation_sums(w, r, None, np.zeros(r.size, int), 1, _segment_sum)
+    (centre, _), (variance, _, _) = deviation_conditional(sums, tau, 1.0)
+    centre, variance = float(centre[0]), float(variance[0])
 
     def density(d, power=0):  # relative to its value at the conditional mean: no underflow
         log = stats.norm.logpdf(r, d, sd).sum() + stats.norm.logpdf(d, 0, tau)
@@ -351,7 +390,51 @@ def test_floor_deviation_integrates_out_exactly(residual, log_sd, tau):
     first = integrate.quad(density, lo, hi, args=(1,), epsabs=0, epsrel=1e-11)[0]
     second = integrate.quad(density, lo, hi, args=(2,), epsabs=0, epsrel=1e-11)[0]
     top = stats.norm.logpdf(r, centre, sd).sum() + stats.norm.logpdf(centre, 0, tau)
-    evidence = float(floor_deviation_evidence(w.sum(), (w * r).sum(), tau, np))
+    evidence = float(deviation_evidence(sums, tau, 1.0, np)[0])
     assert evidence == pytest.approx(top + np.log(mass) - at_zero, abs=1e-8)
     assert first / mass == pytest.approx(centre, rel=1e-6, abs=1e-9)
     assert second / mass - (first / mass) ** 2 == pytest.approx(variance, rel=1e-5)
+
+
+def _segment_sum(values, index, n):
+    return np.bincount(index, weights=values, minlength=n)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    residual=st.lists(st.floats(-0.2, 0.2), min_size=2, max_size=8),
+    log_sd=st.floats(np.log(0.002), np.log(0.1)),
+    tau_floor=st.floats(0.005, 0.2),
+    tau_tail=st.floats(0.005, 2.0),
+    b=st.floats(-0.5, 12.0),
+)
+def test_floor_and_tail_deviations_integrate_out_exactly(residual, log_sd, tau_floor, tau_tail, b):
+    """With a tail deviation (regressor 1/(k + b)) beside the floor's, the evidence is the
+    Gaussian marginal's log density ratio and the conditional is the Gaussian regression's
+    posterior, both by dense linear algebra on the rows."""
+    from scipy import stats
+
+    from mergelaw.bayes.model import deviation_conditional, deviation_evidence, deviation_sums
+
+    r = np.asarray(residual)
+    k = np.arange(1, r.size + 1, dtype=float)
+    x = 1.0 / (k + b)
+    sd = np.exp(log_sd) * np.linspace(1.0, 2.0, r.size)
+    w = 1.0 / sd**2
+    sums = deviation_sums(w, r, x, np.zeros(r.size, int), 1, _segment_sum)
+    design = np.column_stack([np.ones_like(x), x])
+    prior = np.diag([tau_floor**2, tau_tail**2])
+    marginal = stats.multivariate_normal(
+        np.zeros(r.size), np.diag(sd**2) + design @ prior @ design.T
+    )
+    reference = marginal.logpdf(r) - stats.norm.logpdf(r, 0.0, sd).sum()
+    evidence = float(deviation_evidence(sums, tau_floor, tau_tail, np)[0])
+    assert evidence == pytest.approx(reference, abs=1e-6)
+    precision = design.T @ (w[:, None] * design) + np.linalg.inv(prior)
+    covariance = np.linalg.inv(precision)
+    centre = covariance @ design.T @ (w * r)
+    (m0, m1), (v00, v01, v11) = deviation_conditional(sums, tau_floor, tau_tail)
+    np.testing.assert_allclose([m0[0], m1[0]], centre, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        [v00[0], v01[0], v11[0]], covariance[[0, 0, 1], [0, 1, 1]], rtol=1e-6, atol=1e-12
+    )

@@ -20,8 +20,12 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     assert default.params["level"].centred and not default.is_pooled("decay")
     assert default.membership == "power" and default.nugget == "method"
     assert not default.is_pooled("b") and default.is_pooled("drop")
-    by_method = load_spec("method_offset").params["b"]
-    assert by_method.pooled and by_method.population == "method" and not by_method.centred
+    assert default.tail_deviation_prior_sd == default.offset_deviation_prior_sd == 0
+    by_method = load_spec("method_offset")
+    assert by_method.params["b"].population == "method" and by_method.tail_deviation_prior_sd == 0
+    curves = load_spec("curve_deviations")
+    assert curves.tail_deviation_prior_sd > 0 and curves.offset_deviation_prior_sd > 0
+    assert curves.floor_deviation_scale == curves.tail_deviation_scale == "fixed"
     assert default.params["drop"].transform == "identity"  # signed tail
     one_size = default.required_params(size_law=False)
     assert one_size == ["level", "drop", "b", "gap", "decay", "sigma"]
@@ -72,7 +76,11 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
     ],
 )
 def test_bad_specs_give_one_line_errors(tmp_path, edit, message):
-    text = Path(load_spec("default").source).read_text()
+    _refused_one_line(tmp_path, "default", edit, message)
+
+
+def _refused_one_line(tmp_path, spec_name: str, edit: tuple[str, str], message: str) -> None:
+    text = Path(load_spec(spec_name).source).read_text()
     assert edit[0] in text
     path = tmp_path / "bad.toml"
     path.write_text(text.replace(edit[0], edit[1], 1))
@@ -80,6 +88,27 @@ def test_bad_specs_give_one_line_errors(tmp_path, edit, message):
         load_spec(path)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert str(caught.value).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("floor_deviation_prior_sd = 0.05", "floor_deviation_prior_sd = 0.0"),
+            "tail_deviation_prior_sd > 0 needs floor deviations",
+        ),
+        (
+            ('offset = "family"', 'offset = "curve"'),
+            "offset_deviation_prior_sd > 0 needs an offset b per family",
+        ),
+        (
+            ('tail_deviation_scale = "fixed"', 'tail_deviation_scale = "free"'),
+            "tail_deviation_scale = 'free' (expected one of: learnt, fixed)",
+        ),
+    ],
+)
+def test_bad_curve_deviations_give_one_line_errors(tmp_path, edit, message):
+    _refused_one_line(tmp_path, "curve_deviations", edit, message)
 
 
 def test_unknown_spec_name_lists_available():

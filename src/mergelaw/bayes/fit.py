@@ -20,10 +20,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mergelaw import law
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
-from mergelaw.bayes.data import ModelData, method_index, prepare, size_law_note
-from mergelaw.bayes.model import REPORTED, floor_deviation_conditional, has_floor_deviations
+from mergelaw.bayes.data import ModelData, merge_methods, method_index, prepare, size_law_note
+from mergelaw.bayes.model import (
+    REPORTED,
+    deviation_conditional,
+    deviation_sums,
+    has_floor_deviations,
+    has_tail_deviations,
+    tail_deviation_terms,
+)
 from mergelaw.bayes.spec import ModelSpec, load_spec, models_dir
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
@@ -74,8 +82,9 @@ class Fit:
         return posterior.sizes["chain"] * posterior.sizes["draw"]
 
     def deviation_scale(self, name: str, present: bool | None = None) -> np.ndarray | None:
-        """Draws (S,) of the spread of a per-curve deviation ('floor_dev', 'noise_dev'): the
-        learnt scale's, or the spec's fixed one; None where the fit has no such deviation
+        """Draws (S,) of the spread of a per-curve deviation ('floor_dev', 'noise_dev', 'b_dev':
+        (S, methods) where learnt per merge method): the learnt scale's, or the spec's fixed
+        one; None where the fit has no such deviation
         (``present``: whether it has, where its draws are not in the posterior yet)."""
         posterior = self.idata.posterior
         if f"{name}_scale" in posterior:
@@ -83,7 +92,8 @@ class Fit:
         if not (name in posterior if present is None else present):
             return None
         fixed = {"floor_dev": self.spec.floor_deviation_prior_sd,
-                 "noise_dev": self.spec.noise_curve_prior_sd}  # fmt: skip
+                 "noise_dev": self.spec.noise_curve_prior_sd,
+                 "b_dev": self.spec.offset_deviation_prior_sd}  # fmt: skip
         return np.full(self.n_draws, fixed[name])
 
     def family_nugget(self) -> np.ndarray:
@@ -191,7 +201,8 @@ class Fit:
         unseen = int(obs.curve.max()) + 1 - n_curves if len(obs.curve) else 0
         if unseen > 0:
             values = self._with_unseen_curves(values, keep, obs, n_curves)
-        return predictive.mean_and_scale(values, obs, self.spec.spread, len(self.families))
+        anchors = (self.spec.drop_from_k, float(self.meta["k_anchor"]))
+        return predictive.mean_and_scale(values, obs, self.spec.spread, len(self.families), anchors)
 
     def _with_unseen_curves(
         self, values: dict, keep: np.ndarray, obs: predictive.Observations, n_curves: int
@@ -203,17 +214,16 @@ class Fit:
         rng = np.random.default_rng(0)
         out = dict(values)
         unseen = int(obs.curve.max()) + 1 - n_curves
+        curve, first = np.unique(obs.curve, return_index=True)
+        family = obs.family[first[curve >= n_curves]]  # of each unseen curve
+        method = method_index(self.families)[family]
         if "gap" in values:
             prior = self.spec.params["gap"]
             if self.spec.is_pooled("gap"):
                 mean = self.draws("gap_mean")[keep]
                 scale = self.draws("gap_scale")[keep][:, None]
-                if mean.ndim == 2:  # one mean per merge method: each unseen curve its own's
-                    curve, first = np.unique(obs.curve, return_index=True)
-                    family = obs.family[first[curve >= n_curves]]
-                    mean = mean[:, method_index(self.families)[family]]
-                else:
-                    mean = mean[:, None]
+                # one mean per merge method: each unseen curve takes its own method's
+                mean = mean[:, method] if mean.ndim == 2 else mean[:, None]
             else:
                 mean, scale = prior.prior_mean, prior.prior_sd
             shape = (len(keep), unseen)
@@ -224,7 +234,42 @@ class Fit:
                 tau = self.deviation_scale(name)[keep][:, None]
                 fresh = tau * rng.standard_normal((len(keep), unseen))
                 out[name] = np.concatenate([values[name], fresh], axis=1)
+        fresh_b_dev = None
+        if "b_dev" in values:
+            tau = self.deviation_scale("b_dev")[keep]  # (S, methods) learnt, (S,) fixed
+            tau = tau[:, method] if tau.ndim == 2 else tau[:, None]
+            fresh_b_dev = tau * rng.standard_normal((len(keep), unseen))
+            out["b_dev"] = np.concatenate([values["b_dev"], fresh_b_dev], axis=1)
+        if "tail_dev" in values:
+            tau = self.tail_deviation_scale(keep, family, fresh_b_dev)
+            fresh = tau * rng.standard_normal((len(keep), unseen))
+            out["tail_dev"] = np.concatenate([values["tail_dev"], fresh], axis=1)
         return out
+
+    def tail_drop_scale(self) -> np.ndarray:
+        """Draws (S, methods) of the spread of a curve's drop off its family's size law (nats):
+        learnt per merge method, or the spec's fixed one."""
+        if "tail_dev_scale" in self.idata.posterior:
+            return self.draws("tail_dev_scale")
+        methods = len(merge_methods(self.families))
+        return np.full((self.n_draws, methods), self.spec.tail_deviation_prior_sd)
+
+    def tail_deviation_scale(
+        self, keep: np.ndarray, family: np.ndarray, b_dev: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Draws (S, C) of the spread of the tail amplitude of curves (of ``family``, with
+        offset deviations ``b_dev``, or None) around their family's size law, in amplitude
+        units: the merge method's drop scale over the drop per unit amplitude under that
+        draw's b."""
+        posterior = self.idata.posterior
+        b = self.draws("b")[keep][:, family] if "b" in posterior else 0.0
+        alpha = self.draws("alpha")[keep][:, family] if "alpha" in posterior else 1.0
+        if b_dev is not None:
+            b = law.offset_off_family(b, b_dev)
+        scale = self.per_family(self.tail_drop_scale()[keep])[:, family]
+        return law.amplitude_for_drop(
+            scale, self.spec.drop_from_k, float(self.meta["k_anchor"]), b, alpha
+        )
 
     def posterior_predictive(
         self, draws: int = predictive.DEFAULT_CHECK_DRAWS, seed: int = 0
@@ -368,34 +413,58 @@ def fit(
     meta["spec_source"] = str(Path(spec.source).resolve()) if spec.source else ""
     result = Fit(idata, spec, meta, diagnostics=None)
     if has_floor_deviations(spec, data):
-        values = _floor_deviation_draws(result, data, seed)
         labels = list(data.curves["label"])
-        diag.with_posterior_variable(result.idata, "floor_dev", values, "curve", labels)
+        for name, values in _deviation_draws(result, data, seed).items():
+            diag.with_posterior_variable(result.idata, name, values, "curve", labels)
     result.diagnostics = diag.diagnose(idata, max_tree_depth)
     idata = diag.with_observations(idata, data.y, _pointwise_log_likelihood(result, obs))
     result.idata = diag.with_constant_data(idata, obs.arrays())
     return _with_curve_checks(result, obs, list(data.curves["label"]))
 
 
-def _floor_deviation_draws(result: Fit, data: ModelData, seed: int) -> np.ndarray:
-    """Draws of every curve's floor deviation, (chain, draw, curve): the sampler integrated them
-    out, so each is drawn from its exact normal conditional given that draw's other parameters
-    (``model.floor_deviation_conditional``), seeded by the fit's seed."""
+def _deviation_draws(result: Fit, data: ModelData, seed: int) -> dict[str, np.ndarray]:
+    """Draws of every curve's floor deviation, and its tail deviation where the spec has one,
+    each (chain, draw, curve): the sampler integrated them out, so they are drawn from their
+    exact normal conditional given that draw's other parameters (``model.deviation_conditional``),
+    seeded by the fit's seed."""
     at, count = data.at_cells(), data.cells.count
     obs = predictive.Observations.from_data(at)
-    to_curve = np.zeros((len(at.y), len(data.curves)))
-    to_curve[np.arange(len(at.y)), at.curve] = 1.0
+    n_curves = len(data.curves)
     tau = result.deviation_scale("floor_dev", present=True)
-    rng = np.random.default_rng([seed, len(data.curves)])
+    tails = has_tail_deviations(result.spec, data)
+    rng = np.random.default_rng([seed, n_curves])
+    to_curve = np.zeros((len(at.y), n_curves))
+    to_curve[np.arange(len(at.y)), at.curve] = 1.0
+
+    def curve_sum(values, index, n):  # (draws, cells) -> (draws, curves)
+        return values @ to_curve
 
     def draw(keep, mean, scale):  # mean and scale at deviation 0
-        weight = count / scale**2
-        centre, variance = floor_deviation_conditional(
-            weight @ to_curve, (weight * (at.y - mean)) @ to_curve, tau[keep, None]
+        regressor, tau_tail = None, 1.0
+        if tails:
+            alpha = result.draws("alpha")[keep] if "alpha" in result.idata.posterior else 1.0
+            posterior = result.idata.posterior
+            b_dev = result.draws("b_dev")[keep] if "b_dev" in posterior else None
+            regressor, tau_tail = tail_deviation_terms(
+                result.spec, at, result.draws("b")[keep], alpha,
+                result.tail_drop_scale()[keep], b_dev,
+            )  # fmt: skip
+        sums = deviation_sums(
+            count / scale**2, at.y - mean, regressor, at.curve, n_curves, curve_sum
         )
-        return centre + np.sqrt(variance) * rng.standard_normal(centre.shape)
+        (m0, m1), (v00, v01, v11) = deviation_conditional(sums, tau[keep, None], tau_tail)
+        z0 = rng.standard_normal(m0.shape)
+        floor = m0 + np.sqrt(v00) * z0
+        if not tails:
+            return floor
+        lower = v01 / np.sqrt(v00)  # Cholesky of the 2 x 2 covariance
+        z1 = rng.standard_normal(m0.shape)
+        tail = m1 + lower * z0 + np.sqrt(np.maximum(v11 - lower**2, 0.0)) * z1
+        return np.concatenate([floor, tail], axis=1)
 
-    return _per_draw_chunk(result, obs, len(data.curves), draw)
+    values = _per_draw_chunk(result, obs, n_curves * (2 if tails else 1), draw)
+    names = ("floor_dev", "tail_dev") if tails else ("floor_dev",)
+    return {name: values[..., i * n_curves : (i + 1) * n_curves] for i, name in enumerate(names)}
 
 
 def _pointwise_log_likelihood(result: Fit, obs: predictive.Observations) -> np.ndarray:

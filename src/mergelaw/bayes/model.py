@@ -20,7 +20,7 @@ average over subsets) and its scale is sqrt(se^2 + nugget^2).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from mergelaw.errors import MergelawError
 
 #: Law parameters reported per family in the paper's units (N in billions), whatever the spec.
 REPORTED = (
-    "L_star", "B", "beta", "A0", "gamma", "b", "alpha", "gap", "decay", "floor_dev", "noise_dev"
+    "L_star", "B", "beta", "A0", "gamma", "b", "alpha", "gap", "decay", "floor_dev", "tail_dev",
+    "b_dev", "noise_dev",
 )  # fmt: skip
 
 
@@ -116,7 +117,25 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
             raw = mean + scale * backend.normal(f"{name}_z", 0.0, 1.0, dims=dims)
         value = prior.to_value(raw, backend.math)
         values[name] = backend.deterministic(name, value, dims=dims)
+    if has_offset_deviations(spec, data):  # non-centred: the k <= 5 rows pin it loosely
+        z = backend.normal("b_dev_z", 0.0, 1.0, dims=("curve",))
+        if spec.offset_deviation_scale == "fixed":
+            deviation = spec.offset_deviation_prior_sd * z
+        else:
+            scale = backend.half_normal(
+                "b_dev_scale", spec.offset_deviation_prior_sd, dims=("merge_method",)
+            )
+            deviation = scale[group_method("curve", data)] * z
+        values["b_dev"] = backend.deterministic("b_dev", deviation, dims=("curve",))
     return values
+
+
+def has_offset_deviations(spec: ModelSpec, data: ModelData) -> bool:
+    """Whether each curve's offset b may sit off its family's: curves of one family bend at
+    different k at different sizes (a b shared across the lab's three sizes made k <= 5 fits
+    forecast k = 6..9 too confidently), with log(1 + b_c) = log(1 + b_g) + dev_c,
+    dev_c ~ N(0, s_m) per merge method m. A table of < 3 sizes has a b per curve already."""
+    return data.size_law and spec.offset_deviation_prior_sd > 0
 
 
 def _pick(value, scope: str, data: ModelData):
@@ -158,6 +177,12 @@ def mean_curve(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Bac
         n = data.n_b
         floor = law.floor_loss(n, per_obs("L_star", 0.0), per_obs("B", 0.0), per_obs("beta", 1.0))
         amplitude = law.tail_amplitude(n, per_obs("A0", 0.0), per_obs("gamma", 0.0))
+        if "b_dev" in p:  # the curve's own bend, its level and drop the size laws'
+            curve_b = law.offset_off_family(b, p["b_dev"][data.curve], backend.math.exp)
+            floor, amplitude = law.bent_curve(
+                floor, amplitude, b, curve_b, spec.drop_from_k, data.k_anchor, alpha
+            )
+            b = curve_b
     else:
         floor, amplitude = per_obs("L_star", 0.0), per_obs("A0", 0.0)
     mu = law.curve_loss(data.k, floor, amplitude, b, alpha)
@@ -174,21 +199,95 @@ def has_floor_deviations(spec: ModelSpec, data: ModelData) -> bool:
     return data.size_law and spec.floor_deviation_prior_sd > 0
 
 
-def floor_deviation_evidence(sum_w, sum_wr, tau, math):
-    """Per curve, what integrating its floor deviation d ~ N(0, tau) out adds to the log
-    density of its rows at d = 0: log E_d[exp(d sum_wr - d^2 sum_w / 2)], with sum_w the
-    rows' total precision (count / scale^2 per cell) and sum_wr their precision-weighted
-    residual. The deviation shifts every row of its curve alike, so it is normal given the
-    rest and integrates out exactly: no funnel between tau, the nugget and 216 deviations."""
-    precision = sum_w + tau**-2
-    return 0.5 * sum_wr**2 / precision - 0.5 * math.log1p(tau**2 * sum_w)
+def has_tail_deviations(spec: ModelSpec, data: ModelData) -> bool:
+    """Whether each curve's drop may sit off its family's size law as well: the lab's TIES
+    drops jump between sizes (medical: 0.36, 0.02, 0.27 nats of rise at the three sizes), so a
+    size law shared across them made k <= 5 fits forecast k = 6..9 too confidently."""
+    return has_floor_deviations(spec, data) and spec.tail_deviation_prior_sd > 0
 
 
-def floor_deviation_conditional(sum_w, sum_wr, tau):
-    """Mean and variance of a curve's floor deviation given everything else (the draws a fit
-    keeps of it are made from these after sampling)."""
-    precision = sum_w + tau**-2
-    return sum_wr / precision, 1.0 / precision
+class DeviationSums(NamedTuple):
+    """Per curve, what its rows say about its (floor, amplitude) deviation: the precision-weighted
+    sums of 1, x, x^2, r and x r over its cells, with x the tail's shape at the cell's k (the
+    amplitude deviation's regressor) and r the residual at zero deviation."""
+
+    w: Any
+    wx: Any
+    wxx: Any
+    wr: Any
+    wxr: Any
+
+
+def deviation_sums(weight, residual, regressor, curve: np.ndarray, n_curves: int, segment_sum):
+    """``DeviationSums`` of every curve from its cells' weights (count / scale^2), residuals and
+    regressors (None: no amplitude deviation, its sums are 0)."""
+    w = segment_sum(weight, curve, n_curves)
+    wr = segment_sum(weight * residual, curve, n_curves)
+    if regressor is None:
+        return DeviationSums(w, 0.0 * w, 0.0 * w, wr, 0.0 * w)
+    wx = weight * regressor
+    return DeviationSums(
+        w,
+        segment_sum(wx, curve, n_curves),
+        segment_sum(wx * regressor, curve, n_curves),
+        wr,
+        segment_sum(wx * residual, curve, n_curves),
+    )
+
+
+def _deviation_precision(sums: DeviationSums, tau_floor, tau_tail):
+    """The 2 x 2 posterior precision of a curve's (floor, amplitude) deviation and its
+    determinant."""
+    p00 = sums.w + tau_floor**-2
+    p01 = sums.wx
+    p11 = sums.wxx + tau_tail**-2
+    return p00, p01, p11, p00 * p11 - p01**2
+
+
+def deviation_evidence(sums: DeviationSums, tau_floor, tau_tail, math):
+    """Per curve, what integrating its deviations out adds to the log density of its rows at
+    zero deviation: log E[exp(d'h - d'Sd / 2)] over d = (floor, amplitude) ~ N(0, diag(tau^2)),
+    with S and h its rows' ``DeviationSums``. Both shift the curve's rows linearly, so they are
+    normal given the rest and integrate out exactly: no funnel between their scales, the nugget
+    and 216 pairs of deviations. With no amplitude deviation (its sums 0, any tau_tail), this is
+    the floor's alone."""
+    p00, p01, p11, det = _deviation_precision(sums, tau_floor, tau_tail)
+    h0, h1 = sums.wr, sums.wxr
+    quadratic = (p11 * h0**2 - 2.0 * p01 * h0 * h1 + p00 * h1**2) / det
+    return 0.5 * quadratic - 0.5 * math.log(det * tau_floor**2 * tau_tail**2)
+
+
+def deviation_conditional(sums: DeviationSums, tau_floor, tau_tail):
+    """Mean (2 arrays) and covariance (3: var floor, cov, var amplitude) of a curve's deviations
+    given everything else (the draws a fit keeps of them are made from these after sampling)."""
+    p00, p01, p11, det = _deviation_precision(sums, tau_floor, tau_tail)
+    h0, h1 = sums.wr, sums.wxr
+    mean = ((p11 * h0 - p01 * h1) / det, (p00 * h1 - p01 * h0) / det)
+    return mean, (p11 / det, -p01 / det, p00 / det)
+
+
+def tail_deviation_terms(spec: ModelSpec, data: ModelData, b, alpha, scale, b_dev=None, exp=np.exp):
+    """Per row, the regressor of its curve's amplitude deviation (the tail's shape at its k);
+    per curve, the deviation's prior sd in amplitude units: its merge method's drop scale
+    ``scale`` (nats between k = drop_from_k and k_anchor) over the drop per unit amplitude.
+    ``b`` and ``alpha`` per family, ``scale`` per merge method, ``b_dev`` per curve, each along
+    its last axis (a leading axis of draws is kept), or a number (None) where the spec has
+    none."""
+    family = data.curves["family"].to_numpy(int)
+    b_curve, alpha_curve = _along_last(b, family), _along_last(alpha, family)
+    if b_dev is not None:
+        b_curve = law.offset_off_family(b_curve, b_dev, exp)
+    regressor = law.tail_shape(
+        data.k, _along_last(b_curve, data.curve), _along_last(alpha_curve, data.curve)
+    )
+    scale = _along_last(scale, data.family_method[family])
+    return regressor, law.amplitude_for_drop(
+        scale, spec.drop_from_k, data.k_anchor, b_curve, alpha_curve
+    )
+
+
+def _along_last(value, index: np.ndarray):
+    return value if isinstance(value, (int, float)) else value[..., index]
 
 
 def _nugget(spec: ModelSpec, data: ModelData, backend: Backend):
@@ -247,8 +346,8 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     prior predictive draws, one 'loss' per row). The table's structure comes from ``data``, the
     losses from ``y``. The law is evaluated once per cell (rows of one curve, k and stratum
     share their mean and scale); observed, the rows enter through their cells' sufficient
-    statistics (``cell_log_likelihood``), the floor deviations are integrated out
-    (``floor_deviation_evidence``), and the pointwise log-likelihood and the deviations' draws
+    statistics (``cell_log_likelihood``), the floor and tail deviations are integrated out
+    (``deviation_evidence``), and the pointwise log-likelihood and the deviations' draws
     are made after sampling (``mergelaw.bayes.fit``)."""
     check_spec_fits_data(spec, data)
     cells, at = data.cells, data.at_cells()
@@ -260,17 +359,32 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
         tau = spec.floor_deviation_prior_sd
         if spec.floor_deviation_scale == "learnt":
             tau = backend.half_normal("floor_dev_scale", tau)
+    regressor, tau_tail = None, 1.0
+    if has_tail_deviations(spec, data):
+        drop_scale = np.full(len(merge_methods(data.families)), spec.tail_deviation_prior_sd)
+        if spec.tail_deviation_scale == "learnt":
+            drop_scale = backend.half_normal(
+                "tail_dev_scale", spec.tail_deviation_prior_sd, dims=("merge_method",)
+            )
+        regressor, tau_tail = tail_deviation_terms(
+            spec, at, p.get("b", 0.0), p.get("alpha", 1.0), drop_scale, p.get("b_dev"),
+            backend.math.exp,
+        )  # fmt: skip
     if y is None:
         if deviates:
             mu = mu + backend.normal("floor_dev", 0.0, tau, dims=("curve",))[at.curve]
+        if regressor is not None:
+            z = backend.normal("tail_dev_z", 0.0, 1.0, dims=("curve",))
+            tail = backend.deterministic("tail_dev", z * tau_tail, dims=("curve",))
+            mu = mu + tail[at.curve] * regressor
         return backend.likelihood("loss", mu[cells.index], scale[cells.index], None)
     mean, ss = cells.stats(y)
     log_density = cell_log_likelihood(cells.count, mean, ss, mu, scale, backend.math)
     if deviates:
-        n_curves = len(data.curves)
-        weight = cells.count / scale**2
-        sum_w = backend.segment_sum(weight, at.curve, n_curves)
-        sum_wr = backend.segment_sum(weight * (mean - mu), at.curve, n_curves)
-        evidence = floor_deviation_evidence(sum_w, sum_wr, tau, backend.math)
+        sums = deviation_sums(
+            cells.count / scale**2, mean - mu, regressor, at.curve, len(data.curves),
+            backend.segment_sum,
+        )  # fmt: skip
+        evidence = deviation_evidence(sums, tau, tau_tail, backend.math)
         log_density = log_density + backend.math.sum(evidence)
     return backend.potential("loss", log_density)

@@ -29,9 +29,9 @@ from mergelaw.errors import MergelawError
 LAW_NAMES = ("L_star", "B", "beta", "A0", "gamma", "b", "alpha", "decay")
 #: Per-curve parameters, kept per fitted base size: the membership gap, the floor's deviation
 #: from its size law, and (a fit without size laws) the curve itself.
-PER_SIZE_NAMES = ("gap", "floor_dev", "noise_dev", "L_star", "A0", "b")
+PER_SIZE_NAMES = ("gap", "floor_dev", "tail_dev", "b_dev", "noise_dev", "L_star", "A0", "b")
 #: Per-curve parameters kept whether or not the fit has size laws.
-PER_CURVE_ALWAYS = ("gap", "floor_dev", "noise_dev")
+PER_CURVE_ALWAYS = ("gap", "floor_dev", "tail_dev", "b_dev", "noise_dev")
 NEW_FAMILY = "new"
 #: Pools a stratified forecast can be asked for: holding the target domain's expert, or not.
 STRATA = ("with_own", "without_own")
@@ -169,6 +169,8 @@ class Posterior:
     size_law: bool = True  # False: fitted on < 3 sizes, curves exist at the fitted sizes only
     per_size: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)  # see PER_SIZE_NAMES
     floor_dev_scale: np.ndarray | None = None  # (S,): a new size's floor sits off the law by this
+    tail_dev_scale: np.ndarray | None = None  # (S, F): and its drop by this (nats, its method's)
+    b_dev_scale: np.ndarray | None = None  # (S, F) or (S,): and its log(1 + b) by this
     noise_dev_scale: np.ndarray | None = None  # (S,): a new curve's log noise factor's spread
 
     @property
@@ -237,6 +239,7 @@ class Posterior:
             return draws
 
         law = {name: family_draws(name) for name in LAW_NAMES}
+        bend = fit.deviation_scale("b_dev")  # (S, methods) learnt per method, (S,) fixed
         per_size: dict[float, dict[str, np.ndarray]] = {}
         for n_params, rows in curves.groupby("n_params"):
             column = np.full(n_fam, -1)
@@ -295,6 +298,8 @@ class Posterior:
             size_law=size_law,
             per_size=per_size,
             floor_dev_scale=fit.deviation_scale("floor_dev"),
+            tail_dev_scale=(fit.per_family(fit.tail_drop_scale()) if "tail_dev" in names else None),
+            b_dev_scale=bend if bend is None or bend.ndim == 1 else fit.per_family(bend),
             noise_dev_scale=fit.deviation_scale("noise_dev"),
         )
 
@@ -416,15 +421,33 @@ class Posterior:
             floor = law_math.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
             amplitude = law_math.tail_amplitude(n_b, p["A0"], p["gamma"])
             b = p["b"]
+            rng = np.random.default_rng(0)
+            b_dev = extras.get("b_dev")
+            if b_dev is None and self.b_dev_scale is not None:  # a new size: its bend unknown
+                scale = _columns(self.b_dev_scale, index)
+                b_dev = scale * rng.standard_normal(amplitude.shape)
+            if b_dev is not None:
+                curve_b = law_math.offset_off_family(b, b_dev)
+                floor, amplitude = law_math.bent_curve(
+                    floor, amplitude, b, curve_b, self.spec.drop_from_k, self.k_anchor, p["alpha"]
+                )
+                b = curve_b
             if "floor_dev" in extras:
                 floor = floor + extras["floor_dev"]
             elif self.floor_dev_scale is not None:  # a new size: its deviation is unknown
-                rng = np.random.default_rng(0)
                 floor = floor + self.floor_dev_scale[:, None] * rng.standard_normal(floor.shape)
+            if "tail_dev" in extras:
+                amplitude = amplitude + extras["tail_dev"]
+            elif self.tail_dev_scale is not None:  # and so is its tail's
+                spread = law_math.amplitude_for_drop(
+                    _columns(self.tail_dev_scale, index), self.spec.drop_from_k, self.k_anchor, b,
+                    p["alpha"],
+                )  # fmt: skip
+                amplitude = amplitude + spread * rng.standard_normal(amplitude.shape)
         sigma = law_math.sigma_at_size(
             self.sigma[:, index], self.sigma_slope[:, None], n_b / self.n_ref
         )
-        nugget = self.nugget[:, index] if self.nugget.ndim == 2 else self.nugget[:, None]
+        nugget = _columns(self.nugget, index)
         curve_factor = self.curve_noise_factor(extras.get("noise_dev"), sigma.shape)
         sigma, nugget = sigma * curve_factor, nugget * curve_factor
         gap = extras.get("gap")
@@ -511,17 +534,20 @@ class Posterior:
             for name in LAW_NAMES
         }
 
-    def _new_family_nugget(self, source: np.ndarray, method: str | None = None) -> np.ndarray:
-        """A new family's nugget: the fit's one nugget, or (one per method) its merge method's
-        where the fit has that method, else the root mean square over the fitted families'
-        (the lab's TIES nugget is 30 times Average's: their mixture would call an Average
-        curve's points six times noisier than they are)."""
-        if self.nugget.ndim == 1:
-            return self.nugget[source]
+    def _new_family_scale(
+        self, values: np.ndarray | None, source: np.ndarray, method: str | None = None
+    ) -> np.ndarray | None:
+        """A new family's draws (S,) of a per-method scale (the nugget, the deviations') given
+        per family (S, F), or one for all (S,): its merge method's where the fit has that
+        method, else the root mean square over the fitted families' (the lab's TIES nugget is
+        30 times Average's: their mixture would call an Average curve's points six times
+        noisier than they are)."""
+        if values is None or values.ndim == 1:
+            return None if values is None else values[source]
         same = np.flatnonzero(self.families["method"].to_numpy() == method)
         if same.size:
-            return self.nugget[source, same[0]]
-        return np.sqrt(np.mean(self.nugget[source] ** 2, axis=1))
+            return values[source, same[0]]
+        return np.sqrt(np.mean(values[source] ** 2, axis=1))
 
     def new_family(self, per_draw: int = 1, seed: int = 0, method: str | None = None) -> Posterior:
         """A one-family posterior drawn from the population: a domain or method not in the fit
@@ -551,7 +577,7 @@ class Posterior:
             law=law,
             sigma=sigma[:, None],
             sigma_slope=self.sigma_slope[source],
-            nugget=self._new_family_nugget(source, method),
+            nugget=self._new_family_scale(self.nugget, source, method),
             population={},
             spec=self.spec,
             n_ref=self.n_ref,
@@ -565,8 +591,15 @@ class Posterior:
             size_law=self.size_law,
             per_size=per_size,
             floor_dev_scale=None if self.floor_dev_scale is None else self.floor_dev_scale[source],
+            tail_dev_scale=self._new_family_scale(self.tail_dev_scale, source, method),
+            b_dev_scale=self._new_family_scale(self.b_dev_scale, source, method),
             noise_dev_scale=None if self.noise_dev_scale is None else self.noise_dev_scale[source],
         )
+
+
+def _columns(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(S, len(index)) of draws given per family (S, F), or one for every family (S,)."""
+    return values[:, index] if values.ndim == 2 else values[:, None]
 
 
 #: Law values a spec or a fit does not have: no offset, alpha 1, decay 1, and (no size law) a

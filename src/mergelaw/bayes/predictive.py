@@ -87,14 +87,20 @@ class Observations:
 
 
 def mean_and_scale(
-    draws: dict[str, np.ndarray], obs: Observations, spread: str, n_families: int
+    draws: dict[str, np.ndarray],
+    obs: Observations,
+    spread: str,
+    n_families: int,
+    anchors: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """E[L] and the noise sd of every observation under each draw: two (S, n_obs) arrays.
 
     ``draws`` maps the law's parameters (L_star, B, beta, A0, gamma; b, alpha, gap, decay where
     the spec has them) to (S, F) or (S, C) arrays (per family or per curve), sigma and a
     per-family nugget to (S, F), sigma_slope and a global nugget to (S,). A table of one size
-    has as many curves as families, in the same order, so either indexing is right there."""
+    has as many curves as families, in the same order, so either indexing is right there.
+    ``anchors``: (drop_from_k, k_anchor), where a curve bending off its family's b (b_dev)
+    keeps its level and drop."""
 
     def per_obs(name: str, default: float):
         return _per_obs(draws.get(name), obs, n_families, default)
@@ -102,9 +108,16 @@ def mean_and_scale(
     floor = law.floor_loss(np.exp(obs.log_n), per_obs("L_star", 0.0), per_obs("B", 0.0),
                            per_obs("beta", 0.0))  # fmt: skip
     amplitude = law.tail_amplitude(np.exp(obs.log_n), per_obs("A0", 0.0), per_obs("gamma", 0.0))
+    b, alpha = per_obs("b", 0.0), per_obs("alpha", 1.0)
+    if "b_dev" in draws:  # per curve: where it bends, off its family's b
+        curve_b = law.offset_off_family(b, draws["b_dev"][:, obs.curve])
+        floor, amplitude = law.bent_curve(floor, amplitude, b, curve_b, *anchors, alpha)
+        b = curve_b
     if "floor_dev" in draws:  # per curve: its floor off the family's size law
         floor = floor + draws["floor_dev"][:, obs.curve]
-    mean = law.curve_loss(obs.k, floor, amplitude, per_obs("b", 0.0), per_obs("alpha", 1.0))
+    if "tail_dev" in draws:  # per curve: its tail amplitude off the family's size law
+        amplitude = amplitude + draws["tail_dev"][:, obs.curve]
+    mean = law.curve_loss(obs.k, floor, amplitude, b, alpha)
     if "gap" in draws and obs.in_domain is not None:
         mean = mean + law.stratum_offset(
             obs.k, obs.in_domain, obs.pool_size, per_obs("gap", 0.0), per_obs("decay", 1.0)

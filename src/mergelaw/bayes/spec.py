@@ -33,6 +33,8 @@ CHOICES = {
     "nugget": ("global", "method"),
     "noise_curve_scale": ("learnt", "fixed"),
     "floor_deviation_scale": ("learnt", "fixed"),
+    "offset_deviation_scale": ("learnt", "fixed"),
+    "tail_deviation_scale": ("learnt", "fixed"),
 }
 #: Group parameters of the floor's and tail's size laws: dropped on a table of < 3 base sizes.
 SIZE_LAW_PARAMS = ("floor_drop", "beta", "gamma", "B")
@@ -120,6 +122,10 @@ class ModelSpec:
     noise_curve_prior_sd: float = 0.0  # > 0: per-curve log noise factor ~ N(0, s), s ~ HN(this)
     noise_curve_scale: str = "learnt"  # "fixed": s = noise_curve_prior_sd, not learnt
     floor_deviation_scale: str = "learnt"  # "fixed": tau = floor_deviation_prior_sd, not learnt
+    tail_deviation_prior_sd: float = 0.0  # > 0: per-curve drop off the size law, scale per method
+    tail_deviation_scale: str = "learnt"  # "fixed": t = tail_deviation_prior_sd, not learnt
+    offset_deviation_prior_sd: float = 0.0  # > 0: per-curve log(1 + b) off its family's, likewise
+    offset_deviation_scale: str = "learnt"  # "fixed": s = offset_deviation_prior_sd, not learnt
 
     @property
     def digest(self) -> str:
@@ -211,7 +217,9 @@ def _target_accept(sampler: dict[str, Any], source: str) -> float | None:
 KNOWN_KEYS = {
     "the top level": {"name", "description", "pool", "mean", "noise", "sampler", "params"},
     "[mean]": {"parameterisation", "tail_exponent", "offset", "exponent_scope", "membership",
-               "floor_deviation_prior_sd", "floor_deviation_scale", "drop_from_k"},
+               "floor_deviation_prior_sd", "floor_deviation_scale", "tail_deviation_prior_sd",
+               "tail_deviation_scale", "offset_deviation_prior_sd", "offset_deviation_scale",
+               "drop_from_k"},
     "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd",
                 "noise_curve_prior_sd", "noise_curve_scale"},
     "[sampler]": {"target_accept"},
@@ -263,6 +271,8 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         "nugget": noise.get("nugget", "global"),
         "noise_curve_scale": noise.get("noise_curve_scale", "learnt"),
         "floor_deviation_scale": mean.get("floor_deviation_scale", "learnt"),
+        "offset_deviation_scale": mean.get("offset_deviation_scale", "learnt"),
+        "tail_deviation_scale": mean.get("tail_deviation_scale", "learnt"),
     }
     for key, value in settings.items():
         if value not in CHOICES[key]:
@@ -304,6 +314,8 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         description=raw.get("description", ""),
         pool=get(raw, "pool", "the top level", bool),
         floor_deviation_prior_sd=float(mean.get("floor_deviation_prior_sd", 0.0)),
+        tail_deviation_prior_sd=float(mean.get("tail_deviation_prior_sd", 0.0)),
+        offset_deviation_prior_sd=float(mean.get("offset_deviation_prior_sd", 0.0)),
         nugget_log_sd=float(noise.get("nugget_log_sd", 0.0)),
         noise_curve_prior_sd=float(noise.get("noise_curve_prior_sd", 0.0)),
         drop_from_k=float(mean.get("drop_from_k", 1.0)),
@@ -326,5 +338,18 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         raise MergelawError(
             f"{source}: [params.{unused[0]}] is not used by this spec's mean "
             f"(it needs: {', '.join(required)})"
+        )
+    if spec.tail_deviation_prior_sd > 0 and not (
+        spec.floor_deviation_prior_sd > 0 and spec.parameterisation == "anchored"
+    ):
+        raise MergelawError(
+            f"{source}: [mean].tail_deviation_prior_sd > 0 needs floor deviations "
+            "(floor_deviation_prior_sd > 0) and the anchored parameterisation (its drop is the "
+            "deviation's unit)"
+        )
+    if spec.offset_deviation_prior_sd > 0 and not (spec.offset == "family" and "b" in required):
+        raise MergelawError(
+            f"{source}: [mean].offset_deviation_prior_sd > 0 needs an offset b per family "
+            "(offset = 'family') for the curves to deviate from"
         )
     return spec

@@ -200,7 +200,7 @@ def curve_coordinates(curves: CurveDraws, k_anchor: float, k_low: float) -> dict
     at_anchor = law.tail_shape(k_anchor, b, alpha)
     return {
         "level": floor + amplitude * at_anchor,
-        "drop": amplitude * (law.tail_shape(k_low, b, alpha) - at_anchor),
+        "drop": amplitude * law.drop_per_amplitude(k_low, k_anchor, b, alpha),
         "log1p_b": np.log1p(b),
         "log_alpha": np.log(alpha),
         "log_sigma": np.log(np.maximum(curves.sigma[:, 0], 1e-300)),
