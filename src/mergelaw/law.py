@@ -113,6 +113,34 @@ def bent_curve(
     return curve_floor, curve_amplitude
 
 
+def curve_off_size_laws(
+    floor: ArrayLike,
+    amplitude: ArrayLike,
+    b: ArrayLike,
+    alpha: ArrayLike = 1.0,
+    *,
+    anchors: tuple[float, float] = (1.0, 1.0),
+    b_dev: ArrayLike | None = None,
+    floor_dev: ArrayLike | None = None,
+    tail_dev: ArrayLike | None = None,
+    exp=np.exp,
+) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
+    """Floor, amplitude and b of one (family, size) curve from its family's size laws and the
+    curve's own deviations (None: none): it bends with log(1 + b) moved by ``b_dev``, keeping
+    its loss at k_anchor and its drop from k_low (``anchors`` = (k_low, k_anchor)), and its
+    floor and amplitude move by ``floor_dev`` and ``tail_dev``. The model, the predictive
+    draws and the posterior's curves all compose a curve here."""
+    if b_dev is not None:
+        curve_b = offset_off_family(b, b_dev, exp)
+        floor, amplitude = bent_curve(floor, amplitude, b, curve_b, *anchors, alpha)
+        b = curve_b
+    if floor_dev is not None:
+        floor = floor + floor_dev
+    if tail_dev is not None:
+        amplitude = amplitude + tail_dev
+    return floor, amplitude, b
+
+
 def curve_loss(
     k: ArrayLike, floor: ArrayLike, amplitude: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
 ) -> ArrayLike:

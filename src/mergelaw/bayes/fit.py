@@ -442,8 +442,8 @@ def _deviation_draws(result: Fit, data: ModelData, seed: int) -> dict[str, np.nd
     def draw(keep, mean, scale):  # mean and scale at deviation 0
         regressor, tau_tail = None, 1.0
         if tails:
-            alpha = result.draws("alpha")[keep] if "alpha" in result.idata.posterior else 1.0
             posterior = result.idata.posterior
+            alpha = result.draws("alpha")[keep] if "alpha" in posterior else 1.0
             b_dev = result.draws("b_dev")[keep] if "b_dev" in posterior else None
             regressor, tau_tail = tail_deviation_terms(
                 result.spec, at, result.draws("b")[keep], alpha,

@@ -177,12 +177,11 @@ def mean_curve(spec: ModelSpec, data: ModelData, p: dict[str, Any], backend: Bac
         n = data.n_b
         floor = law.floor_loss(n, per_obs("L_star", 0.0), per_obs("B", 0.0), per_obs("beta", 1.0))
         amplitude = law.tail_amplitude(n, per_obs("A0", 0.0), per_obs("gamma", 0.0))
-        if "b_dev" in p:  # the curve's own bend, its level and drop the size laws'
-            curve_b = law.offset_off_family(b, p["b_dev"][data.curve], backend.math.exp)
-            floor, amplitude = law.bent_curve(
-                floor, amplitude, b, curve_b, spec.drop_from_k, data.k_anchor, alpha
-            )
-            b = curve_b
+        if "b_dev" in p:  # the curve's own bend (its floor and drop deviations: integrated)
+            floor, amplitude, b = law.curve_off_size_laws(
+                floor, amplitude, b, alpha, anchors=(spec.drop_from_k, data.k_anchor),
+                b_dev=p["b_dev"][data.curve], exp=backend.math.exp,
+            )  # fmt: skip
     else:
         floor, amplitude = per_obs("L_star", 0.0), per_obs("A0", 0.0)
     mu = law.curve_loss(data.k, floor, amplitude, b, alpha)

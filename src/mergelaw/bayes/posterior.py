@@ -420,30 +420,28 @@ class Posterior:
         else:
             floor = law_math.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
             amplitude = law_math.tail_amplitude(n_b, p["A0"], p["gamma"])
-            b = p["b"]
+            # a fitted size: the curve's own deviations; a new size: drawn at their spreads
             rng = np.random.default_rng(0)
-            b_dev = extras.get("b_dev")
-            if b_dev is None and self.b_dev_scale is not None:  # a new size: its bend unknown
-                scale = _columns(self.b_dev_scale, index)
-                b_dev = scale * rng.standard_normal(amplitude.shape)
-            if b_dev is not None:
-                curve_b = law_math.offset_off_family(b, b_dev)
-                floor, amplitude = law_math.bent_curve(
-                    floor, amplitude, b, curve_b, self.spec.drop_from_k, self.k_anchor, p["alpha"]
+            dev = {name: extras.get(name) for name in ("b_dev", "floor_dev", "tail_dev")}
+            if dev["b_dev"] is None and self.b_dev_scale is not None:
+                dev["b_dev"] = _columns(self.b_dev_scale, index) * rng.standard_normal(floor.shape)
+            if dev["floor_dev"] is None and self.floor_dev_scale is not None:
+                dev["floor_dev"] = self.floor_dev_scale[:, None] * rng.standard_normal(floor.shape)
+            if dev["tail_dev"] is None and self.tail_dev_scale is not None:
+                curve_b = (
+                    p["b"]
+                    if dev["b_dev"] is None
+                    else law_math.offset_off_family(p["b"], dev["b_dev"])
                 )
-                b = curve_b
-            if "floor_dev" in extras:
-                floor = floor + extras["floor_dev"]
-            elif self.floor_dev_scale is not None:  # a new size: its deviation is unknown
-                floor = floor + self.floor_dev_scale[:, None] * rng.standard_normal(floor.shape)
-            if "tail_dev" in extras:
-                amplitude = amplitude + extras["tail_dev"]
-            elif self.tail_dev_scale is not None:  # and so is its tail's
                 spread = law_math.amplitude_for_drop(
-                    _columns(self.tail_dev_scale, index), self.spec.drop_from_k, self.k_anchor, b,
-                    p["alpha"],
+                    _columns(self.tail_dev_scale, index), self.spec.drop_from_k, self.k_anchor,
+                    curve_b, p["alpha"],
                 )  # fmt: skip
-                amplitude = amplitude + spread * rng.standard_normal(amplitude.shape)
+                dev["tail_dev"] = spread * rng.standard_normal(floor.shape)
+            floor, amplitude, b = law_math.curve_off_size_laws(
+                floor, amplitude, p["b"], p["alpha"],
+                anchors=(self.spec.drop_from_k, self.k_anchor), **dev,
+            )  # fmt: skip
         sigma = law_math.sigma_at_size(
             self.sigma[:, index], self.sigma_slope[:, None], n_b / self.n_ref
         )
@@ -590,10 +588,10 @@ class Posterior:
             provenance=self.provenance,
             size_law=self.size_law,
             per_size=per_size,
-            floor_dev_scale=None if self.floor_dev_scale is None else self.floor_dev_scale[source],
+            floor_dev_scale=self._new_family_scale(self.floor_dev_scale, source),
             tail_dev_scale=self._new_family_scale(self.tail_dev_scale, source, method),
             b_dev_scale=self._new_family_scale(self.b_dev_scale, source, method),
-            noise_dev_scale=None if self.noise_dev_scale is None else self.noise_dev_scale[source],
+            noise_dev_scale=self._new_family_scale(self.noise_dev_scale, source),
         )
 
 

@@ -108,15 +108,15 @@ def mean_and_scale(
     floor = law.floor_loss(np.exp(obs.log_n), per_obs("L_star", 0.0), per_obs("B", 0.0),
                            per_obs("beta", 0.0))  # fmt: skip
     amplitude = law.tail_amplitude(np.exp(obs.log_n), per_obs("A0", 0.0), per_obs("gamma", 0.0))
-    b, alpha = per_obs("b", 0.0), per_obs("alpha", 1.0)
-    if "b_dev" in draws:  # per curve: where it bends, off its family's b
-        curve_b = law.offset_off_family(b, draws["b_dev"][:, obs.curve])
-        floor, amplitude = law.bent_curve(floor, amplitude, b, curve_b, *anchors, alpha)
-        b = curve_b
-    if "floor_dev" in draws:  # per curve: its floor off the family's size law
-        floor = floor + draws["floor_dev"][:, obs.curve]
-    if "tail_dev" in draws:  # per curve: its tail amplitude off the family's size law
-        amplitude = amplitude + draws["tail_dev"][:, obs.curve]
+    alpha = per_obs("alpha", 1.0)
+    deviations = {  # per curve: off its family's size laws (where the fit has them)
+        name: draws[name][:, obs.curve]
+        for name in ("b_dev", "floor_dev", "tail_dev")
+        if name in draws
+    }
+    floor, amplitude, b = law.curve_off_size_laws(
+        floor, amplitude, per_obs("b", 0.0), alpha, anchors=anchors, **deviations
+    )
     mean = law.curve_loss(obs.k, floor, amplitude, b, alpha)
     if "gap" in draws and obs.in_domain is not None:
         mean = mean + law.stratum_offset(
