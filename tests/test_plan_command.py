@@ -334,7 +334,9 @@ def test_emit_mergekit_refusals_are_one_line_and_write_nothing(plan_fit_path, po
     # --experts names k experts: a count that is not the answer's k is refused
     result = _run(*stop, *code, "--json", tmp_path / "s.json")
     d = json.loads((tmp_path / "s.json").read_text())["decision"]["qwen2/average/code"]
-    assert d["adding_experts"] == "helps" and float(d["stop_at_k"]) >= 2
+    # (at 3B the simulated code curve's per-k means fall 0.015 nats from k = 1 to 9, within a
+    # curve's own drop spread of 0.02: whether it falls at all is "undecided"; its stop k stands)
+    assert d["adding_experts"] != "makes it worse" and float(d["stop_at_k"]) >= 2
     result = _run(*stop, *code, *emit, "--experts", "law")
     assert result.exit_code == 2
     assert "--experts law: 1 experts, but the answer merges k = " in result.stderr

@@ -475,8 +475,8 @@ def fit(
     spec: Annotated[
         str,
         typer.Option(
-            help="Model spec: a name in models/ (default, default_v1, naive, free_exponent, "
-            "no_offset, unpooled, homoscedastic) or a .toml path."
+            help="Model spec: a name in models/ (the file's stem: default, or a variant the "
+            "README lists) or a .toml path."
         ),
     ] = "default",
     backend: Annotated[BackendChoice, typer.Option(help="numpyro (parallel chains) or pymc.")] = (

@@ -38,9 +38,12 @@ def test_population_names_follow_the_spec():
 
     data = sbc_template()
     names = population_names(model_fn(load_spec("default"), data)[1])
-    assert {"level_mean", "gap_scale", "nugget", "floor_dev_scale", "sigma_slope"} <= set(names)
-    assert "noise_dev_scale" not in names  # a fixed spread
-    assert "b_mean" not in names  # b is not pooled
+    assert {"level_mean", "gap_scale", "nugget", "sigma_slope"} <= set(names)
+    fixed_spreads = {"noise_dev_scale", "floor_dev_scale", "tail_dev_scale", "b_dev_scale"}
+    assert not fixed_spreads & set(names)
+    assert "b_mean" not in names and "drop_mean" not in names  # not pooled
+    learnt_floors = population_names(model_fn(load_spec("floor_deviations"), data)[1])
+    assert {"floor_dev_scale", "drop_mean"} <= set(learnt_floors)
     unpooled = population_names(model_fn(load_spec("unpooled"), data)[1])
     assert sorted(unpooled) == ["nugget", "sigma_slope"]
 

@@ -231,16 +231,9 @@ def test_an_unseen_curve_draws_its_gap_from_its_methods_population(quick_fit, ta
     np.testing.assert_allclose(out["gap"][:, n_curves:], 0.7, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def deviations_fit(table):
-    """A short fit of the spec whose curves also leave the size laws in drop and bend."""
-    return fit(table, "curve_deviations", seed=5, **QUICK)
-
-
-def test_an_unseen_curve_draws_its_bend_and_drop_at_its_methods_scales(deviations_fit, table):
+def test_an_unseen_curve_draws_its_bend_and_drop_at_its_methods_scales(quick_fit, table):
     """A held-out size's curve has no fitted bend or drop deviation: each is drawn at its merge
     method's scale, the drop's turned into amplitude by the curve's own b."""
-    quick_fit = deviations_fit
     rows = table[table["n_params"] == table["n_params"].min()].assign(n_params=7e9)
     obs = quick_fit.observations_for(rows, new_curves=True)
     n_curves = len(quick_fit.meta["curves"]["family"])
@@ -259,14 +252,14 @@ def test_an_unseen_curve_draws_its_bend_and_drop_at_its_methods_scales(deviation
         assert abs(z.mean()) < 0.15 and 0.9 < z.std() < 1.1
 
 
-def test_a_fitted_curve_keeps_its_own_bend_drop_and_floor(deviations_fit):
+def test_a_fitted_curve_keeps_its_own_bend_drop_and_floor(quick_fit):
     """At a fitted size the posterior's curve is the law bent with the curve's own b (keeping the
     law's level at k_anchor and drop from k = 1), plus its floor and tail deviations; at a size
     the fit has not seen, fresh drop and bend deviations widen every curve."""
     from mergelaw import law
     from mergelaw.bayes.posterior import Posterior
 
-    result = deviations_fit
+    result = quick_fit
     post = Posterior.from_fit(result)
     draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
     curves = pd.DataFrame(result.meta["curves"])

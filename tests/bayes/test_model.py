@@ -246,7 +246,7 @@ def test_family_labels_name_only_the_parameters_that_tell_settings_apart():
 
 
 def _with_learnt_deviations(spec):
-    """The spec (curve_deviations) with the spreads of each curve's drop and bend learnt per
+    """The default with the spreads of each curve's drop and bend learnt per
     merge method."""
     return dataclasses.replace(spec, tail_deviation_scale="learnt", offset_deviation_scale="learnt")
 
@@ -259,7 +259,7 @@ def _with_learnt_deviations(spec):
         "free_exponent",
         "homoscedastic",
         "method_offset",
-        "curve_deviations",
+        "floor_deviations",
         "learnt_deviations",
     ],
 )
@@ -270,7 +270,7 @@ def test_pymc_and_numpyro_define_the_same_log_density(data, spec_name):
     from mergelaw.bayes import numpyro_backend, pymc_backend
 
     if spec_name == "learnt_deviations":
-        spec = _with_learnt_deviations(load_spec("curve_deviations"))
+        spec = _with_learnt_deviations(load_spec("default"))
     else:
         spec = load_spec(spec_name)
     model = pymc_backend.build_model(spec, data)
@@ -301,11 +301,11 @@ def test_anchored_spec_refuses_per_curve_offsets(data):
 
 
 @pytest.mark.parametrize(
-    "spec_name", ["default", "default_v1", "curve_deviations", "learnt_deviations"]
+    "spec_name", ["default", "default_v1", "floor_deviations", "learnt_deviations"]
 )
 def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
-    """What the sampler evaluates (rows summarised per cell; default: each curve's floor
-    deviation integrated out) equals scipy's log density of the rows: independent normals at
+    """What the sampler evaluates (rows summarised per cell; each curve's floor and drop
+    deviations integrated out) equals scipy's log density of the rows: independent normals at
     the mean and sd the fit's predictive draws compute per row, and with floor deviations one
     multivariate normal per curve, covariance diag(sd^2) + tau^2 (all rows shift together),
     plus tau_c^2 x x' with tail deviations (x = 1/(k + b_c), the curve's own b)."""
@@ -317,9 +317,7 @@ def test_the_samplers_likelihood_is_the_rows_log_density(data, spec_name):
     from mergelaw.bayes.predictive import Observations, mean_and_scale
 
     learnt = spec_name == "learnt_deviations"
-    spec = (
-        _with_learnt_deviations(load_spec("curve_deviations")) if learnt else load_spec(spec_name)
-    )
+    spec = _with_learnt_deviations(load_spec("default")) if learnt else load_spec(spec_name)
     deviations = spec.tail_deviation_prior_sd > 0
     model, _ = numpyro_backend.model_fn(spec, data)
     draw = numpyro_backend.prior_draw(model, seed=4)

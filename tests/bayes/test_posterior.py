@@ -146,12 +146,19 @@ def test_from_fit_holds_the_fits_draws(plan_fit):
     pooled = [n for n in result.spec.required_params() if result.spec.is_pooled(n)]
     assert set(post.population) == set(result.spec.required_params()) and "beta" not in pooled
     draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
-    # at a fitted size, each family's curve is the law plus that curve's floor deviation
+    # at a fitted size, each family's curve is the law at k_anchor plus that curve's floor and
+    # drop deviations (its own bend keeps the law's level there: test_fit checks the bend)
     curves = pd.DataFrame(result.meta["curves"])
     at_3 = curves[curves["n_params"] == 3e9].sort_values("family").index.to_numpy()
-    dev = result.draws("floor_dev")[:, at_3]
-    law_mean = law.mean_loss(3.0, 2.0, *draws.values())
-    np.testing.assert_allclose(post.curves(3.0).mean(2.0), law_mean + dev)
+    own = {name: result.draws(name)[:, at_3] for name in ("floor_dev", "tail_dev", "b_dev")}
+    big_k = post.k_anchor
+    curve_b = (1 + draws["b"]) * np.exp(own["b_dev"]) - 1
+    law_mean = law.mean_loss(3.0, big_k, *draws.values())
+    np.testing.assert_allclose(
+        post.curves(3.0).mean(big_k),
+        law_mean + own["floor_dev"] + own["tail_dev"] / (big_k + curve_b),
+        rtol=1e-10,
+    )
     np.testing.assert_allclose(post.population["gap"][1], result.draws("gap_scale"))
     gap = post.curves(3.0).gap
     np.testing.assert_allclose(gap, result.draws("gap")[:, at_3])

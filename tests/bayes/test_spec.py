@@ -19,13 +19,14 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     assert default.parameterisation == "anchored" and default.tail_exponent == "fixed"
     assert default.params["level"].centred and not default.is_pooled("decay")
     assert default.membership == "power" and default.nugget == "method"
-    assert not default.is_pooled("b") and default.is_pooled("drop")
-    assert default.tail_deviation_prior_sd == default.offset_deviation_prior_sd == 0
+    assert not default.is_pooled("b") and not default.is_pooled("drop")
+    assert default.tail_deviation_prior_sd > 0 and default.offset_deviation_prior_sd > 0
+    assert default.floor_deviation_scale == default.tail_deviation_scale == "fixed"
     by_method = load_spec("method_offset")
     assert by_method.params["b"].population == "method" and by_method.tail_deviation_prior_sd == 0
-    curves = load_spec("curve_deviations")
-    assert curves.tail_deviation_prior_sd > 0 and curves.offset_deviation_prior_sd > 0
-    assert curves.floor_deviation_scale == curves.tail_deviation_scale == "fixed"
+    floors = load_spec("floor_deviations")  # the previous default
+    assert floors.tail_deviation_prior_sd == floors.offset_deviation_prior_sd == 0
+    assert floors.floor_deviation_scale == "learnt" and floors.is_pooled("drop")
     assert default.params["drop"].transform == "identity"  # signed tail
     one_size = default.required_params(size_law=False)
     assert one_size == ["level", "drop", "b", "gap", "decay", "sigma"]
@@ -61,7 +62,7 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
             "noise_curve_scale = 'shared' (expected one of: learnt, fixed)",
         ),
         (
-            ('floor_deviation_scale = "learnt"', 'floor_deviation_scale = "free"'),
+            ('floor_deviation_scale = "fixed"', 'floor_deviation_scale = "free"'),
             "floor_deviation_scale = 'free' (expected one of: learnt, fixed)",
         ),
         (
@@ -108,7 +109,7 @@ def _refused_one_line(tmp_path, spec_name: str, edit: tuple[str, str], message: 
     ],
 )
 def test_bad_curve_deviations_give_one_line_errors(tmp_path, edit, message):
-    _refused_one_line(tmp_path, "curve_deviations", edit, message)
+    _refused_one_line(tmp_path, "default", edit, message)
 
 
 def test_unknown_spec_name_lists_available():
