@@ -219,6 +219,22 @@ def amplitude_for_drop(
     return drop / drop_per_amplitude(k_low, k_anchor, b, alpha)
 
 
+def amplitude_spread_for_drop(
+    drop_sd: ArrayLike,
+    b: ArrayLike,
+    alpha: ArrayLike = 1.0,
+    *,
+    anchors: tuple[float, float],
+    b_dev: ArrayLike | None = None,
+) -> ArrayLike:
+    """The sd of a curve's tail amplitude whose drop from k_low to k_anchor (``anchors``) sits
+    off its size law by ``drop_sd`` nats, under the curve's own b (its family's ``b`` moved by
+    ``b_dev``; None: the family's)."""
+    if b_dev is not None:
+        b = offset_off_family(b, b_dev)
+    return amplitude_for_drop(drop_sd, *anchors, b, alpha)
+
+
 def anchored_law(
     level: ArrayLike,
     drop: ArrayLike,

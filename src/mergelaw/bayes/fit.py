@@ -264,12 +264,9 @@ class Fit:
         posterior = self.idata.posterior
         b = self.draws("b")[keep][:, family] if "b" in posterior else 0.0
         alpha = self.draws("alpha")[keep][:, family] if "alpha" in posterior else 1.0
-        if b_dev is not None:
-            b = law.offset_off_family(b, b_dev)
         scale = self.per_family(self.tail_drop_scale()[keep])[:, family]
-        return law.amplitude_for_drop(
-            scale, self.spec.drop_from_k, float(self.meta["k_anchor"]), b, alpha
-        )
+        anchors = (self.spec.drop_from_k, float(self.meta["k_anchor"]))
+        return law.amplitude_spread_for_drop(scale, b, alpha, anchors=anchors, b_dev=b_dev)
 
     def posterior_predictive(
         self, draws: int = predictive.DEFAULT_CHECK_DRAWS, seed: int = 0
@@ -436,7 +433,7 @@ def _deviation_draws(result: Fit, data: ModelData, seed: int) -> dict[str, np.nd
     to_curve = np.zeros((len(at.y), n_curves))
     to_curve[np.arange(len(at.y)), at.curve] = 1.0
 
-    def curve_sum(values, index, n):  # (draws, cells) -> (draws, curves)
+    def curve_sum(values, _curve, _n):  # (draws, cells) -> (draws, curves): one matrix product
         return values @ to_curve
 
     def draw(keep, mean, scale):  # mean and scale at deviation 0

@@ -428,14 +428,9 @@ class Posterior:
             if dev["floor_dev"] is None and self.floor_dev_scale is not None:
                 dev["floor_dev"] = self.floor_dev_scale[:, None] * rng.standard_normal(floor.shape)
             if dev["tail_dev"] is None and self.tail_dev_scale is not None:
-                curve_b = (
-                    p["b"]
-                    if dev["b_dev"] is None
-                    else law_math.offset_off_family(p["b"], dev["b_dev"])
-                )
-                spread = law_math.amplitude_for_drop(
-                    _columns(self.tail_dev_scale, index), self.spec.drop_from_k, self.k_anchor,
-                    curve_b, p["alpha"],
+                spread = law_math.amplitude_spread_for_drop(
+                    _columns(self.tail_dev_scale, index), p["b"], p["alpha"],
+                    anchors=(self.spec.drop_from_k, self.k_anchor), b_dev=dev["b_dev"],
                 )  # fmt: skip
                 dev["tail_dev"] = spread * rng.standard_normal(floor.shape)
             floor, amplitude, b = law_math.curve_off_size_laws(
