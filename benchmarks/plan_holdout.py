@@ -72,7 +72,10 @@ def run_seed(args, seed: int, truth: pd.DataFrame) -> tuple[list[dict], list[str
         subsets_per_k=args.subsets_per_k, seed=seed,
     )  # fmt: skip
     pool = int(table["pool_size"].max())
-    settings = {"draws": args.draws, "tune": args.tune, "chains": args.chains, "seed": seed}
+    settings = {
+        "spec": args.spec, "draws": args.draws, "tune": args.tune, "chains": args.chains,
+        "seed": seed,
+    }  # fmt: skip
     records, notes = [], []
 
     def fitted(train: pd.DataFrame, check: str) -> Posterior:
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(PAPER_METHODS))
     parser.add_argument("--subsets-per-k", type=int, default=5)
     parser.add_argument("--checks", default="size,k,few")
+    parser.add_argument("--spec", default="default", help="a shipped model name or a TOML path")
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "plan_holdout.txt")

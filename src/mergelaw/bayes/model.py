@@ -300,11 +300,31 @@ def _nugget(spec: ModelSpec, data: ModelData, backend: Backend):
     dims = ("merge_method",) if spec.nugget == "method" else ()
     mode = spec.nugget_prior_mode
     if spec.nugget_log_sd > 0:
-        raw = backend.normal("nugget_log", float(np.log(mode)), spec.nugget_log_sd, dims=dims)
-        nugget = backend.deterministic("nugget", backend.math.exp(raw), dims=dims)
+        nugget = _log_normal(backend, "nugget", mode, spec.nugget_log_sd, dims)
     else:
         nugget = backend.gamma("nugget", 2.0, 1.0 / mode, dims=dims)
     return nugget[data.family_method[data.family]] if dims else nugget
+
+
+def _log_normal(backend: Backend, name: str, median: float, log_sd: float, dims=()):
+    """A positive scale sampled on the log scale (``name``_log ~ Normal(log median, log_sd)):
+    zero density at 0, so a scale the table barely identifies keeps a plain geometry instead of
+    a half-normal's pile-up at zero."""
+    raw = backend.normal(f"{name}_log", float(np.log(median)), log_sd, dims=dims)
+    return backend.deterministic(name, backend.math.exp(raw), dims=dims)
+
+
+def _floor_deviation_scale(spec: ModelSpec, backend: Backend):
+    """tau, the spread of curves' floors off their family's size law: fixed, or learnt under a
+    half-normal or (floor_deviation_log_sd > 0) a log-normal around floor_deviation_prior_sd.
+    Three base sizes leave it to the prior (three floor parameters per family fit three floors);
+    more sizes pin it, down to the floors' own precision on a table that follows the law."""
+    tau = spec.floor_deviation_prior_sd
+    if spec.floor_deviation_scale == "fixed":
+        return tau
+    if spec.floor_deviation_log_sd > 0:
+        return _log_normal(backend, "floor_dev_scale", tau, spec.floor_deviation_log_sd)
+    return backend.half_normal("floor_dev_scale", tau)
 
 
 def cell_log_likelihood(count, mean, ss, mu, scale, math):
@@ -355,9 +375,7 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     scale = _noise(spec, at, p, backend)
     deviates = has_floor_deviations(spec, data)
     if deviates:
-        tau = spec.floor_deviation_prior_sd
-        if spec.floor_deviation_scale == "learnt":
-            tau = backend.half_normal("floor_dev_scale", tau)
+        tau = _floor_deviation_scale(spec, backend)
     regressor, tau_tail = None, 1.0
     if has_tail_deviations(spec, data):
         drop_scale = np.full(len(merge_methods(data.families)), spec.tail_deviation_prior_sd)

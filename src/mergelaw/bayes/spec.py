@@ -122,6 +122,7 @@ class ModelSpec:
     noise_curve_prior_sd: float = 0.0  # > 0: per-curve log noise factor ~ N(0, s), s ~ HN(this)
     noise_curve_scale: str = "learnt"  # "fixed": s = noise_curve_prior_sd, not learnt
     floor_deviation_scale: str = "learnt"  # "fixed": tau = floor_deviation_prior_sd, not learnt
+    floor_deviation_log_sd: float = 0.0  # > 0: learnt log tau ~ N(log prior_sd, this); 0: HN
     tail_deviation_prior_sd: float = 0.0  # > 0: per-curve drop off the size law, scale per method
     tail_deviation_scale: str = "learnt"  # "fixed": t = tail_deviation_prior_sd, not learnt
     offset_deviation_prior_sd: float = 0.0  # > 0: per-curve log(1 + b) off its family's, likewise
@@ -217,9 +218,9 @@ def _target_accept(sampler: dict[str, Any], source: str) -> float | None:
 KNOWN_KEYS = {
     "the top level": {"name", "description", "pool", "mean", "noise", "sampler", "params"},
     "[mean]": {"parameterisation", "tail_exponent", "offset", "exponent_scope", "membership",
-               "floor_deviation_prior_sd", "floor_deviation_scale", "tail_deviation_prior_sd",
-               "tail_deviation_scale", "offset_deviation_prior_sd", "offset_deviation_scale",
-               "drop_from_k"},
+               "floor_deviation_prior_sd", "floor_deviation_scale", "floor_deviation_log_sd",
+               "tail_deviation_prior_sd", "tail_deviation_scale", "offset_deviation_prior_sd",
+               "offset_deviation_scale", "drop_from_k"},
     "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd",
                 "noise_curve_prior_sd", "noise_curve_scale"},
     "[sampler]": {"target_accept"},
@@ -314,6 +315,7 @@ def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
         description=raw.get("description", ""),
         pool=get(raw, "pool", "the top level", bool),
         floor_deviation_prior_sd=float(mean.get("floor_deviation_prior_sd", 0.0)),
+        floor_deviation_log_sd=float(mean.get("floor_deviation_log_sd", 0.0)),
         tail_deviation_prior_sd=float(mean.get("tail_deviation_prior_sd", 0.0)),
         offset_deviation_prior_sd=float(mean.get("offset_deviation_prior_sd", 0.0)),
         nugget_log_sd=float(noise.get("nugget_log_sd", 0.0)),
