@@ -84,7 +84,8 @@ print("misfit curves:", result.diagnostics.misfit_curves)
 #   better by more than the ROPE (here 0.005 nats, about 0.5% in perplexity), that the two are
 #   within it of each other, and that B is better by more than it.
 #
-# The verdict per quantity is "A better" / "B better" when the matching probability is >= 0.95,
+# The verdict per quantity is "A better" / "B better" ("A lower" / "B lower" for the tail amplitude,
+# a shape, not a loss) when the matching probability is >= 0.95,
 # "practically equivalent" when P(within ROPE) >= 0.95, and "undecided" otherwise. A tiny
 # difference can be *certain* (p_a_lower = 1) and still *practically equivalent*: the ROPE is what
 # separates "real" from "worth caring about".

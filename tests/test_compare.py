@@ -77,6 +77,9 @@ def test_contrasts_are_the_laws_differences(post):
         overall = group[group["scope"] == "pooled over domains and sizes"]["estimate"]
         np.testing.assert_allclose(overall, per_size.mean())
     assert answer.decision["verdicts"]["floor"] == "B better"  # ties' floor is lower everywhere
+    # average's amplitude is lower on code: a flatter curve, which is not a verdict on the loss
+    assert answer.decision["verdicts"]["tail amplitude"] == "A lower"
+    assert "floor (pooled): B better  (A = average, B = ties, ROPE 0.001)" in answer.summary
 
 
 def test_rope_makes_small_differences_equivalent(post):

@@ -410,3 +410,27 @@ def test_a_rising_curve_says_adding_experts_makes_it_worse():
     assert needed.decision["x/ties/code"]["k"] == 1.0
     never = plan.experts_for_target(post, at_1 - 0.01, n_b=1.0, family="x/ties/code")
     assert never.decision["x/ties/code"]["status"] == "unreachable at this size"
+
+
+def test_answers_carry_their_decision_in_words():
+    """Each family's decision is one sentence in the answer itself (the terminal, the report and
+    the JSON show the same words), saying what the decision dict says."""
+    law_values = {"L_star": [4.4, 4.0], "B": 0.0, "beta": 0.5, "A0": [-0.3, 0.3], "gamma": 0.0,
+                  "b": 1.0}  # fmt: skip
+    post = Posterior.point_mass(["x/ties/code", "x/average/code"], law_values)
+    stop = plan.stopping(post, n_b=1.0, epsilon=0.001)
+    k_stop = stop.decision["x/average/code"]["stop_at_k"]
+    assert stop.summary == (
+        "x/ties/code @ 1B: adding experts makes it worse (P >= 0.9): stop at k = 1",
+        f"x/average/code @ 1B: stop at k = {k_stop:.0f} (the next expert's expected gain is "
+        "below 0.001)",
+    )
+    target = plan.experts_for_target(post, 4.2, n_b=1.0, family="x/average/code", prob=0.9)
+    k = target.decision["x/average/code"]["k"]  # 4.0 + 0.3 / (k + 1) <= 4.2: k = 1 (0.15)
+    assert k == 1.0
+    assert target.summary == ("x/average/code @ 1B: 1 experts reach loss 4.2 with P >= 0.9",)
+    never = plan.experts_for_target(post, 3.9, n_b=1.0, family="x/average/code")
+    assert never.summary[0].startswith(
+        "x/average/code @ 1B: unreachable at this size with P >= 0.9; reachable from a base of "
+    )
+    assert stop.to_dict()["summary"] == list(stop.summary)

@@ -26,7 +26,9 @@ VALUE_COLUMNS = ("quantity", "stat", "estimate", "lower", "upper", "level")
 @dataclass(frozen=True)
 class Answer:
     """A query's result: ``table`` (tidy), ``flag`` ('ok' or why the fit failed diagnostics),
-    ``provenance``, ``decision`` (query-specific, JSON-ready) and ``notes``."""
+    ``provenance``, ``decision`` (query-specific, JSON-ready), ``notes`` and ``summary``: the
+    decision in words, one sentence per family or verdict, as the terminal, the report and the
+    JSON all show it."""
 
     query: str
     table: pd.DataFrame
@@ -34,6 +36,7 @@ class Answer:
     provenance: dict
     decision: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    summary: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -49,6 +52,7 @@ class Answer:
             "flag": self.flag,
             "provenance": self.provenance,
             "decision": _jsonable(self.decision),
+            "summary": list(self.summary),
             "notes": list(self.notes),
             "table": records,
         }

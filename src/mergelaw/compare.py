@@ -2,11 +2,11 @@
 
 ``contrasts`` pairs the families of two methods that share arch and eval domain and gives, per
 draw, the difference A - B of the floor, the tail amplitude, the expected loss at each k and the
-experts needed for a target; each with its interval, P(A < B) (for all four, lower is better),
-and a region of practical equivalence (ROPE): P(A lower by more than rope), P(|A - B| <= rope),
-P(B lower by more than rope). Pooled rows average the difference over domains (per size, and
-over sizes too). ``method_effects_loo`` compares, by PSIS-LOO, a fit with one law per method
-against a fit of the same rows with the methods pooled (``pool_methods``).
+experts needed for a target; each with its interval, P(A < B) (lower is better, but for the
+amplitude, a shape) and a region of practical equivalence (ROPE): P(A lower by more than rope),
+P(|A - B| <= rope), P(B lower by more than rope). Pooled rows average the difference over
+domains (per size, and over sizes too). ``method_effects_loo`` compares, by PSIS-LOO, a fit with
+one law per method against a fit of the same rows with the methods pooled (``pool_methods``).
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def contrasts(
     over domains and sizes. ``sizes_b`` default: the fit's sizes; ``k`` default: 1 and the
     table's largest k; ``rope`` in nats (floor, amplitude, loss), ``rope_experts`` in experts.
 
-    The decision: per quantity pooled over everything, 'A better' / 'B better' when the
-    probability of a difference beyond the ROPE in that direction is at least ``prob``,
+    The decision: per quantity pooled over everything, 'A better' / 'B better' ('A lower' /
+    'B lower' for the tail amplitude, a shape: SHAPE_QUANTITIES) when the probability of a
+    difference beyond the ROPE in that direction is at least ``prob``,
     'practically equivalent' when P(|A - B| <= rope) >= prob, else 'undecided'.
     """
     level, prob = check_level(level), check_level(prob, "probability")
@@ -110,7 +111,11 @@ def contrasts(
     decision = {"method_a": method_a, "method_b": method_b, "rope": rope, "prob": prob}
     overall = table[table["scope"] == "pooled over domains and sizes"]
     decision["verdicts"] = {row.quantity: _verdict(row, prob) for row in overall.itertuples()}
-    return Answer("method comparison", table, post.flag, dict(post.provenance), decision, ())
+    words = tuple(
+        f"{quantity} (pooled): {verdict}  (A = {method_a}, B = {method_b}, ROPE {rope:g})"
+        for quantity, verdict in decision["verdicts"].items()
+    )
+    return Answer("method comparison", table, post.flag, dict(post.provenance), decision, (), words)
 
 
 def _differences(
@@ -166,11 +171,17 @@ def _contrast_rows(blocks: list[tuple], level: float) -> list[dict]:
     return [row for block_rows in out for row in block_rows]
 
 
+#: Contrasts where lower is not better: a curve's shape, not its loss. A smaller tail amplitude
+#: is a flatter curve (a rising curve's is negative), better or worse only through the loss rows.
+SHAPE_QUANTITIES = ("tail amplitude",)
+
+
 def _verdict(row, prob: float) -> str:
+    better = "lower" if row.quantity in SHAPE_QUANTITIES else "better"
     if row.p_a_lower_beyond_rope >= prob:
-        return "A better"
+        return f"A {better}"
     if row.p_b_lower_beyond_rope >= prob:
-        return "B better"
+        return f"B {better}"
     if row.p_equivalent >= prob:
         return "practically equivalent"
     return "undecided"
@@ -262,7 +273,8 @@ def method_effects_loo(with_methods, without_methods) -> Answer:
         "spec": with_methods.spec.name,
     }
     decision = {"preferred": preferred, "elpd_difference": elpd_diff, "se": dse}
-    return Answer("method effects (LOO)", frame(records), flag, provenance, decision, ())
+    words = (f"PSIS-LOO prefers: {preferred} (elpd difference {elpd_diff:.1f} ± {dse:.1f})",)
+    return Answer("method effects (LOO)", frame(records), flag, provenance, decision, (), words)
 
 
 def _observed(fit) -> np.ndarray:

@@ -22,7 +22,7 @@ import pandas as pd
 from mergelaw import law
 from mergelaw.answer import Answer, check_level, frame, rows, value_rows
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
-from mergelaw.bayes.update import Points, condition
+from mergelaw.bayes.update import Points, condition, describe_update
 from mergelaw.errors import MergelawError
 
 #: Largest k or base size (billions) the searches consider; beyond it, the answer is "never".
@@ -243,7 +243,28 @@ def experts_for_target(
             "n_b_for_target_any_k": float(_quantile_inverted(n_any[:, j], prob)),
             "n_b_for_target_k_max": float(_quantile_inverted(n_pool[:, j], prob)),
         }
-    return _answer(post, "experts for target", records, decision)
+    words = [_target_words(f"{label} @ {n_b:g}B", target, d) for label, d in decision.items()]
+    return _answer(post, "experts for target", records, decision, summary=words)
+
+
+def _target_words(where: str, target: float, d: dict) -> str:
+    prob = d["prob"]
+    if d["status"] == "reachable":
+        return f"{where}: {d['k']:.0f} experts reach loss {target:g} with P >= {prob:g}"
+    reason = (
+        f"needs {d['k']:.0f} experts (more than {d['k_max']:g})"
+        if d["status"] == "beyond the pool"
+        else "unreachable at this size"
+    )
+    return (
+        f"{where}: {reason} with P >= {prob:g}; reachable from a base of "
+        f"{_size_words(d['n_b_for_target_k_max'])} with <= {d['k_max']:g} experts "
+        f"({_size_words(d['n_b_for_target_any_k'])} with any number)"
+    )
+
+
+def _size_words(n_b: float) -> str:
+    return "no size (never)" if not math.isfinite(n_b) else f"{n_b:.3g}B"
 
 
 def stopping(
@@ -286,7 +307,14 @@ def stopping(
         label: {"stop_at_k": float(stop[j]), "adding_experts": _direction(p_rising[j])}
         for j, label in enumerate(curves.labels)
     }
-    return _answer(post, "stopping rule", records, decision)
+    words = [
+        f"{label} @ {n_b:g}B: adding experts makes it worse (P >= 0.9): stop at k = 1"
+        if d["adding_experts"] == "makes it worse"
+        else f"{label} @ {n_b:g}B: stop at k = {d['stop_at_k']:.0f} (the next expert's "
+        f"expected gain is below {threshold:.4g})"
+        for label, d in decision.items()
+    ]
+    return _answer(post, "stopping rule", records, decision, summary=words)
 
 
 def _direction(p_rising: float, prob: float = 0.9) -> str:
@@ -358,8 +386,13 @@ def sequential_stop(
         "expected_gain": expected,
         "threshold": threshold,
     } | updated.summary()
+    words = [
+        f"{action.upper()}: the expected gain of expert {k_now + 1:g} is {expected:.4g} nats "
+        f"({'>=' if action == 'continue' else '<'} threshold {threshold:.4g}); update "
+        f"{describe_update(decision)}"
+    ]
     note = updated.note()
-    return _answer(post, "sequential stopping", records, decision, [note] if note else [])
+    return _answer(post, "sequential stopping", records, decision, [note] if note else [], words)
 
 
 @dataclass(frozen=True)
@@ -455,7 +488,12 @@ def budget(
         "p_best": float(top["p_best"]),
         "families": "all" if family is None else family,
     }
-    return _answer(post, "budget", table, decision)
+    words = [
+        f"best within {limit:g}: N = {decision['n_b']:g}B with k = {decision['k']} (cost "
+        f"{decision['cost']:g}, expected loss {decision['expected_loss']:.4f}, P(best) "
+        f"{decision['p_best']:.2f})"
+    ]
+    return _answer(post, "budget", table, decision, summary=words)
 
 
 def forecast(
@@ -520,7 +558,9 @@ def forecast_from_points(
             "loss": [float(law.curve_loss(kk, *three)) for kk in ks],
         }
     note = updated.note()
-    return _answer(post, "few-point forecast", records, decision, [note] if note else [])
+    measured = ", ".join(f"{kk:g}" for kk in np.unique(points.k))
+    words = [f"updated from the points at k = {measured}: {describe_update(decision)}"]
+    return _answer(post, "few-point forecast", records, decision, [note] if note else [], words)
 
 
 def forecast_rows(
@@ -600,6 +640,9 @@ def _answer(
     records: list[dict] | pd.DataFrame,
     decision: dict,
     notes: Sequence[str] = (),
+    summary: Sequence[str] = (),
 ) -> Answer:
     table = records if isinstance(records, pd.DataFrame) else frame(records)
-    return Answer(query, table, post.flag, dict(post.provenance), decision, tuple(notes))
+    return Answer(
+        query, table, post.flag, dict(post.provenance), decision, tuple(notes), tuple(summary)
+    )

@@ -162,22 +162,6 @@ def target(
     answer = experts_for_target(
         post, loss, n_b=size, family=family, prob=prob, k_max=k_max, level=level
     )
-    lines = []
-    for label, d in answer.decision.items():
-        where = f"{label} @ {size:g}B"
-        if d["status"] == "reachable":
-            lines.append(f"{where}: {d['k']:.0f} experts reach loss {loss:g} with P >= {prob:g}")
-        else:
-            n_any, n_pool = d["n_b_for_target_any_k"], d["n_b_for_target_k_max"]
-            reason = (
-                f"needs {d['k']:.0f} experts (more than {d['k_max']:g})"
-                if d["status"] == "beyond the pool"
-                else "unreachable at this size"
-            )
-            lines.append(
-                f"{where}: {reason} with P >= {prob:g}; reachable from a base of "
-                f"{_size(n_pool)} with <= {d['k_max']:g} experts ({_size(n_any)} with any number)"
-            )
     wrote = None
     if planned is not None:
         ((label, d),) = answer.decision.items()
@@ -186,8 +170,8 @@ def target(
                 f"--emit-mergekit: {label} @ {size:g}B: the target loss {loss:g} is "
                 f"{d['status']} (P >= {prob:g}); there is no planned merge to write"
             )
-        wrote = _emit(planned, post, label, d["k"], lines[0], ctx)
-    _report(answer, lines, json_out)
+        wrote = _emit(planned, post, label, d["k"], answer.summary[0], ctx)
+    _report(answer, json_out)
     _print_emitted(wrote, json_out)
 
 
@@ -233,7 +217,6 @@ def stop(
     The first k whose expected gain drops below epsilon (per unit cost with --cost-per-expert),
     and k80/k90; with --losses, stop or continue for a pool being measured. With
     --emit-mergekit, the merge of that many experts is written as a mergekit config."""
-    from mergelaw.bayes.update import describe_update
     from mergelaw.plan import sequential_stop, stopping
 
     shares = parse_values(fractions, float, "--fractions", RANGES["fractions"]) or [0.8, 0.9]
@@ -259,12 +242,6 @@ def stop(
             level=level,
             seed=seed,
         )
-        d = answer.decision
-        lines = [
-            f"{d['action'].upper()}: the expected gain of expert {d['k_measured'] + 1:g} is "
-            f"{d['expected_gain']:.4g} nats ({'>=' if d['action'] == 'continue' else '<'} "
-            f"threshold {d['threshold']:.4g}); update {describe_update(d)}"
-        ]
     else:
         answer = stopping(
             post,
@@ -276,19 +253,12 @@ def stop(
             k_max=k_max,
             level=level,
         )
-        lines = [
-            f"{label} @ {size:g}B: adding experts makes it worse (P >= 0.9): stop at k = 1"
-            if d["adding_experts"] == "makes it worse"
-            else f"{label} @ {size:g}B: stop at k = {d['stop_at_k']:.0f} (the next expert's "
-            f"expected gain is below {answer.table['threshold'].iloc[0]:.4g})"
-            for label, d in answer.decision.items()
-        ]
     wrote = None
     if planned is not None:
         ((label, d),) = answer.decision.items()
         k = 1.0 if d["adding_experts"] == "makes it worse" else d["stop_at_k"]
-        wrote = _emit(planned, post, label, k, lines[0], ctx)
-    _report(answer, lines, json_out)
+        wrote = _emit(planned, post, label, k, answer.summary[0], ctx)
+    _report(answer, json_out)
     _print_emitted(wrote, json_out)
 
 
@@ -338,12 +308,7 @@ def budget(
         families = "new"
     post = _posterior(ctx, pool_size, json_out)
     answer = run_budget(post, costs, limit, family=families, k_max=k_max, level=level)
-    d = answer.decision
-    lines = [
-        f"best within {limit:g}: N = {d['n_b']:g}B with k = {d['k']} (cost {d['cost']:g}, "
-        f"expected loss {d['expected_loss']:.4f}, P(best) {d['p_best']:.2f})"
-    ]
-    _report(answer, lines, json_out)
+    _report(answer, json_out)
 
 
 def forecast(
@@ -382,7 +347,6 @@ def forecast(
 
     Any base size (fitted or not), for a family of the fit or a new one; with --points, the
     curve of a new setting forecast from a few measured k."""
-    from mergelaw.bayes.update import describe_update
     from mergelaw.plan import forecast as run_forecast
     from mergelaw.plan import forecast_from_points
 
@@ -392,7 +356,6 @@ def forecast(
     measured = None if points is None else _read_points(points, "--points")
     post = _posterior(ctx, pool_size, json_out)
     size = post.planning_size(size, "--size")
-    lines = []
     if measured is not None:
         answer = forecast_from_points(
             post,
@@ -404,13 +367,12 @@ def forecast(
             level=level,
             seed=seed,
         )
-        lines.append(f"updated from {points}: {describe_update(answer.decision)}")
     else:
         answer = run_forecast(
             post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed,
             pool=None if pool is None else pool.value,
         )  # fmt: skip
-    _report(answer, lines, json_out)
+    _report(answer, json_out)
 
 
 def compare(
@@ -482,20 +444,11 @@ def compare(
     shown = answer.table
     if pooled_only:
         shown = shown[shown["scope"] != "domain"]
-    lines = [
-        f"{quantity} (pooled): {verdict}  (A = {names[0]}, B = {names[1]}, ROPE {rope:g})"
-        for quantity, verdict in answer.decision["verdicts"].items()
-    ]
-    _report(answer, lines, json_out, table=shown)
+    _report(answer, json_out, table=shown)
     if null is not None:
         loo_answer = method_effects_loo(loaded, Fit.load(null))
-        d = loo_answer.decision
         _report(
             loo_answer,
-            [
-                f"PSIS-LOO prefers: {d['preferred']} (elpd difference {d['elpd_difference']:.1f} "
-                f"± {d['se']:.1f})"
-            ],
             None,
             to_stderr=is_stdout(json_out),  # stdout holds the contrasts' JSON alone
         )
@@ -678,10 +631,6 @@ def _mapping(texts: Sequence[str], option: str) -> dict[float, float]:
     return out
 
 
-def _size(n_b: float) -> str:
-    return "no size (never)" if not math.isfinite(n_b) else f"{n_b:.3g}B"
-
-
 def _column_stat(column: str) -> str:
     """How a setting column prints: base sizes in full (``n_b`` as given back to ``--size``)."""
     return "size" if column == "n_b" else "mean"
@@ -712,10 +661,8 @@ PROBABILITY_NAMES = {
 }
 
 
-def _report(
-    answer, lines: list[str], json_out: Path | None, table=None, *, to_stderr: bool = False
-) -> None:
-    """Print the answer's table, its decision lines, notes, flag and provenance; write JSON.
+def _report(answer, json_out: Path | None, table=None, *, to_stderr: bool = False) -> None:
+    """Print the answer's table, its decision in words, notes, flag and provenance; write JSON.
     Columns constant over the rows go to the title; with two or more varying settings, one table
     per quantity. With ``--json -`` (or ``to_stderr``) the printed part goes to stderr, so that
     stdout holds the JSON alone."""
@@ -739,6 +686,7 @@ def _report(
     else:
         caption = f"{title}: estimate [{level:.0%} interval]"
         shown.print(_table(caption, table, varying, probabilities, with_quantity=True))
+    lines = list(answer.summary)
     if "p_equivalent" in probabilities:
         lines = [
             "P(A+): P(A < B - rope), P(=): P(|A - B| <= rope), P(B+): P(A > B + rope)",

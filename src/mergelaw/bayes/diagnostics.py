@@ -7,8 +7,9 @@ named ``method``; our dimensions are ``family``, ``curve`` and ``obs``.
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import arviz as az
@@ -30,6 +31,18 @@ _SKIP_SUFFIXES = ("_z",)
 
 
 @dataclass(frozen=True)
+class Check:
+    """One diagnostic against its threshold, decided once: the report's row and, when it does not
+    pass, the flag's words (``failure``)."""
+
+    name: str
+    value: str
+    threshold: str
+    passed: bool
+    failure: str
+
+
+@dataclass(frozen=True)
 class Diagnostics:
     """Convergence summary of one fit; ``failures`` lists every threshold missed, in words."""
 
@@ -45,6 +58,50 @@ class Diagnostics:
     min_bfmi: float
     failures: list[str] = field(default_factory=list)
     misfit_curves: list[str] = field(default_factory=list)  # failed the predictive checks
+    max_tree_depth: int = 10
+    misfit_threshold: float | None = None  # the predictive checks' p-value bar, once run
+
+    @property
+    def checks(self) -> list[Check]:
+        """Every threshold, passed or not, in the order the report shows them."""
+        one_chain = math.isnan(self.max_rhat)
+        ess = min(self.min_ess_bulk, self.min_ess_tail)
+        saturated = self.saturated_share
+        out = [
+            Check("max R-hat", f"{self.max_rhat:.4f} ({self.worst_rhat})", f"<= {MAX_RHAT}",
+                  not one_chain and self.max_rhat <= MAX_RHAT,
+                  "1 chain: R-hat needs >= 2 chains to check convergence" if one_chain
+                  else f"R-hat {self.max_rhat:.3f} > {MAX_RHAT} ({self.worst_rhat})"),
+            Check("min ESS bulk / tail",
+                  f"{self.min_ess_bulk:.0f} / {self.min_ess_tail:.0f} ({self.worst_ess})",
+                  f">= {MIN_ESS}", not ess < MIN_ESS,
+                  f"ESS bulk {self.min_ess_bulk:.0f} / tail {self.min_ess_tail:.0f} "
+                  f"< {MIN_ESS} ({self.worst_ess})"),
+            Check("divergent transitions", f"{self.divergences} of {self.n_draws}", "0",
+                  self.divergences == 0, f"{self.divergences} divergent transitions"),
+            Check("draws at max tree depth",
+                  f"{saturated:.1%} (mean {self.mean_tree_steps:.0f} leapfrog steps)",
+                  f"<= {MAX_SATURATED_SHARE:.0%}", saturated <= MAX_SATURATED_SHARE,
+                  f"{saturated:.0%} of draws hit the maximum tree depth {self.max_tree_depth}"),
+            Check("min BFMI", f"{self.min_bfmi:.2f}", f">= {MIN_BFMI}",
+                  not self.min_bfmi < MIN_BFMI, f"BFMI {self.min_bfmi:.2f} < {MIN_BFMI}"),
+        ]  # fmt: skip
+        if self.misfit_threshold is not None:
+            misfit = self.misfit_curves
+            shown = ", ".join(misfit[:3]) + (" ..." if len(misfit) > 3 else "")
+            out.append(Check(
+                "curves failing the predictive check", str(len(misfit)),
+                f"none with p < {self.misfit_threshold:.1e}", not misfit,
+                f"{len(misfit)} curve(s) fail the predictive check "
+                f"(p < {self.misfit_threshold:.1e}): {shown}",
+            ))  # fmt: skip
+        return out
+
+    def with_checks(self, **changes) -> Diagnostics:
+        """A copy with ``changes`` (e.g. the predictive checks' misfits) and its failures
+        decided again from every check."""
+        changed = replace(self, **changes)
+        return replace(changed, failures=[c.failure for c in changed.checks if not c.passed])
 
     @property
     def ok(self) -> bool:
@@ -148,25 +205,7 @@ def diagnose(idata, max_tree_depth: int) -> Diagnostics:
         mean_tree_steps=float(steps.mean()),
         min_bfmi=bfmi,
     )
-    failures = []
-    if chains < 2:
-        failures.append("1 chain: R-hat needs >= 2 chains to check convergence")
-    elif diagnostics["max_rhat"] > MAX_RHAT:
-        failures.append(
-            f"R-hat {diagnostics['max_rhat']:.3f} > {MAX_RHAT} ({diagnostics['worst_rhat']})"
-        )
-    if min(diagnostics["min_ess_bulk"], diagnostics["min_ess_tail"]) < MIN_ESS:
-        failures.append(
-            f"ESS bulk {diagnostics['min_ess_bulk']:.0f} / tail {diagnostics['min_ess_tail']:.0f} "
-            f"< {MIN_ESS} ({diagnostics['worst_ess']})"
-        )
-    if diagnostics["divergences"] > 0:
-        failures.append(f"{diagnostics['divergences']} divergent transitions")
-    if saturated > MAX_SATURATED_SHARE:
-        failures.append(f"{saturated:.0%} of draws hit the maximum tree depth {max_tree_depth}")
-    if bfmi < MIN_BFMI:
-        failures.append(f"BFMI {bfmi:.2f} < {MIN_BFMI}")
-    return Diagnostics(**diagnostics, failures=failures)
+    return Diagnostics(**diagnostics, max_tree_depth=max_tree_depth).with_checks()
 
 
 def _flat(dataset) -> pd.Series:
@@ -198,6 +237,19 @@ def loo(idata, pointwise: bool = False) -> dict:
         "max_pareto_k": float(np.max(pareto_k)),
         **({"pareto_k": pareto_k} if pointwise else {}),
     }
+
+
+def loo_check(loo: dict) -> Check:
+    """PSIS-LOO's reliability as a check: no observation with Pareto k above MAX_PARETO_K."""
+    high, n = loo["n_high_pareto_k"], loo["n_points"]
+    return Check(
+        "PSIS-LOO Pareto k",
+        f"{high} of {n} above {MAX_PARETO_K} (max {loo['max_pareto_k']:.2f}); elpd_loo "
+        f"{loo['elpd_loo']:.1f} ± {loo['se']:.1f}, p_loo {loo['p_loo']:.1f}",
+        f"none > {MAX_PARETO_K}",
+        high == 0,
+        f"{high} of {n} observations have Pareto k > {MAX_PARETO_K}",
+    )
 
 
 def compare(idatas: dict[str, object]) -> pd.DataFrame:

@@ -8,7 +8,6 @@ no longer match what the caller has now.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 from dataclasses import dataclass
@@ -495,15 +494,8 @@ def _with_curve_checks(result: Fit, obs: predictive.Observations, curve_labels: 
     checks = predictive.curve_checks(mean, scale, obs, curve_labels)
     result.meta["curve_checks"] = checks.to_dict(orient="list")
     misfit = list(checks.loc[checks["misfit"], "curve"])
-    failures = list(result.diagnostics.failures)
-    if misfit:
-        shown = ", ".join(misfit[:3]) + (" ..." if len(misfit) > 3 else "")
-        failures.append(
-            f"{len(misfit)} curve(s) fail the predictive check "
-            f"(p < {checks.attrs['threshold']:.1e}): {shown}"
-        )
-    result.diagnostics = dataclasses.replace(
-        result.diagnostics, misfit_curves=misfit, failures=failures
+    result.diagnostics = result.diagnostics.with_checks(
+        misfit_curves=misfit, misfit_threshold=float(checks.attrs["threshold"])
     )
     return result
 

@@ -173,10 +173,16 @@ def curve_checks(
             }
         )
     checks = pd.DataFrame(rows)
-    threshold = FAMILYWISE_ALPHA / (2 * max(len(checks), 1))
+    threshold = misfit_threshold(len(checks))
     checks["misfit"] = (checks["p_rows"] < threshold) | (checks["p_means"] < threshold)
     checks.attrs["threshold"] = threshold
     return checks
+
+
+def misfit_threshold(n_curves: int) -> float:
+    """The p-value below which a curve fails: FAMILYWISE_ALPHA over both p-values of every curve
+    (Bonferroni), so a well-fitted table of any size fails with probability about 0.05."""
+    return FAMILYWISE_ALPHA / (2 * max(n_curves, 1))
 
 
 def _means_discrepancy(mean, scale, obs: Observations, members: np.ndarray):

@@ -137,33 +137,14 @@ def _overview(fit: Fit, post: Posterior, points: pd.DataFrame) -> Section:
 
 
 def _diagnostics(fit: Fit, loo: dict | None) -> Section:
-    d = fit.diagnostics
-    checks = [
-        ("max R-hat", f"{d.max_rhat:.4f} ({d.worst_rhat})", f"<= {diag.MAX_RHAT}",
-         d.max_rhat <= diag.MAX_RHAT),
-        ("min ESS bulk / tail", f"{d.min_ess_bulk:.0f} / {d.min_ess_tail:.0f} ({d.worst_ess})",
-         f">= {diag.MIN_ESS}", min(d.min_ess_bulk, d.min_ess_tail) >= diag.MIN_ESS),
-        ("divergent transitions", f"{d.divergences} of {d.n_draws}", "0", d.divergences == 0),
-        ("draws at max tree depth", f"{d.saturated_share:.1%} (mean {d.mean_tree_steps:.0f} "
-         "leapfrog steps)", f"<= {diag.MAX_SATURATED_SHARE:.0%}",
-         d.saturated_share <= diag.MAX_SATURATED_SHARE),
-        ("min BFMI", f"{d.min_bfmi:.2f}", f">= {diag.MIN_BFMI}",
-         not d.min_bfmi < diag.MIN_BFMI),
-    ]  # fmt: skip
+    checks = fit.diagnostics.checks
     if loo is not None:
-        checks.append((
-            "PSIS-LOO Pareto k", f"{loo['n_high_pareto_k']} of {loo['n_points']} above "
-            f"{diag.MAX_PARETO_K} (max {loo['max_pareto_k']:.2f}); elpd_loo {loo['elpd_loo']:.1f}"
-            f" ± {loo['se']:.1f}, p_loo {loo['p_loo']:.1f}", f"none > {diag.MAX_PARETO_K}",
-            loo["n_high_pareto_k"] == 0,
-        ))  # fmt: skip
-    checks.append(("curves failing the predictive check", str(len(d.misfit_curves)), "0",
-                   not d.misfit_curves))  # fmt: skip
+        checks.insert(len(checks) - 1, diag.loo_check(loo))  # before the predictive check
     rows = "".join(
-        f"<tr class='{'ok' if good else 'fail'}'><td>{html.escape(name)}</td>"
-        f"<td>{html.escape(value)}</td><td>{html.escape(rule)}</td>"
-        f"<td>{'pass' if good else 'FAIL'}</td></tr>"
-        for name, value, rule, good in checks
+        f"<tr class='{'ok' if c.passed else 'fail'}'><td>{html.escape(c.name)}</td>"
+        f"<td>{html.escape(c.value)}</td><td>{html.escape(c.threshold)}</td>"
+        f"<td>{'pass' if c.passed else 'FAIL'}</td></tr>"
+        for c in checks
     )
     blocks = [
         "<table class='data'><thead><tr><th>check</th><th>value</th><th>threshold</th>"
@@ -296,7 +277,7 @@ def _predictive(fit: Fit, post: Posterior) -> Section:
     checks = fit.curve_checks()
     curves = pd.DataFrame(fit.meta["curves"])
     method = post.families["method"].to_numpy()[curves["family"].to_numpy()]
-    threshold = 0.05 / (2 * len(checks))
+    threshold = predictive.misfit_threshold(len(checks))
     fig = figures.predictive_p_values(checks, threshold, pd.Series(method))
     worst = checks.assign(p_min=checks[["p_rows", "p_means"]].min(axis=1))
     worst = worst.sort_values("p_min").head(15).drop(columns="p_min").set_index("curve")
@@ -304,7 +285,7 @@ def _predictive(fit: Fit, post: Posterior) -> Section:
     lead = (
         "Per curve, two posterior predictive p-values: of its rows' standardised residuals and "
         "of its per-k means' (chi-square, exact per draw). A curve below "
-        f"0.05 / (2 x {len(checks)} curves) = {threshold:.1e} fails: "
+        f"{predictive.FAMILYWISE_ALPHA:g} / (2 x {len(checks)} curves) = {threshold:.1e} fails: "
         f"<b>{misfit} of {len(checks)}</b> do."
     )
     blocks = [_image(fig, "predictive p-values"),
@@ -319,13 +300,11 @@ def _planning(post: Posterior, size_b: float, targets, epsilon: float, level: fl
     blocks = []
     size = figures.size_text(size_b)
     stop = stopping(post, n_b=size_b, epsilon=epsilon, level=level)
-    blocks.append(_answer_table(stop, f"when to stop adding experts at {size}, "
-                                f"epsilon = {epsilon:g} nats"))  # fmt: skip
+    blocks += _answer_blocks(stop, f"when to stop adding experts at {size}, "
+                             f"epsilon = {epsilon:g} nats")  # fmt: skip
     for target in targets:
         answer = experts_for_target(post, target, n_b=size_b, level=level)
-        status = pd.Series({label: d["status"] for label, d in answer.decision.items()})
-        blocks.append(_answer_table(answer, f"experts for a loss of {target:.4g} at "
-                                    f"{size}", extra={"decision": status}))  # fmt: skip
+        blocks += _answer_blocks(answer, f"experts for a loss of {target:.4g} at {size}")
     lead = (
         f"Planning answers at base size {size} with {level:.0%} credible intervals "
         "(estimate [lower, upper]). The stopping rule stops at the first k whose expected gain "
@@ -360,7 +339,9 @@ def _comparison(post: Posterior, level: float, prob: float, rope: float) -> Sect
     lead = (
         f"Posterior contrasts between every pair of methods, pooled over domains and sizes "
         f"({level:.0%} intervals, in nats; ROPE ±{rope:g} nats). A verdict needs probability "
-        f"{prob:g}: 'A better' / 'B better' beyond the ROPE, 'practically equivalent' within it."
+        f"{prob:g}: 'A better' / 'B better' beyond the ROPE ('A lower' / 'B lower' for the tail "
+        "amplitude, a shape: its loss rows say which is better), 'practically equivalent' "
+        "within it."
     )
     return Section("compare", "Method comparison", lead, [_table(table)])
 
@@ -392,7 +373,14 @@ def _interval(estimate: float, lower: float, upper: float) -> str:
     return f"{number(estimate)} [{number(lower)}, {number(upper)}]"
 
 
-def _answer_table(answer, caption: str, extra: dict[str, pd.Series] | None = None) -> str:
+def _answer_blocks(answer, caption: str) -> list[str]:
+    """An Answer as one row per family, one column per quantity ('estimate [lower, upper]'),
+    then its decision in words, sentence by sentence, as the terminal prints them."""
+    words = "".join(f"<li>{html.escape(line)}</li>" for line in answer.summary)
+    return [_answer_table(answer, caption), *([f"<ul class='words'>{words}</ul>"] if words else [])]
+
+
+def _answer_table(answer, caption: str) -> str:
     """An Answer as one row per family, one column per quantity: 'estimate [lower, upper]'."""
     t = answer.table
     cells = pd.Series(
@@ -404,8 +392,6 @@ def _answer_table(answer, caption: str, extra: dict[str, pd.Series] | None = Non
         index=pd.MultiIndex.from_arrays([t["family"], t["quantity"]]),
     )  # fmt: skip
     wide = cells.unstack("quantity")[list(dict.fromkeys(t["quantity"]))]
-    for name, column in (extra or {}).items():
-        wide[name] = column.reindex(wide.index)
     wide.index.name = "family"
     return _table(wide, caption=caption)
 
