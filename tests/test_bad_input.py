@@ -536,7 +536,10 @@ def test_library_output_stays_off_stderr_unless_verbose(tmp_path, monkeypatch, c
     import logging
     import warnings
 
+    import typer
+
     from mergelaw import cli
+    from mergelaw.cli.shared import OneLineUsage, command
 
     def noisy(table: Path) -> None:
         warnings.warn("a library warning", UserWarning, stacklevel=1)
@@ -545,9 +548,9 @@ def test_library_output_stays_off_stderr_unless_verbose(tmp_path, monkeypatch, c
 
     noisy.__annotations__ = {"table": Path}
     monkeypatch.chdir(tmp_path)
-    app_ = cli.typer.Typer(cls=cli.OneLineUsage)
+    app_ = typer.Typer(cls=OneLineUsage)
     app_.callback()(cli.main)
-    app_.command("noisy")(cli.one_line_errors(noisy))
+    command(app_, {}, "noisy")(noisy)
     with warnings.catch_warnings(record=True) as seen, caplog.at_level(logging.WARNING):
         warnings.simplefilter("always")
         quiet = runner.invoke(app_, ["noisy", "x"])

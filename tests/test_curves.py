@@ -11,7 +11,9 @@ from mergelaw.curves import (
     COLUMNS,
     aggregate_curves,
     format_subset,
+    keep_only,
     read_curves,
+    read_fit_input,
     subset_key,
     table_hash,
     validate_curves,
@@ -218,3 +220,27 @@ def test_written_files_get_the_usual_permissions(good, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_keep_only_keeps_the_named_rows_and_refuses_unknown_values():
+    table = simulate_curves(sizes_b=[0.5], domains=["code", "biology"], methods=["average"],
+                            seed=3)  # fmt: skip
+    kept = keep_only(table, "eval_domain", ["code"], "t.parquet")
+    assert set(kept["eval_domain"]) == {"code"}
+    assert len(kept) == int((table["eval_domain"] == "code").sum()) > 0
+    assert keep_only(table, "method", None, "t.parquet") is table
+    with pytest.raises(CurvesTableError, match=r"t.parquet: column 'method' has no value 'tiez' "
+                       r"\(values: average\)"):  # fmt: skip
+        keep_only(table, "method", ["tiez"], "t.parquet")
+
+
+def test_fit_input_is_a_curves_table_or_per_k_means(tmp_path):
+    table = simulate_curves(sizes_b=[0.5], domains=["code"], methods=["average"], seed=3)
+    write_curves(table, tmp_path / "c.csv")
+    assert len(read_fit_input(tmp_path / "c.csv")) == len(table)
+    means = pd.DataFrame({"k": [1, 2], "mean": [3.0, 2.9], "se": [0.01, 0.01]})
+    means.to_csv(tmp_path / "m.csv", index=False)
+    pd.testing.assert_frame_equal(read_fit_input(tmp_path / "m.csv"), means)
+    (tmp_path / "bad.csv").write_bytes(b"\xff\xfe\x00k,mean\n")
+    with pytest.raises(CurvesTableError, match=r"bad\.csv: cannot be read as CSV"):
+        read_fit_input(tmp_path / "bad.csv")

@@ -100,7 +100,7 @@ def measure_curves(
     ``mergelaw.measure.ray_executor.RayExecutor``.
     """
     from mergelaw.io import folder_lock
-    from mergelaw.measure.command import check_device, require_measure_extra
+    from mergelaw.measure.device import check_device, require_measure_extra
     from mergelaw.measure.sweep import read_sweep, run_sweep
 
     check_device(device, local=executor is None, option="device")

@@ -399,3 +399,34 @@ def aggregate_curves(
     fpc = np.clip((possible - out["count"]) / np.maximum(possible - 1, 1), 0.0, 1.0)
     out["se_fpc"] = np.where(possible <= out["count"], 0.0, out["se"] * np.sqrt(fpc))
     return out[[*keys, "pool_size", *AGGREGATE_COLUMNS]]
+
+
+def read_fit_input(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """What a fit reads: a curves table, or (a .csv with 'mean' and no 'loss' column) a per-k
+    means table, which ``mergelaw.bayes.data.prepare`` validates."""
+    path = Path(path)
+    if path.suffix == ".csv" and path.is_file():
+        try:
+            head = pd.read_csv(path, nrows=1)
+            if "mean" in head.columns and "loss" not in head.columns:
+                return pd.read_csv(path)
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise CurvesTableError(f"{path}: cannot be read as CSV ({first_line(exc)})") from None
+    return read_curves(path)
+
+
+def keep_only(
+    table: pd.DataFrame, column: str, wanted: list[str] | None, source: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """The rows whose ``column`` is one of ``wanted`` (None or empty: all); a value the table
+    does not hold is refused, naming the values it does."""
+    if not wanted:
+        return table
+    present = sorted(table[column].astype(str).unique())
+    missing = [w for w in wanted if w not in present]
+    if missing:
+        raise CurvesTableError(
+            f"{source}: column {column!r} has no value {missing[0]!r} (values: "
+            f"{', '.join(present)})"
+        )
+    return table[table[column].isin(wanted)].reset_index(drop=True)

@@ -349,12 +349,3 @@ def test_size_defaults_to_the_fits_one_size_only(plan_fit_path):
     assert "--size: this fit has 3 base sizes (0.5B, 3B, 14B); give the one to plan for" in (
         result.stderr
     )
-
-
-def test_sizes_print_in_full_so_they_can_be_given_back():
-    """A lab base of 139,584 parameters printed as 0.00014 was refused when given back as
-    --size or in --base-costs (not a fitted size); printed in full it is accepted."""
-    from mergelaw.plan_command import _column_stat, _fmt
-
-    assert _fmt(0.000139584, _column_stat("n_b")) == "0.000139584"
-    assert _fmt(0.000139584, _column_stat("k")) == "0.00014"

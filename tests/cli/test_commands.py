@@ -113,16 +113,6 @@ def test_fit_row_filters_refuse_unknown_values(table_path, tmp_path):
     assert not out.exists()
 
 
-def test_fit_row_filters_keep_only_the_named_rows(table_path):
-    from mergelaw.cli import _only
-
-    table = read_curves(table_path)
-    kept = _only(table, "eval_domain", ["code"], table_path)
-    assert set(kept["eval_domain"]) == {"code"}
-    assert len(kept) == int((table["eval_domain"] == "code").sum()) > 0
-    assert _only(table, "method", None, table_path) is table
-
-
 # ---- conventions shared by every command (issue 15) -------------------------------------------
 
 
@@ -261,14 +251,17 @@ def test_measure_without_torch_names_the_extra(tmp_path, monkeypatch):
 
 def test_an_import_error_of_an_extra_names_the_extra(monkeypatch):
     """Any command whose code hits a missing optional module says which extra installs it."""
+    import typer
+
     from mergelaw import cli
+    from mergelaw.cli.shared import OneLineUsage, command
 
     def needs_ray() -> None:
         raise ModuleNotFoundError("No module named 'ray'", name="ray")
 
-    app_ = cli.typer.Typer(cls=cli.OneLineUsage)
+    app_ = typer.Typer(cls=OneLineUsage)
     app_.callback()(cli.main)
-    app_.command("needs-ray")(cli.one_line_errors(needs_ray))
+    command(app_, {}, "needs-ray")(needs_ray)
     result = runner.invoke(app_, ["needs-ray"])
     assert result.exit_code == 2
     assert result.stderr == (
@@ -281,11 +274,11 @@ def test_a_second_measure_on_a_locked_folder_refuses(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    import mergelaw.measure.command
+    import mergelaw.cli.measure
 
     (tmp_path / "sweep.toml").write_text(SWEEP)
     out = tmp_path / "out"
-    monkeypatch.setattr(mergelaw.measure.command, "require_measure_extra", lambda *a: None)
+    monkeypatch.setattr(mergelaw.cli.measure, "require_measure_extra", lambda *a: None)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom mergelaw.io import folder_lock\n"
          f"with folder_lock({str(out)!r}, 'mergelaw measure'):\n"

