@@ -81,9 +81,11 @@ def run_seed(args, seed: int, truth: pd.DataFrame) -> tuple[list[dict], list[str
     def fitted(train: pd.DataFrame, check: str) -> Posterior:
         start = time.perf_counter()
         result = fit(train, **settings)
+        learnt = result.idata.posterior.get("floor_dev_scale")
+        spread = "" if learnt is None else f", floor spread {float(learnt.median()):.4f}"
         notes.append(
             f"seed {seed} {check}: fit of {len(train)} rows in {time.perf_counter() - start:.0f} s,"
-            f" flag {result.flag}"
+            f" flag {result.flag}{spread}"
         )
         print(notes[-1], flush=True)
         return Posterior.from_fit(result, pool_size=pool)
