@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from mergelaw.bayes.data import setting_labels
-from mergelaw.bayes.least_squares import fit_curve, fit_joint
 from mergelaw.curves import CURVE_COLUMNS, FAMILY_COLUMNS, aggregate_curves, read_curves
 from mergelaw.io import atomic_path
 from mergelaw.law import floor_loss, gain_fraction, size_in_billions, spread_factor
+from mergelaw.least_squares import fit_curve, fit_joint
 
 ROOT = Path(__file__).resolve().parents[1]
 

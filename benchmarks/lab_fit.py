@@ -35,11 +35,11 @@ import pandas as pd
 
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes.fit import Fit, fit
-from mergelaw.bayes.least_squares import fit_curve
 from mergelaw.bayes.predictive import FAMILYWISE_ALPHA
 from mergelaw.curves import FAMILY_COLUMNS, read_curves
 from mergelaw.io import atomic_path
 from mergelaw.law import curve_loss
+from mergelaw.least_squares import fit_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "data" / "curves" / "lab.parquet"

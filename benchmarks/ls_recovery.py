@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from mergelaw.bayes.least_squares import fit_least_squares
 from mergelaw.io import atomic_path
 from mergelaw.law import LAW_PARAM_NAMES
+from mergelaw.least_squares import fit_least_squares
 from mergelaw.paper import paper_law_params
 from mergelaw.simulate import simulate_curves
 

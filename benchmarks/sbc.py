@@ -28,10 +28,11 @@ from mergelaw.bayes.calibration import (  # one XLA host device per chain
     SBC_SPEC,
     SLOW_TEST_SIMS,
     calibrate,
-    sbc_template,
 )
+from mergelaw.bayes.data import prepare
 from mergelaw.bayes.spec import load_spec
 from mergelaw.io import atomic_path
+from mergelaw.simulate import sbc_template
 
 
 def main() -> None:
@@ -47,7 +48,7 @@ def main() -> None:
     name = "sbc_one_size.txt" if args.one_size else "sbc.txt"
     out = args.out or str(Path(__file__).parent / "results" / name)
     spec = load_spec(args.spec)
-    data = sbc_template(one_size=args.one_size)
+    data = prepare(sbc_template(one_size=args.one_size))
     start = time.perf_counter()
     result = calibrate(
         spec,

@@ -46,10 +46,10 @@ import pandas as pd
 
 from mergelaw import expert_effects, law, plan
 from mergelaw.bayes.fit import fit  # its NumPyro backend gives each chain a host device
-from mergelaw.bayes.least_squares import fit_curve
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.curves import read_curves
 from mergelaw.io import atomic_path
+from mergelaw.least_squares import fit_curve
 from mergelaw.simulate import simulate_curves
 
 ROOT = Path(__file__).resolve().parents[1]

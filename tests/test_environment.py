@@ -11,7 +11,7 @@ CORE_MODULES = [
     "mergelaw.curves",
     "mergelaw.paper",
     "mergelaw.simulate",
-    "mergelaw.bayes.least_squares",
+    "mergelaw.least_squares",
     "mergelaw.cli",
 ]
 

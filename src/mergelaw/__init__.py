@@ -50,7 +50,7 @@ _LAZY: dict[str, str] = {
     "per_k_means": "mergelaw.expert_effects",
     "simulate_curves": "mergelaw.simulate",
     "read_sweep": "mergelaw.measure.sweep",
-    "fit_least_squares": "mergelaw.bayes.least_squares",
+    "fit_least_squares": "mergelaw.least_squares",
     "load_spec": "mergelaw.bayes.spec",
     "Fit": "mergelaw.bayes.fit",
     "Posterior": "mergelaw.bayes.posterior",

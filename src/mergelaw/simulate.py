@@ -244,3 +244,24 @@ def _check_request(law_params, spread_params, methods, domains, k_values, pool_s
     bad_n = [n for n in sizes_b if not n > 0]
     if bad_n:
         raise MergelawError(f"base size {bad_n[0]} is not a positive number of billions")
+
+
+#: The table structure simulation-based calibration (mergelaw.bayes.calibration) draws its tables
+#: on: 3 sizes x 3 domains x 2 methods = 6 families, k = 1..9, up to 3 subsets per k (450 rows):
+#: small enough to refit dozens of times.
+SBC_TEMPLATE = {
+    "sizes_b": (0.5, 3.0, 14.0),
+    "domains": ("biology", "code", "physics"),
+    "methods": ("average", "ties"),
+    "subsets_per_k": 3,
+}
+#: The one base size of the one-size template, the middle one (what most teams have): there the
+#: spec has no size laws, and floor, amplitude and b are per curve.
+SBC_ONE_SIZE = 3.0
+
+
+def sbc_template(one_size: bool = False) -> pd.DataFrame:
+    """The SBC template table (its losses are replaced by prior draws); with ``one_size``, its
+    curves at one base size alone."""
+    template = {**SBC_TEMPLATE, "sizes_b": (SBC_ONE_SIZE,)} if one_size else SBC_TEMPLATE
+    return simulate_curves(**template, seed=0)

@@ -12,11 +12,10 @@ from mergelaw.bayes.calibration import (
     CalibrationResult,
     calibrate,
     population_names,
-    sbc_template,
 )
 from mergelaw.bayes.data import prepare
 from mergelaw.bayes.spec import load_spec
-from mergelaw.simulate import simulate_curves
+from mergelaw.simulate import sbc_template, simulate_curves
 
 
 def _result(ranks: np.ndarray, n_draws: int) -> CalibrationResult:
@@ -36,7 +35,7 @@ def test_uniformity_test_accepts_uniform_and_rejects_biased_ranks():
 def test_population_names_follow_the_spec():
     from mergelaw.bayes.numpyro_backend import model_fn
 
-    data = sbc_template()
+    data = prepare(sbc_template())
     names = population_names(model_fn(load_spec("default"), data)[1])
     assert {"level_mean", "gap_scale", "nugget", "sigma_slope"} <= set(names)
     fixed_spreads = {"noise_dev_scale", "floor_dev_scale", "tail_dev_scale", "b_dev_scale"}
@@ -69,7 +68,7 @@ def test_calibrate_runs_end_to_end():
 def test_a_shorter_run_is_a_prefix_of_a_longer_one():
     """Each simulation has its own seeds: the slow test's run is the benchmark's first tables."""
     spec = load_spec("default")
-    data = sbc_template()
+    data = prepare(sbc_template())
     short = calibrate(spec, data, n_sims=1, draws=30, tune=30, chains=2, thin=2)
     longer = calibrate(spec, data, n_sims=2, draws=30, tune=30, chains=2, thin=2)
     pd.testing.assert_frame_equal(short.ranks, longer.first(1).ranks)
@@ -89,7 +88,7 @@ def test_sbc_ranks_are_uniform_and_group_intervals_cover(one_size):
     """The SLOW_TEST_SIMS tables of benchmarks/sbc.py (same seeds and settings; the benchmark
     prints this test's numbers; --one-size for the one-size template): population ranks
     uniform, 90% intervals of the group parameters covering 85-95% of the truths."""
-    template = sbc_template(one_size=one_size)
+    template = prepare(sbc_template(one_size=one_size))
     result = calibrate(load_spec(SBC_SPEC), template, n_sims=SLOW_TEST_SIMS, **SBC_SETTINGS)
     assert result.uniformity()["p_value"].min() > 0.001
     assert 0.85 <= result.coverage["covered"].mean() <= 0.95

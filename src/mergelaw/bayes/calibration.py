@@ -61,16 +61,6 @@ class CalibrationResult:
         return self.coverage.groupby("param")["covered"].mean()
 
 
-#: The table structure SBC draws its tables on: 3 sizes x 3 domains x 2 methods = 6 families,
-#: k = 1..9, up to 3 subsets per k (450 rows): small enough to refit dozens of times.
-SBC_TEMPLATE = {
-    "sizes_b": (0.5, 3.0, 14.0),
-    "domains": ("biology", "code", "physics"),
-    "methods": ("average", "ties"),
-    "subsets_per_k": 3,
-}
-
-
 #: The spec the slow SBC tests and benchmarks/sbc.py calibrate (benchmarks/results/sbc.txt and
 #: sbc_one_size.txt: the template at three sizes, and at one size, where the spec drops its size
 #: laws).
@@ -80,21 +70,6 @@ SBC_SETTINGS = {"draws": 300, "tune": 300, "chains": 2, "thin": 6}
 #: The slow test refits this many tables: the benchmark's run, same seeds (20 left the smallest
 #: rank p-value at 0.002: too close to any threshold to be a test).
 SLOW_TEST_SIMS = 40
-
-
-#: One base size, the middle one (what most teams have): the spec without size laws, floor,
-#: amplitude and b per curve.
-ONE_SIZE = 3.0
-
-
-def sbc_template(one_size: bool = False) -> ModelData:
-    """The template's structure (its simulated losses are replaced by prior draws); with
-    ``one_size``, its curves at one base size alone."""
-    from mergelaw.bayes.data import prepare
-    from mergelaw.simulate import simulate_curves
-
-    template = {**SBC_TEMPLATE, "sizes_b": (ONE_SIZE,)} if one_size else SBC_TEMPLATE
-    return prepare(simulate_curves(**template, seed=0))
 
 
 def simulation_seed(seed: int, sim: int) -> int:

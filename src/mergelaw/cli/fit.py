@@ -85,9 +85,9 @@ def fit_ls(
     """
     from rich.progress import Progress
 
-    from mergelaw.bayes.least_squares import fit_least_squares
     from mergelaw.curves import read_curves
     from mergelaw.io import atomic_path, check_writable, write_json
+    from mergelaw.least_squares import fit_least_squares
 
     if is_stdout(out_csv) and is_stdout(out_json):
         raise MergelawError("--out-csv - and --out-json -: only one output can go to stdout")

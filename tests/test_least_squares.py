@@ -6,16 +6,16 @@ import pandas as pd
 import pytest
 from scipy.optimize import least_squares
 
-from mergelaw.bayes.least_squares import (
+from mergelaw.curves import FAMILY_COLUMNS
+from mergelaw.errors import MergelawError
+from mergelaw.law import LAW_PARAM_NAMES, curve_loss, mean_loss
+from mergelaw.least_squares import (
     JOINT,
     bootstrap_group,
     fit_curve,
     fit_joint,
     fit_least_squares,
 )
-from mergelaw.curves import FAMILY_COLUMNS
-from mergelaw.errors import MergelawError
-from mergelaw.law import LAW_PARAM_NAMES, curve_loss, mean_loss
 from mergelaw.paper import PAPER_SIZES_B, paper_law_params
 from mergelaw.simulate import simulate_curves
 
