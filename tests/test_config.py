@@ -20,7 +20,8 @@ class Inner(Config):
 
 class Outer(Config):
     flag: bool = True
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+    limit: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     eval: Inner
     tables: dict[str, Inner] = Field(default_factory=dict)
 
@@ -46,12 +47,15 @@ def test_a_good_table_validates_with_defaults_and_frozen_values():
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"colour": 1}, "unknown setting 'colour' (expected some of: eval, flag, seeds, tables)"),
+        ({"colour": 1},
+         "unknown setting 'colour' (expected some of: eval, flag, limit, seeds, tables)"),
         ({"eval": {"domains": {"a": "a"}, "batch": 2}},
          "unknown setting 'eval.batch' (expected some of: domains, dtype, rate, size)"),
         ({"flag": 1}, "'flag' = 1 has the wrong type (expected true or false)"),
         ({"seeds": [1, "2"]}, "'seeds[1]' = '2' has the wrong type (expected a whole number)"),
         ({"seeds": 3}, "'seeds' = 3 has the wrong type (expected a list of whole numbers)"),
+        ({"seeds": [-1]}, "'seeds[0]' = -1 (expected a whole number >= 0)"),
+        ({"limit": 1.5}, "'limit' = 1.5 (expected a number in (0, 1))"),
         ({"eval": {"domains": {"a": "a"}, "dtype": "float16"}},
          "'eval.dtype' = 'float16' (expected one of: auto, float32)"),
         ({"eval": {"domains": {"a": "a"}, "size": 1}},

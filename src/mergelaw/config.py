@@ -56,9 +56,6 @@ class Wording:
 class Tables(Wording):
     """TOML tables, as model specs name them: ``'nuget' in [noise]``, ``[mean].offset``."""
 
-    def __init__(self) -> None:
-        super().__init__(noun="key")
-
     def key(self, loc: Location) -> str:
         return f"'{loc[-1]}' in {_table(loc[:-1])}"
 
@@ -67,7 +64,7 @@ class Tables(Wording):
 
 
 DOTTED = Wording()
-TABLES = Tables()
+TABLES = Tables(noun="key")
 
 
 def dotted(loc: Location) -> str:
@@ -118,7 +115,7 @@ def _expectation(error: Any, annotation: Any, info: FieldInfo | None) -> str:
     if kind == "literal_error" and choices:
         return f"one of: {', '.join(map(str, choices))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return _range(info).describe(_type_name(annotation))
+        return _range(annotation, info).describe(_type_name(annotation))
     if kind == "finite_number":
         return "a finite number"
     if kind == "too_short":
@@ -126,13 +123,23 @@ def _expectation(error: Any, annotation: Any, info: FieldInfo | None) -> str:
     return error["msg"].removeprefix("Value error, ")
 
 
-def _range(info: FieldInfo | None) -> Range:
-    """The bounds a field declares (``Field(gt=..., le=...)``) as the range messages describe."""
+def _range(annotation: Any, info: FieldInfo | None) -> Range:
+    """The bounds a value declares (``Field(gt=..., le=...)`` on its field, or inside its
+    ``Annotated`` type, as in ``list[Annotated[int, Field(ge=0)]]``) as messages describe them."""
+    items, stack = list(info.metadata) if info is not None else [], [annotation]
+    while stack:
+        current = stack.pop()
+        if get_origin(current) is Annotated:
+            stack.append(get_args(current)[0])
+            items += get_args(current)[1:]
+        elif get_origin(current) in (Union, types.UnionType):
+            stack += get_args(current)
     bounds: dict[str, Any] = {}
-    for item in info.metadata if info is not None else ():
-        for name, (side, open_) in _BOUNDS.items():
-            if getattr(item, name, None) is not None:
-                bounds.update({side: getattr(item, name), f"open_{side}": open_})
+    for item in items:
+        for constraint in item.metadata if isinstance(item, FieldInfo) else [item]:
+            for name, (side, open_) in _BOUNDS.items():
+                if getattr(constraint, name, None) is not None:
+                    bounds.update({side: getattr(constraint, name), f"open_{side}": open_})
     return Range(**bounds)
 
 
