@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from mergelaw.errors import CurvesTableError, first_line
 from mergelaw.io import atomic_path
+from mergelaw.merge_methods import METHOD_NAMES
 
 SCHEMA_VERSION = "1"
 SUBSET_SEPARATOR = "|"
@@ -63,7 +64,8 @@ SCHEMA: tuple[Column, ...] = (
 )
 COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA)
 
-KNOWN_METHODS: tuple[str, ...] = ("average", "task_arithmetic", "ties", "dare", "dare_ties")
+#: The merge methods a table may hold: the registry's (``mergelaw.merge_methods``).
+KNOWN_METHODS: tuple[str, ...] = METHOD_NAMES
 
 #: A row's identity: a resumed sweep never writes a second row with the same key.
 KEY_COLUMNS: tuple[str, ...] = (

@@ -55,7 +55,16 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
         (("[params.gamma]", "[params.delta]"), "missing [params.gamma]"),
         (('tail_exponent = "fixed"', 'tail_exponent = "free"'), "missing [params.alpha]"),
         (('transform = "identity"', 'transform = "logit"'), "transform = 'logit'"),
-        (("pool_scale = 0.2", "pool_scale = -0.2"), "must be > 0"),
+        (
+            ("pool_scale = 0.2", "pool_scale = -0.2"),
+            "[params.gamma].pool_scale = -0.2 (expected a number > 0)",
+        ),
+        (
+            ("floor_deviation_prior_sd = 0.05", "floor_deviation_prior_sd = -0.05"),
+            "[mean].floor_deviation_prior_sd = -0.05 (expected a number >= 0)",
+        ),
+        (("[noise]", "[noise]\nnuget = 0.1"), "unknown key 'nuget' in [noise] (expected some of:"),
+        (("[mean]", "[means]"), "unknown key 'means' in the top level"),
         (("pool = true", "pool = 1"), "pool = 1 has the wrong type"),
         (
             ('noise_curve_scale = "fixed"', 'noise_curve_scale = "shared"'),

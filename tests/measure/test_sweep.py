@@ -241,3 +241,27 @@ def test_empty_eval_text_is_one_line(sweep_root, measured, tmp_path):
         run_sweep(read_sweep(path), tmp_path / "o", device="cpu", progress=False)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "o" / "curves.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("max_length = 48", 'max_length = 48\ndtype = "float16"',
+         "'eval.dtype' = 'float16' (expected one of: auto, float32, bfloat16)"),
+        ("max_length = 48", "max_length = 1",
+         "'eval.max_length' = 1 (expected a whole number >= 2)"),
+        ("seeds = [0]", "seeds = []", "'seeds' = [] (expected a non-empty list of whole numbers)"),
+        ("seeds = [0]", 'seeds = ["0"]', "'seeds[0]' = '0' has the wrong type (expected a whole"),
+        ('sampler = {{name = "exhaustive"}}', 'sampler = "random"',
+         "'sampler.name' = 'random' (expected one of: exhaustive, uniform, nested, diverse,"),
+        ('base = "base"\n', "", "missing 'base' (expected the base checkpoint directory)"),
+        ("[eval.domains]", "[eval.texts]", "unknown setting 'eval.texts'"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_one_line_naming_the_key(tmp_path, old, new, message):
+    assert old in SWEEP
+    path = tmp_path / "bad.toml"
+    path.write_text(SWEEP.replace(old, new).format(per_unit=2, mpf=1))
+    with pytest.raises(MergelawError) as caught:
+        read_sweep(path)
+    assert str(caught.value).startswith(f"{path}: {message}") and "\n" not in str(caught.value)

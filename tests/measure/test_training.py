@@ -129,3 +129,23 @@ def test_recipe_from_dict_names_the_unknown_setting():
         Recipe.from_dict({}, source="p.toml")
     with pytest.raises(MergelawError, match="unknown"):
         model_config("mamba", 100)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"token_budget": 0},
+         "'token_budget' = 0 (expected the tokens to train on, a whole number >= 1)"),
+        ({"token_budget": 10.5},
+         "'token_budget' = 10.5 has the wrong type (expected a whole number)"),
+        ({"token_budget": 10, "dtype": "float16"},
+         "'dtype' = 'float16' (expected one of: bfloat16, float32)"),
+        ({"token_budget": 10, "warmup": 1.5}, "'warmup' = 1.5 (expected a number in [0, 1])"),
+        ({"token_budget": 10, "lr": "3e-3"},
+         "'lr' = '3e-3' has the wrong type (expected a number)"),
+    ],
+)  # fmt: skip
+def test_recipe_values_are_checked_in_one_line(raw, message):
+    with pytest.raises(MergelawError) as caught:
+        Recipe.from_dict(raw, source="p.toml: [pretrain]")
+    assert str(caught.value) == f"p.toml: [pretrain]: {message}"

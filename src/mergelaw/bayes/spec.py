@@ -12,30 +12,19 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from mergelaw.config import TABLES, Config, validated
 from mergelaw.errors import MergelawError
 
 #: raw -> value: exp (positive), identity, or exp(raw) - 1 (> -1: the offset b, which the law
 #: needs above -1 only, so b = 0 is inside the support rather than at a log scale's far end).
-TRANSFORMS = ("log", "identity", "log1p")
+Transform = Literal["log", "identity", "log1p"]
 #: A pooled parameter's population: one across all groups, or one mean per merge method.
-POPULATIONS = ("all", "method")
-CHOICES = {
-    "parameterisation": ("anchored", "natural"),
-    "tail_exponent": ("fixed", "free"),
-    "offset": ("family", "curve", "none"),
-    "exponent_scope": ("family", "curve"),
-    "spread": ("finite_pool", "inverse_k", "homoscedastic"),
-    "membership": ("none", "inverse_k", "power"),
-    "nugget": ("global", "method"),
-    "noise_curve_scale": ("learnt", "fixed"),
-    "floor_deviation_scale": ("learnt", "fixed"),
-    "offset_deviation_scale": ("learnt", "fixed"),
-    "tail_deviation_scale": ("learnt", "fixed"),
-}
+Population = Literal["all", "method"]
 #: Group parameters of the floor's and tail's size laws: dropped on a table of < 3 base sizes.
 SIZE_LAW_PARAMS = ("floor_drop", "beta", "gamma", "B")
 
@@ -61,7 +50,7 @@ class ParamPrior:
     population: str = "all"  # "all": one population; "method": one mean per merge method
 
     def to_value(self, raw, math: Any = np):
-        """The parameter from its raw (Normal) scale (see TRANSFORMS)."""
+        """The parameter from its raw (Normal) scale (see Transform)."""
         if self.transform == "log":
             return math.exp(raw)
         if self.transform == "log1p":
@@ -202,135 +191,93 @@ def load_spec(name_or_path: str | Path) -> ModelSpec:
     return _parse(raw, str(path))
 
 
-def _target_accept(sampler: dict[str, Any], source: str) -> float | None:
-    value = sampler.get("target_accept")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise MergelawError(
-            f"{source}: [sampler].target_accept = {value!r} (expected a number in (0, 1))"
-        )
-    return float(value)
+Deviation = Literal["learnt", "fixed"]
+Sd = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]  # 0: that part of the model is off
+Scale = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
 
 
-#: The keys a spec file may hold, per table; anything else is refused (a typo would otherwise be
-#: ignored silently and the fit saved under a spec that does not say what was meant).
-KNOWN_KEYS = {
-    "the top level": {"name", "description", "pool", "mean", "noise", "sampler", "params"},
-    "[mean]": {"parameterisation", "tail_exponent", "offset", "exponent_scope", "membership",
-               "floor_deviation_prior_sd", "floor_deviation_scale", "floor_deviation_log_sd",
-               "tail_deviation_prior_sd", "tail_deviation_scale", "offset_deviation_prior_sd",
-               "offset_deviation_scale", "drop_from_k"},
-    "[noise]": {"spread", "nugget", "nugget_prior_mode", "nugget_log_sd", "sigma_slope_prior_sd",
-                "noise_curve_prior_sd", "noise_curve_scale"},
-    "[sampler]": {"target_accept"},
-    "[params.*]": {"transform", "prior_mean", "prior_sd", "pool_scale", "centred", "pooled",
-                   "population"},
-}  # fmt: skip
+class MeanTable(Config):
+    """[mean]: the law's parameterisation and the curves' deviations from it."""
+
+    parameterisation: Literal["anchored", "natural"]
+    tail_exponent: Literal["fixed", "free"]
+    offset: Literal["family", "curve", "none"]
+    exponent_scope: Literal["family", "curve"] = "family"
+    membership: Literal["none", "inverse_k", "power"] = "none"
+    floor_deviation_prior_sd: Sd = 0.0
+    floor_deviation_scale: Deviation = "learnt"
+    floor_deviation_log_sd: Sd = 0.0
+    tail_deviation_prior_sd: Sd = 0.0
+    tail_deviation_scale: Deviation = "learnt"
+    offset_deviation_prior_sd: Sd = 0.0
+    offset_deviation_scale: Deviation = "learnt"
+    drop_from_k: Number = 1.0
 
 
-def _check_keys(raw: dict[str, Any], source: str) -> None:
-    """One line naming the first unknown key (and its table) of a spec file."""
-    tables = [("the top level", raw, "the top level")]
-    for name in ("mean", "noise", "sampler"):
-        tables.append((f"[{name}]", raw.get(name, {}), f"[{name}]"))
-    params = raw.get("params", {})
-    if not isinstance(params, dict):
-        raise MergelawError(f"{source}: [params] must be a table of parameter tables")
-    tables += [(f"[params.{p}]", t, "[params.*]") for p, t in params.items()]
-    for where, table, kind in tables:
-        if not isinstance(table, dict):
-            raise MergelawError(f"{source}: {where} must be a table")
-        unknown = sorted(set(table) - KNOWN_KEYS[kind])
-        if unknown:
-            raise MergelawError(
-                f"{source}: unknown key '{unknown[0]}' in {where} (expected some of: "
-                f"{', '.join(sorted(KNOWN_KEYS[kind]))})"
-            )
+class NoiseTable(Config):
+    """[noise]: how the subsets' losses spread around the mean."""
+
+    spread: Literal["finite_pool", "inverse_k", "homoscedastic"]
+    nugget: Literal["global", "method"] = "global"
+    nugget_prior_mode: Scale
+    nugget_log_sd: Sd = 0.0
+    sigma_slope_prior_sd: Scale
+    noise_curve_prior_sd: Sd = 0.0
+    noise_curve_scale: Deviation = "learnt"
+
+
+class SamplerTable(Config):
+    """[sampler]: NUTS settings this model's geometry needs."""
+
+    target_accept: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+
+
+class PriorTable(Config):
+    """[params.NAME]: one group parameter's prior (``ParamPrior``)."""
+
+    transform: Transform
+    prior_mean: Number
+    prior_sd: Scale
+    pool_scale: Scale
+    centred: bool = False
+    pooled: bool = True
+    population: Population = "all"
+
+
+class SpecFile(Config):
+    """A model spec file, table by table."""
+
+    name: str
+    description: str = ""
+    pool: bool
+    mean: MeanTable
+    noise: NoiseTable
+    sampler: SamplerTable = SamplerTable()
+    params: dict[str, PriorTable] = Field(default_factory=dict)
 
 
 def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
-    _check_keys(raw, source)
-
-    def get(table: dict, key: str, where: str, kind: type | tuple[type, ...]):
-        if key not in table:
-            raise MergelawError(f"{source}: missing key '{key}' in {where}")
-        value = table[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise MergelawError(f"{source}: {where}.{key} = {value!r} has the wrong type")
-        return value
-
-    mean = raw.get("mean", {})
-    noise = raw.get("noise", {})
-    settings = {
-        "parameterisation": get(mean, "parameterisation", "[mean]", str),
-        "tail_exponent": get(mean, "tail_exponent", "[mean]", str),
-        "offset": get(mean, "offset", "[mean]", str),
-        "exponent_scope": mean.get("exponent_scope", "family"),
-        "spread": get(noise, "spread", "[noise]", str),
-        "membership": mean.get("membership", "none"),
-        "nugget": noise.get("nugget", "global"),
-        "noise_curve_scale": noise.get("noise_curve_scale", "learnt"),
-        "floor_deviation_scale": mean.get("floor_deviation_scale", "learnt"),
-        "offset_deviation_scale": mean.get("offset_deviation_scale", "learnt"),
-        "tail_deviation_scale": mean.get("tail_deviation_scale", "learnt"),
-    }
-    for key, value in settings.items():
-        if value not in CHOICES[key]:
+    file = validated(SpecFile, raw, source, TABLES)
+    for name, table in file.params.items():
+        if table.population == "method" and not table.pooled:
             raise MergelawError(
-                f"{source}: {key} = {value!r} (expected one of: {', '.join(CHOICES[key])})"
+                f"{source}: [params.{name}].population = 'method' needs pooled = true (an "
+                "unpooled parameter has no population)"
             )
-    params = {}
-    for name, table in raw.get("params", {}).items():
-        where = f"[params.{name}]"
-        prior = ParamPrior(
-            transform=get(table, "transform", where, str),
-            prior_mean=float(get(table, "prior_mean", where, (int, float))),
-            prior_sd=float(get(table, "prior_sd", where, (int, float))),
-            pool_scale=float(get(table, "pool_scale", where, (int, float))),
-            centred=bool(table.get("centred", False)),
-            pooled=bool(table.get("pooled", True)),
-            population=table.get("population", "all"),
-        )
-        if prior.population not in POPULATIONS:
-            raise MergelawError(
-                f"{source}: {where}.population = {prior.population!r} "
-                f"(expected one of: {', '.join(POPULATIONS)})"
-            )
-        if prior.population == "method" and not prior.pooled:
-            raise MergelawError(
-                f"{source}: {where}.population = 'method' needs pooled = true (an unpooled "
-                "parameter has no population)"
-            )
-        if prior.transform not in TRANSFORMS:
-            raise MergelawError(
-                f"{source}: {where}.transform = {prior.transform!r} "
-                f"(expected one of: {', '.join(TRANSFORMS)})"
-            )
-        if prior.prior_sd <= 0 or prior.pool_scale <= 0:
-            raise MergelawError(f"{source}: {where} prior_sd and pool_scale must be > 0")
-        params[name] = prior
     spec = ModelSpec(
-        name=get(raw, "name", "the top level", str),
-        description=raw.get("description", ""),
-        pool=get(raw, "pool", "the top level", bool),
-        floor_deviation_prior_sd=float(mean.get("floor_deviation_prior_sd", 0.0)),
-        floor_deviation_log_sd=float(mean.get("floor_deviation_log_sd", 0.0)),
-        tail_deviation_prior_sd=float(mean.get("tail_deviation_prior_sd", 0.0)),
-        offset_deviation_prior_sd=float(mean.get("offset_deviation_prior_sd", 0.0)),
-        nugget_log_sd=float(noise.get("nugget_log_sd", 0.0)),
-        noise_curve_prior_sd=float(noise.get("noise_curve_prior_sd", 0.0)),
-        drop_from_k=float(mean.get("drop_from_k", 1.0)),
-        target_accept=_target_accept(raw.get("sampler", {}), source),
-        nugget_prior_mode=float(get(noise, "nugget_prior_mode", "[noise]", (int, float))),
-        sigma_slope_prior_sd=float(get(noise, "sigma_slope_prior_sd", "[noise]", (int, float))),
-        params=params,
+        name=file.name,
+        description=file.description,
+        pool=file.pool,
+        params={name: ParamPrior(**table.model_dump()) for name, table in file.params.items()},
         source=source,
-        **settings,
+        target_accept=file.sampler.target_accept,
+        **file.mean.model_dump(),
+        **file.noise.model_dump(),
     )
     required = spec.required_params()
-    missing = [p for p in required if p not in params]
-    unused = [p for p in params if p not in required]
+    missing = [p for p in required if p not in spec.params]
+    unused = [p for p in spec.params if p not in required]
     if missing:
         raise MergelawError(
             f"{source}: missing [params.{missing[0]}] "

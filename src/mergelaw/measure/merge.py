@@ -5,7 +5,8 @@ Task vectors are flat 1-D tensors (all merged tensors of a model laid end to end
 ``merge`` returns base + c * combine(Psi(v_i)) for one subset; ``merge_sparsified`` does the
 consensus and combine stages alone for task vectors already sparsified (TIES trims and DARE drops
 depend only on the expert, the tensor and the seed, never on the subset).
-``MethodSpec`` (``mergelaw.measure.methods``) names every option.
+``MethodSpec`` (``mergelaw.measure.methods``) names every option; the registry of named methods,
+each a configuration of these stages, is ``mergelaw.merge_methods``.
 
 The stages are also exposed per tensor and per block of coordinates (``trim_mask``/``top_mask``,
 ``dare_mask``/``dare_apply``, ``combine``, ``magnitude_cut``): measuring runs them tensor by
@@ -274,7 +275,7 @@ def combine(
     Coordinate-wise, so any split of the vector into blocks gives the same values. ``tie`` is the
     sign elected where a vote is exactly 0 (``sign_tie``: +1, or the global sign: ``tie_sign``).
     """
-    if spec.combine in ("sum", "mean"):
+    if not spec.elects:
         out.copy_(base)
         for psi, alpha in zip(psis, alphas(spec, weights)):
             out.add_(psi, alpha=alpha)
@@ -331,7 +332,7 @@ def merge_sparsified(
     if n < base.numel():
         out[n:].copy_(base[n:])
     tie = 1.0
-    if spec.combine not in ("sum", "mean") and spec.sign_tie == "global":
+    if spec.elects and spec.sign_tie == "global":
         total = torch.zeros((), dtype=torch.float64, device=base.device)
         for a in range(0, n, chunk):
             b = min(a + chunk, n)

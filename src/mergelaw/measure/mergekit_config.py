@@ -519,7 +519,7 @@ def mergekit_method(spec: MethodSpec) -> tuple[str, dict[str, Any], dict[str, An
         raise refuse("merge_embeddings = false (mergekit merges every tensor)")
     c = _number(spec.c)
     if spec.name in ("average", "task_arithmetic"):
-        if spec.combine not in ("sum", "mean"):
+        if spec.elects:
             raise refuse(f"combine = {spec.combine!r} without a trim (use ties with density 1)")
         if spec.name == "average" and spec.combine == "mean" and c == 1.0:
             return "linear", {"normalize": True}, {"weight": 1.0}, False
@@ -534,7 +534,7 @@ def mergekit_method(spec: MethodSpec) -> tuple[str, dict[str, Any], dict[str, An
             raise refuse(f"trim_scope = {spec.trim_scope!r} (mergekit trims per tensor)")
         if not spec.trim_min_one:
             raise refuse("trim_min_one = false (mergekit keeps at least one value per tensor)")
-        if spec.combine not in ("disjoint_mean", "disjoint_sum"):
+        if not spec.elects:
             raise refuse(f"combine = {spec.combine!r} (mergekit's ties is a disjoint merge)")
         shared = {"lambda": c, "normalize": spec.combine == "disjoint_mean", "rescale": False}
         return "ties", shared, {"weight": 1.0, "density": _number(spec.density)}, True
@@ -545,11 +545,11 @@ def mergekit_method(spec: MethodSpec) -> tuple[str, dict[str, Any], dict[str, An
         )
     per_model = {"weight": 1.0, "density": _number(1.0 - spec.p)}
     if spec.name == "dare":
-        if spec.combine not in ("sum", "mean"):
+        if spec.elects:
             raise refuse(f"combine = {spec.combine!r} for dare (use dare_ties)")
         shared = {"lambda": c, "normalize": spec.combine == "mean", "rescale": spec.rescale == "l1"}
         return "dare_linear", shared, per_model, True
-    if spec.combine not in ("disjoint_mean", "disjoint_sum"):
+    if not spec.elects:
         raise refuse(f"combine = {spec.combine!r} (mergekit's dare_ties is a disjoint merge)")
     shared = {
         "lambda": c,

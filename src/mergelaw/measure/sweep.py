@@ -50,17 +50,21 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
+from pydantic import Field, field_validator
 
+from mergelaw.config import Config, Wording, validated
 from mergelaw.curves import KEY_COLUMNS, format_subset, write_curves
 from mergelaw.errors import MergelawError, first_line
 from mergelaw.measure.methods import MethodSpec, method_spec
 from mergelaw.measure.samplers import SAMPLERS, sample_subsets
 from mergelaw.measure.store import RowStore
 
-DTYPES = ("auto", "float32", "bfloat16")
+DOMAINS = "a table: domain name -> eval text file"
+EXPERTS = "a table: expert id -> checkpoint directory"
+METHODS = "a list of tables with a 'name'"
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,52 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
     return _parse(raw, path)
 
 
+class EvalTable(Config):
+    """[eval]: the held-out text per domain and how it is evaluated."""
+
+    domains: Annotated[dict[str, str], Field(min_length=1, description=DOMAINS)]
+    max_length: Annotated[int, Field(ge=2)] = 512
+    batch_tokens: Annotated[int, Field(ge=1)] = 8192
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    models_per_forward: Annotated[int, Field(ge=1)] = 1
+
+
+class SamplerTable(Config):
+    """``sampler``: how subsets are drawn at each k (a name alone is the table ``{name}``)."""
+
+    name: Literal[SAMPLERS]
+    n: Annotated[int, Field(ge=1)] | None = None
+    candidates: Annotated[int, Field(ge=1)] = 64
+
+
+class SweepSettings(Config):
+    """The settings of a sweep that a mergekit config's ``mergelaw:`` section holds too."""
+
+    name: str | None = None
+    tokenizer: str | None = None
+    eval: EvalTable = Field({}, validate_default=True)  # absent: 'eval.domains' is missing
+    k: Any = None  # a list or {min, max}: checked against the pool's size (``_ks``)
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0]
+    )
+    sampler: SamplerTable = SamplerTable(name="exhaustive")
+    subsets_per_unit: Annotated[int, Field(ge=1)] = 8
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _named(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class SweepFile(SweepSettings):
+    """A native sweep file: the pool and the methods besides the settings."""
+
+    base: Annotated[str, Field(description="the base checkpoint directory")]
+    experts: Annotated[dict[str, str], Field(min_length=1, description=EXPERTS)]
+    methods: Annotated[list[dict[str, Any]], Field(min_length=1, description=METHODS)]
+    exclude: str | None = None
+
+
 def _parse(
     raw: dict[str, Any],
     path: Path,
@@ -142,100 +192,43 @@ def _parse(
     config, whose sweep keys sit under ``prefix`` (named so in messages)."""
     src = str(path)
     root = path.parent
-
-    def q(key: str) -> str:
-        return f"'{prefix}{key}'"
-
-    known = {"name", "tokenizer", "eval", "k", "seeds", "sampler", "subsets_per_unit"}
+    exclude = None
     if methods is None:
-        known |= {"base", "experts", "methods", "exclude"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MergelawError(
-            f"{src}: unknown setting {q(unknown[0])} (expected some of: {', '.join(sorted(known))})"
-        )
-    if methods is None:
-        if "base" not in raw:
-            raise MergelawError(f"{src}: missing 'base' (expected the base checkpoint directory)")
-        base = root / str(raw["base"])
-        pool = raw.get("experts")
-        if not isinstance(pool, dict) or not pool:
-            raise MergelawError(f"{src}: 'experts' must map expert ids to checkpoint directories")
-        experts = {str(e): root / str(p) for e, p in pool.items()}
-    ev = raw.get("eval")
-    if not isinstance(ev, dict) or not isinstance(ev.get("domains"), dict) or not ev["domains"]:
-        raise MergelawError(
-            f"{src}: missing {q('eval.domains')} (expected a table: domain name -> eval text file)"
-        )
-    eval_known = {"domains", "max_length", "batch_tokens", "dtype", "models_per_forward"}
-    unknown = sorted(set(ev) - eval_known)
-    if unknown:
-        raise MergelawError(
-            f"{src}: unknown setting {q('eval.' + unknown[0])} "
-            f"(expected some of: {', '.join(sorted(eval_known))})"
-        )
-    if methods is None:
-        methods = _methods(raw.get("methods"), src)
-    m_size = len(experts)
-    ks = _ks(raw.get("k"), m_size, src, q("k"))
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) for s in seeds):
-        raise MergelawError(f"{src}: {q('seeds')} = {seeds!r} (expected a list of whole numbers)")
-    sampler = raw.get("sampler", {"name": "exhaustive"})
-    if isinstance(sampler, str):
-        sampler = {"name": sampler}
-    if not isinstance(sampler, dict) or sampler.get("name") not in SAMPLERS:
-        raise MergelawError(
-            f"{src}: {q('sampler')} = {sampler!r} (expected a table with name one of "
-            f"{', '.join(SAMPLERS)})"
-        )
-    unknown = sorted(set(sampler) - {"name", "n", "candidates"})
-    if unknown:
-        raise MergelawError(
-            f"{src}: unknown setting {q('sampler.' + unknown[0])} "
-            "(expected some of: candidates, n, name)"
-        )
-    dtype = ev.get("dtype", "auto")
-    if dtype not in DTYPES:
-        raise MergelawError(f"{src}: {q('eval.dtype')} = {dtype!r} (expected one of {DTYPES})")
-    ints = {
-        "eval.max_length": ev.get("max_length", 512),
-        "eval.batch_tokens": ev.get("batch_tokens", 8192),
-        "eval.models_per_forward": ev.get("models_per_forward", 1),
-        "subsets_per_unit": raw.get("subsets_per_unit", 8),
-    }
-    for key, value in ints.items():
-        if not _is_int(value) or value < (2 if key == "eval.max_length" else 1):
-            raise MergelawError(f"{src}: {q(key)} = {value!r} (expected a positive whole number)")
-    tokenizer = raw.get("tokenizer")
+        settings = file = validated(SweepFile, raw, src)
+        base = root / file.base
+        experts = {e: root / p for e, p in file.experts.items()}
+        methods = _methods(file.methods, src)
+        exclude = file.exclude
+    else:
+        settings = validated(SweepSettings, raw, src, Wording(prefix=prefix))
+    ev = settings.eval
+    tokenizer = settings.tokenizer
     if tokenizer is not None and tokenizer != "bytes":
         tokenizer = str(root / tokenizer)
     return SweepSpec(
         source=src,
         base=base,
         experts=experts,
-        domains={str(d): root / str(p) for d, p in ev["domains"].items()},
+        domains={d: root / p for d, p in ev.domains.items()},
         methods=methods,
-        ks=ks,
-        seeds=tuple(int(s) for s in seeds),
-        sampler=dict(sampler),
-        name=raw.get("name"),
+        ks=_ks(settings.k, len(experts), src, f"'{prefix}k'"),
+        seeds=tuple(settings.seeds),
+        sampler=settings.sampler.model_dump(exclude_unset=True),
+        name=settings.name,
         tokenizer=tokenizer,
-        exclude=raw.get("exclude"),
-        max_length=int(ints["eval.max_length"]),
-        batch_tokens=int(ints["eval.batch_tokens"]),
-        dtype=dtype,
-        models_per_forward=int(ints["eval.models_per_forward"]),
-        subsets_per_unit=int(ints["subsets_per_unit"]),
+        exclude=exclude,
+        max_length=ev.max_length,
+        batch_tokens=ev.batch_tokens,
+        dtype=ev.dtype,
+        models_per_forward=ev.models_per_forward,
+        subsets_per_unit=settings.subsets_per_unit,
     )
 
 
-def _methods(methods: Any, src: str) -> tuple[MethodSpec, ...]:
-    if not isinstance(methods, list) or not methods:
-        raise MergelawError(f"{src}: 'methods' must be a list of tables with a 'name'")
+def _methods(methods: list[dict[str, Any]], src: str) -> tuple[MethodSpec, ...]:
     specs = []
     for i, m in enumerate(methods):
-        if not isinstance(m, dict) or "name" not in m:
+        if "name" not in m:
             raise MergelawError(f"{src}: methods[{i}] has no 'name' (expected e.g. name = 'ties')")
         params = {key: value for key, value in m.items() if key != "name"}
         specs.append(method_spec(str(m["name"]), params, source=f"{src}: methods[{i}]"))

@@ -24,13 +24,14 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from mergelaw.config import Config, validated
 from mergelaw.errors import MergelawError
 from mergelaw.io import atomic_path, write_json
 from mergelaw.measure.experts import EMBEDDING_PATTERN
@@ -40,24 +41,28 @@ MODEL = "model"
 CHECKPOINT = "checkpoint.pt"
 
 
-@dataclass(frozen=True)
-class Recipe:
+Count = Annotated[int, Field(ge=1)]
+TOKEN_BUDGET = "the tokens to train on, a whole number >= 1"
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Recipe(Config):
     """How to train: one recipe for every base (pretraining) and one for every expert."""
 
-    token_budget: int
-    seq_len: int = 256
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup: float = 0.05  # fraction of the steps
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    dtype: str = "bfloat16"  # autocast dtype: bfloat16 | float32
-    seed: int = 0
-    checkpoint_every: int = 200
-    log_every: int = 10
+    token_budget: Annotated[int, Field(ge=1, description=TOKEN_BUDGET)]
+    seq_len: Annotated[int, Field(ge=2)] = 256
+    batch_size: Count = 16
+    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3
+    min_lr_ratio: Fraction = 0.1
+    warmup: Fraction = 0.05  # fraction of the steps
+    weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.1
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.95
+    grad_clip: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1.0  # 0: no clipping
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"  # autocast dtype
+    seed: Annotated[int, Field(ge=0)] = 0
+    checkpoint_every: Count = 200
+    log_every: Count = 10
 
     @property
     def steps(self) -> int:
@@ -69,19 +74,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "recipe") -> Recipe:
-        """Build from a config table; unknown keys are a one-line error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise MergelawError(
-                f"{source}: unknown setting {unknown[0]!r} (expected some of {sorted(known)})"
-            )
-        if "token_budget" not in raw:
-            raise MergelawError(f"{source}: missing 'token_budget' (tokens to train on)")
-        recipe = cls(**raw)
-        if recipe.dtype not in ("bfloat16", "float32"):
-            raise MergelawError(f"{source}: dtype = {recipe.dtype!r} (expected bfloat16|float32)")
-        return recipe
+        """Build from a config table; a one-line error naming ``source`` and the setting."""
+        return validated(cls, raw, source)
 
 
 # ----------------------------------------------------------------------------- models
@@ -243,7 +237,7 @@ def train(
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
         saved = torch.load(ckpt, map_location=dev, weights_only=False)
-        if saved["recipe"] != asdict(recipe):
+        if saved["recipe"] != recipe.model_dump():
             raise MergelawError(
                 f"{ckpt}: saved with another recipe (delete it, or train with the same settings)"
             )
@@ -305,7 +299,7 @@ def _save_checkpoint(path: Path, model, opt, sched, recipe: Recipe, state: dict)
         "scheduler": sched.state_dict(),
         "rng": torch.get_rng_state(),
         "cuda_rng": _cuda_rng_state(model),
-        "recipe": asdict(recipe),
+        "recipe": recipe.model_dump(),
         "state": state,
     }
     with atomic_path(path) as tmp:
@@ -338,7 +332,7 @@ def _finish(model, recipe: Recipe, state: dict, out: Path, record: dict, dev, to
         "config": model.config.to_diff_dict(),
         "n_params": total,
         "n_params_non_embedding": non_embed,
-        "recipe": asdict(recipe),
+        "recipe": recipe.model_dump(),
         "steps": state["step"],
         "tokens_seen": state["tokens"],
         "wall_s": round(state["wall_s"], 2),

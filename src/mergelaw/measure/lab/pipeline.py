@@ -26,8 +26,11 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator
+
+from mergelaw.config import Config, validated
 from mergelaw.errors import MergelawError
 from mergelaw.io import write_json
 
@@ -60,8 +63,64 @@ class Pipeline:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+class CorporaTable(Config):
+    """``corpora``: where the corpora are (built from pinned packages if missing)."""
+
+    path: str
+    cache: str | None = None  # default: OUT/sources
+
+
+class TokenizerTable(Config):
+    path: str | None = None  # default: OUT/tokenizer
+    vocab_size: Annotated[int, Field(ge=1)] = 8192
+
+
+class CurvesTable(Config):
+    path: str = "curves/lab.parquet"
+
+
+class LabSweep(Config):
+    """[sweep]: what every base's sweep file gets (``SWEEP_KEYS`` at its top level,
+    ``EVAL_KEYS`` under its ``eval``; checked in full there) and the eval text's size."""
+
+    methods: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    sampler: Any = None
+    seeds: Any = None
+    k: Any = None
+    exclude: str | None = None
+    subsets_per_unit: Annotated[int, Field(ge=1)] | None = None
+    max_length: Annotated[int, Field(ge=2)] | None = None
+    batch_tokens: Annotated[int, Field(ge=1)] | None = None
+    dtype: Literal["auto", "float32", "bfloat16"] | None = None
+    models_per_forward: Annotated[int, Field(ge=1)] | None = None
+    eval_bytes: Annotated[int, Field(ge=1)] | None = None  # default: the whole held-out text
+
+
+class PipelineFile(Config):
+    """A pipeline file. Bases and recipes are checked on their own (``_bases``, ``Recipe``)."""
+
+    out: str
+    corpora: CorporaTable
+    domains: list[str] | None = None
+    tokenizer: TokenizerTable = TokenizerTable()
+    pretrain: dict[str, Any] | None = None
+    finetune: dict[str, Any]
+    bases: list[dict[str, Any]]
+    sweep: LabSweep
+    curves: CurvesTable = CurvesTable()
+    notes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("corpora", "curves", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        """A bare path is the table ``{path = ...}``."""
+        return {"path": value} if isinstance(value, str) else value
+
+
 def read_pipeline(path: str | Path) -> Pipeline:
     """Parse and check a pipeline file; one-line MergelawError naming the file and setting."""
+    from mergelaw.measure.training import Recipe
+
     path = Path(path)
     if not path.is_file():
         raise MergelawError(f"{path}: no such pipeline file (expected a .toml file)")
@@ -69,35 +128,39 @@ def read_pipeline(path: str | Path) -> Pipeline:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise MergelawError(f"{path}: cannot be parsed ({exc})") from None
-    known = {"out", "corpora", "domains", "tokenizer", "pretrain", "finetune", "bases", "sweep",
-             "curves", "notes"}  # fmt: skip
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MergelawError(f"{path}: unknown setting {unknown[0]!r} (expected {sorted(known)})")
+    file = validated(PipelineFile, raw, str(path))
+    bases = _bases(file.bases, path)
+    if file.pretrain is None and any(b.pretrained is None for b in bases):
+        raise MergelawError(f"{path}: missing 'pretrain' (bases trained here need a recipe)")
+    for key in ("pretrain", "finetune"):
+        if getattr(file, key) is not None:
+            Recipe.from_dict(getattr(file, key), source=f"{path}: [{key}]")
     root = path.parent
-    for key in ("out", "corpora", "finetune", "bases", "sweep"):
-        if key not in raw:
-            raise MergelawError(f"{path}: missing {key!r}")
-    corpora = raw["corpora"] if isinstance(raw["corpora"], dict) else {"path": raw["corpora"]}
-    tok = raw.get("tokenizer", {})
-    curves = raw.get("curves", {"path": "curves/lab.parquet"})
-    tables = {"corpora": (corpora, {"path", "cache"}), "tokenizer": (tok, {"path", "vocab_size"})}
-    tables["curves"] = (curves if isinstance(curves, dict) else {}, {"path"})
-    for key, (table, allowed) in tables.items():
-        if not isinstance(table, dict):
-            raise MergelawError(
-                f"{path}: [{key}] must be a table (expected keys {sorted(allowed)})"
-            )
-        if set(table) - allowed:
-            bad = sorted(set(table) - allowed)[0]
-            raise MergelawError(
-                f"{path}: unknown setting '{key}.{bad}' (expected {sorted(allowed)})"
-            )
+    return Pipeline(
+        source=path,
+        out=root / file.out,
+        corpora=root / file.corpora.path,
+        corpora_cache=root / (file.corpora.cache or str(Path(file.out) / "sources")),
+        domains=tuple(file.domains) if file.domains else None,
+        tokenizer=root / (file.tokenizer.path or str(Path(file.out) / "tokenizer")),
+        vocab_size=file.tokenizer.vocab_size,
+        pretrain=dict(file.pretrain or {}),
+        finetune=dict(file.finetune),
+        bases=bases,
+        sweep=file.sweep.model_dump(exclude_unset=True),
+        curves=root / file.curves.path,
+        eval_bytes=file.sweep.eval_bytes,
+        notes=dict(file.notes),
+    )
+
+
+def _bases(entries: list[dict[str, Any]], path: Path) -> tuple[BaseSpec, ...]:
+    """Each [[bases]] entry: a name and an arch with its config keys, or a pretrained LM."""
     from mergelaw.measure.lab.pretrained import check_source
 
     bases = []
-    for i, b in enumerate(raw["bases"]):
-        if isinstance(b, dict) and "pretrained" in b:
+    for i, b in enumerate(entries):
+        if "pretrained" in b:
             if set(b) != {"name", "pretrained"}:
                 bad = sorted(set(b) - {"name", "pretrained"}) or ["name"]
                 raise MergelawError(
@@ -107,41 +170,13 @@ def read_pipeline(path: str | Path) -> Pipeline:
             source = check_source(b["pretrained"], f"{path}: bases[{i}]")
             bases.append(BaseSpec(str(b["name"]), "pretrained", {}, source))
             continue
-        if not isinstance(b, dict) or "name" not in b or "arch" not in b:
+        if "name" not in b or "arch" not in b:
             raise MergelawError(f"{path}: bases[{i}] needs a 'name' and an 'arch'")
         config = {k: v for k, v in b.items() if k not in ("name", "arch")}
         bases.append(BaseSpec(str(b["name"]), str(b["arch"]), config))
-    if "pretrain" not in raw and any(b.pretrained is None for b in bases):
-        raise MergelawError(f"{path}: missing 'pretrain' (bases trained here need a recipe)")
     if len({b.name for b in bases}) != len(bases):
         raise MergelawError(f"{path}: two bases share a name")
-    sweep = dict(raw["sweep"])
-    allowed = {*SWEEP_KEYS, *EVAL_KEYS, "eval_bytes"}
-    if set(sweep) - allowed:
-        bad = sorted(set(sweep) - allowed)[0]
-        raise MergelawError(f"{path}: unknown setting 'sweep.{bad}' (expected {sorted(allowed)})")
-    from mergelaw.measure.training import Recipe
-
-    for key in ("pretrain", "finetune"):
-        if key in raw:
-            Recipe.from_dict(raw[key], source=f"{path}: [{key}]")
-    domains = raw.get("domains")
-    return Pipeline(
-        source=path,
-        out=root / raw["out"],
-        corpora=root / corpora["path"],
-        corpora_cache=root / corpora.get("cache", str(Path(raw["out"]) / "sources")),
-        domains=tuple(domains) if domains else None,
-        tokenizer=root / tok.get("path", str(Path(raw["out"]) / "tokenizer")),
-        vocab_size=int(tok.get("vocab_size", 8192)),
-        pretrain=dict(raw.get("pretrain", {})),
-        finetune=dict(raw["finetune"]),
-        bases=tuple(bases),
-        sweep=sweep,
-        curves=root / (curves["path"] if isinstance(curves, dict) else curves),
-        eval_bytes=sweep.get("eval_bytes"),
-        notes=dict(raw.get("notes", {})),
-    )
+    return tuple(bases)
 
 
 # ----------------------------------------------------------------------------- stages
