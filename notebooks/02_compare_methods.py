@@ -34,7 +34,7 @@ from nbsetup import FAST, ROOT, SAMPLER, SEED  # before mergelaw: sets XLA_FLAGS
 import mergelaw as ml
 
 # fit_curve (least squares on one curve's arrays) is internal: ml.fit_least_squares fits tables.
-from mergelaw.bayes.least_squares import fit_curve
+from mergelaw.least_squares import fit_curve
 
 print("fast mode" if FAST else "full mode", SAMPLER)
 
