@@ -42,10 +42,10 @@ HEADER = (
 
 def row(table_name: str, result) -> tuple[str, float]:
     d = result.diagnostics
-    wall = result.meta["wall_time_s"]
+    wall = result.meta.wall_time_s
     ess_per_s = min(d.min_ess_bulk, d.min_ess_tail) / wall
     line = (
-        f"{table_name:<12} {result.spec.name:<8} {result.meta['sampler']:<34} {wall:7.0f} "
+        f"{table_name:<12} {result.spec.name:<8} {result.meta.sampler:<34} {wall:7.0f} "
         f"{d.divergences:5d} {d.max_rhat:7.3f} {d.min_ess_bulk:8.0f} {d.min_ess_tail:8.0f} "
         f"{ess_per_s:7.2f} {d.mean_tree_steps:6.0f}  {'ok' if d.ok else 'FAILED'}"
     )

@@ -54,11 +54,11 @@ def diagnostics_lines(name: str, result: Fit) -> list[str]:
     flagged = int(checks["misfit"].sum())
     threshold = FAMILYWISE_ALPHA / (2 * len(checks))
     return [
-        f"{name}: {result.meta['n_obs']} rows, {len(checks)} curves, {result.meta['sampler']}, "
-        f"{result.meta['settings']['chains']} chains x "
-        f"{result.meta['settings']['tune']}/{result.meta['settings']['draws']}, "
-        f"target_accept {result.meta['settings']['target_accept']}",
-        f"  wall {result.meta['wall_time_s']:.0f} s; divergences {d.divergences}; max R-hat "
+        f"{name}: {result.meta.n_obs} rows, {len(checks)} curves, {result.meta.sampler}, "
+        f"{result.meta.settings.chains} chains x "
+        f"{result.meta.settings.tune}/{result.meta.settings.draws}, "
+        f"target_accept {result.meta.settings.target_accept}",
+        f"  wall {result.meta.wall_time_s:.0f} s; divergences {d.divergences}; max R-hat "
         f"{d.max_rhat:.4f} ({d.worst_rhat}); min ESS bulk {d.min_ess_bulk:.0f} / tail "
         f"{d.min_ess_tail:.0f} ({d.worst_ess}); max tree depth hit by "
         f"{100 * d.saturated_share:.2f}% of draws; mean tree steps {d.mean_tree_steps:.0f}; "
@@ -200,7 +200,7 @@ def main() -> None:
     llama = table[table["arch"] == "llama"]
     one = llama[llama["n_params"] == llama["n_params"].max()]
     size = fit(one, spec, seed=2, **full)
-    notes = "; ".join(size.meta.get("notes", []))
+    notes = "; ".join(size.meta.notes)
     one_train, one_held = one[one["k"] < HELD_OUT_FROM_K], one[one["k"] >= HELD_OUT_FROM_K]
     one_early = fit(one_train, spec, seed=3, **full)
     say([

@@ -268,8 +268,8 @@ def method_effects_loo(with_methods, without_methods) -> Answer:
         else "; ".join(f"{name}: {f}" for name, f in flags.items() if f != "ok")
     )
     provenance = {
-        "data_hash": with_methods.meta["data_hash"],
-        "data_hash_pooled": without_methods.meta["data_hash"],
+        "data_hash": with_methods.meta.data_hash,
+        "data_hash_pooled": without_methods.meta.data_hash,
         "spec": with_methods.spec.name,
     }
     decision = {"preferred": preferred, "elpd_difference": elpd_diff, "se": dse}

@@ -4,7 +4,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -43,8 +42,8 @@ def test_fit_is_self_describing(quick_fit, table):
     ]
     assert "loss" in quick_fit.idata.log_likelihood
     meta = quick_fit.meta
-    assert meta["backend"] == "numpyro" and meta["settings"]["seed"] == 5
-    assert {"numpyro", "jax", "pymc", "arviz", "mergelaw"} <= set(meta["versions"])
+    assert meta.backend == "numpyro" and meta.settings.seed == 5
+    assert {"numpyro", "jax", "pymc", "arviz", "mergelaw"} <= set(meta.versions)
     assert quick_fit.spec.digest == load_spec("default").digest
     # 120 draws cannot reach ESS 400: the flag must say so.
     assert not quick_fit.diagnostics.ok and "ESS" in quick_fit.flag
@@ -67,7 +66,7 @@ def test_predictive_draws_and_curve_checks_travel_with_the_fit(quick_fit, table,
     checks = quick_fit.curve_checks()
     assert len(checks) == 9 and checks["p_means"].between(0, 1).all()
     assert not checks["misfit"].any() and not quick_fit.diagnostics.misfit_curves
-    assert quick_fit.meta["pool_size"] == 9
+    assert quick_fit.meta.pool_size == 9
     quick_fit.save(tmp_path / "fit.nc")
     loaded = Fit.load(tmp_path / "fit.nc")
     np.testing.assert_array_equal(loaded.posterior_predictive(draws=50, seed=1), replicated)
@@ -130,8 +129,8 @@ def test_a_fit_reloads_with_its_own_spec_whatever_the_file_was_called(quick_fit,
     text = text.replace('name = "default"', 'name = "mine"')
     spec_path.write_text(text)
     mine = load_spec(spec_path)
-    result = dataclasses.replace(quick_fit, spec=mine, meta={**quick_fit.meta,
-                                 "spec_source": str(spec_path.resolve())})  # fmt: skip
+    result = dataclasses.replace(quick_fit, spec=mine, meta=dataclasses.replace(
+        quick_fit.meta, spec_source=str(spec_path.resolve())))  # fmt: skip
     path = tmp_path / "fit.nc"
     result.save(path)
     assert Fit.load(path).spec.name == "mine"  # 'current': the file it came from
@@ -193,7 +192,7 @@ def test_a_nutpie_fit_carries_its_log_likelihood_and_loo_reads_it(table, quick_f
     from mergelaw.bayes import diagnostics
 
     by_nutpie = fit(table, backend="pymc", sampler="nutpie", seed=5, **QUICK)
-    assert by_nutpie.meta["sampler"] == "pymc (nutpie)"
+    assert by_nutpie.meta.sampler == "pymc (nutpie)"
     assert by_nutpie.idata.log_likelihood["loss"].shape == (2, QUICK["draws"], len(table))
     assert np.isfinite(by_nutpie.idata.log_likelihood["loss"].values).all()
     comparison = diagnostics.compare({"nutpie": by_nutpie.idata, "numpyro": quick_fit.idata})
@@ -222,7 +221,7 @@ def test_an_unseen_curve_draws_its_gap_from_its_methods_population(quick_fit, ta
     )
     rows = table[table["n_params"] == table["n_params"].min()].assign(n_params=7e9)
     obs = by_method.observations_for(rows, new_curves=True)
-    n_curves = len(quick_fit.meta["curves"]["family"])
+    n_curves = len(quick_fit.meta.curves["family"])
     assert obs.curve.min() == n_curves  # every row is of a curve the fit has not seen
     keep = np.arange(10)
     values = {"gap": posterior["gap"].stack(s=("chain", "draw")).transpose("s", ...).values[keep]}
@@ -236,7 +235,7 @@ def test_an_unseen_curve_draws_its_bend_and_drop_at_its_methods_scales(quick_fit
     method's scale, the drop's turned into amplitude by the curve's own b."""
     rows = table[table["n_params"] == table["n_params"].min()].assign(n_params=7e9)
     obs = quick_fit.observations_for(rows, new_curves=True)
-    n_curves = len(quick_fit.meta["curves"]["family"])
+    n_curves = len(quick_fit.meta.curves["family"])
     keep = np.arange(quick_fit.n_draws)
     values = {name: quick_fit.draws(name)[keep] for name in ("b_dev", "tail_dev")}
     out = quick_fit._with_unseen_curves(values, keep, obs, n_curves)
@@ -245,7 +244,7 @@ def test_an_unseen_curve_draws_its_bend_and_drop_at_its_methods_scales(quick_fit
     curve, first = np.unique(obs.curve, return_index=True)
     family = obs.family[first[curve >= n_curves]]
     b = (1.0 + quick_fit.draws("b")[:, family]) * np.exp(bend) - 1.0
-    per_drop = 1.0 / (1.0 + b) - 1.0 / (float(quick_fit.meta["k_anchor"]) + b)
+    per_drop = 1.0 / (1.0 + b) - 1.0 / (quick_fit.meta.k_anchor + b)
     z_tail = out["tail_dev"][:, n_curves:] * per_drop / quick_fit.tail_drop_scale()[:, [0]]
     for z in (z_bend, z_tail):
         assert z.shape == (quick_fit.n_draws, 3)
@@ -262,7 +261,7 @@ def test_a_fitted_curve_keeps_its_own_bend_drop_and_floor(quick_fit):
     result = quick_fit
     post = Posterior.from_fit(result)
     draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
-    curves = pd.DataFrame(result.meta["curves"])
+    curves = result.meta.curve_table
     at_3 = curves[curves["n_params"] == 3e9].sort_values("family").index.to_numpy()
     dev, tail = result.draws("floor_dev")[:, at_3], result.draws("tail_dev")[:, at_3]
     curve_b = (1.0 + draws["b"]) * np.exp(result.draws("b_dev")[:, at_3]) - 1.0

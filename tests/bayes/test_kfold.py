@@ -44,7 +44,7 @@ def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan
     rows = plan_table[(plan_table["n_params"] == 3_000_000_000)].head(40)
     got = heldout_log_density(plan_fit, rows, draws=10_000)
     labels = list(plan_fit.families["label"])
-    curves = list(zip(plan_fit.meta["curves"]["family"], plan_fit.meta["curves"]["n_params"]))
+    curves = list(zip(plan_fit.meta.curves["family"], plan_fit.meta.curves["n_params"]))
     methods = sorted(plan_fit.families["method"].unique())
     expected = []
     for _, row in rows.iterrows():
@@ -56,7 +56,7 @@ def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan
         floor = p["L_star"] + p["B"] * n_b ** -p["beta"]
         amplitude, b = p["A0"] * n_b ** -p["gamma"], p["b"]
         # the curve bends with its own b, keeping its loss at k_anchor and its drop from k = 1
-        big_k, curve_b = plan_fit.meta["k_anchor"], (1 + b) * np.exp(own["b_dev"]) - 1
+        big_k, curve_b = plan_fit.meta.k_anchor, (1 + b) * np.exp(own["b_dev"]) - 1
         bent = (
             amplitude
             * (1 / (1 + b) - 1 / (big_k + b))
@@ -66,7 +66,7 @@ def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan
         mu = floor + own["floor_dev"] + (bent + own["tail_dev"]) / (k + curve_b)
         decay = plan_fit.draws("decay")[:, methods.index(row.method)]
         mu = mu + (row.in_domain - k / m) * own["gap"] * k**-decay
-        sigma = plan_fit.draws("sigma")[:, f] * (n_b / plan_fit.meta["n_ref"]) ** -plan_fit.draws(
+        sigma = plan_fit.draws("sigma")[:, f] * (n_b / plan_fit.meta.n_ref) ** -plan_fit.draws(
             "sigma_slope"
         )
         nugget = plan_fit.draws("nugget")[:, methods.index(row.method)]

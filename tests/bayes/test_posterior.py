@@ -142,13 +142,13 @@ def test_from_fit_holds_the_fits_draws(plan_fit):
     post = Posterior.from_fit(result, pool_size=9)
     assert post.labels == list(result.families["label"]) and post.n_draws == 600
     assert post.sizes_b == (0.5, 3.0, 14.0) and post.flag == result.flag
-    assert post.provenance["data_hash"] == result.meta["data_hash"]
+    assert post.provenance["data_hash"] == result.meta.data_hash
     pooled = [n for n in result.spec.required_params() if result.spec.is_pooled(n)]
     assert set(post.population) == set(result.spec.required_params()) and "beta" not in pooled
     draws = {name: result.draws(name) for name in law.LAW_PARAM_NAMES}
     # at a fitted size, each family's curve is the law at k_anchor plus that curve's floor and
     # drop deviations (its own bend keeps the law's level there: test_fit checks the bend)
-    curves = pd.DataFrame(result.meta["curves"])
+    curves = result.meta.curve_table
     at_3 = curves[curves["n_params"] == 3e9].sort_values("family").index.to_numpy()
     own = {name: result.draws(name)[:, at_3] for name in ("floor_dev", "tail_dev", "b_dev")}
     big_k = post.k_anchor
@@ -187,8 +187,8 @@ def one_size_fit():
 def test_one_size_fit_answers_at_its_size_and_refuses_size_laws(one_size_fit):
     from mergelaw.plan import CostModel, budget, experts_for_target, forecast
 
-    assert one_size_fit.meta["size_law"] is False
-    assert "no size law" in one_size_fit.meta["notes"][0]
+    assert one_size_fit.meta.size_law is False
+    assert "no size law" in one_size_fit.meta.notes[0]
     post = Posterior.from_fit(one_size_fit)
     assert post.sizes_b == (3.0,) and not post.size_law
     curves = post.curves(3.0)

@@ -1,6 +1,7 @@
 """The `mergelaw` command: each subcommand end to end, errors as one line with exit code 2."""
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -184,7 +185,7 @@ class _FakeFit:
     def __init__(self, failures: list[str]):
         from mergelaw.bayes.diagnostics import Diagnostics
 
-        self.meta = {"notes": []}
+        self.meta = SimpleNamespace(notes=())
         self.diagnostics = Diagnostics(
             max_rhat=1.2 if failures else 1.001, worst_rhat="b", min_ess_bulk=40.0,
             min_ess_tail=40.0, worst_ess="b", divergences=0, n_draws=80, saturated_share=0.0,

@@ -115,6 +115,11 @@ class Diagnostics:
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> Diagnostics:
+        """From ``to_dict`` (as a saved fit holds it); ``ok`` is derived, not read."""
+        return cls(**{k: v for k, v in saved.items() if k != "ok"})
+
 
 def from_numpyro(mcmc, coords: dict, dims: dict):
     """InferenceData of a NumPyro run, with named coords (the observations and their pointwise

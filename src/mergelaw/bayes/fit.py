@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
@@ -23,6 +23,7 @@ from mergelaw import law
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
 from mergelaw.bayes.data import ModelData, merge_methods, method_index, prepare, size_law_note
+from mergelaw.bayes.fit_meta import FitMeta, SamplerSettings
 from mergelaw.bayes.model import (
     REPORTED,
     deviation_conditional,
@@ -58,7 +59,7 @@ def _versions() -> dict[str, str]:
 class Fit:
     idata: object  # arviz.InferenceData
     spec: ModelSpec
-    meta: dict
+    meta: FitMeta
     diagnostics: diag.Diagnostics | None  # None only while fit() assembles it
 
     @property
@@ -67,7 +68,7 @@ class Fit:
 
     @property
     def families(self) -> pd.DataFrame:
-        return pd.DataFrame(self.meta["families"])
+        return self.meta.family_table
 
     def draws(self, name: str) -> np.ndarray:
         """Posterior draws of one variable, chains stacked: (n_draws, ...)."""
@@ -153,7 +154,7 @@ class Fit:
             name = "/".join(str(row[c]) for c in keys)
             raise MergelawError(f"rows of family {name!r}, which the fit has not seen")
         family = merged["family"].to_numpy(int)
-        curves = pd.DataFrame(self.meta["curves"]).reset_index()
+        curves = self.meta.curve_table.reset_index()
         at = pd.DataFrame({"family": family, "n_params": rows["n_params"].to_numpy()})
         curve = at.merge(curves, on=["family", "n_params"], how="left")["index"]
         if curve.isna().any() and not new_curves:
@@ -170,7 +171,7 @@ class Fit:
         return predictive.Observations(
             family=family,
             curve=curve.astype(int),
-            x=log_n - np.log(float(self.meta["n_ref"])),
+            x=log_n - np.log(float(self.meta.n_ref)),
             log_n=log_n,
             k=rows["k"].to_numpy(float),
             pool_size=rows["pool_size"].to_numpy(float),
@@ -196,11 +197,11 @@ class Fit:
         values["nugget"] = self.family_nugget()[keep]
         if "decay" in values:
             values["decay"] = self.per_family(values["decay"])
-        n_curves = len(self.meta["curves"]["family"])
+        n_curves = len(self.meta.curves["family"])
         unseen = int(obs.curve.max()) + 1 - n_curves if len(obs.curve) else 0
         if unseen > 0:
             values = self._with_unseen_curves(values, keep, obs, n_curves)
-        anchors = (self.spec.drop_from_k, float(self.meta["k_anchor"]))
+        anchors = (self.spec.drop_from_k, float(self.meta.k_anchor))
         return predictive.mean_and_scale(values, obs, self.spec.spread, len(self.families), anchors)
 
     def _with_unseen_curves(
@@ -264,7 +265,7 @@ class Fit:
         b = self.draws("b")[keep][:, family] if "b" in posterior else 0.0
         alpha = self.draws("alpha")[keep][:, family] if "alpha" in posterior else 1.0
         scale = self.per_family(self.tail_drop_scale()[keep])[:, family]
-        anchors = (self.spec.drop_from_k, float(self.meta["k_anchor"]))
+        anchors = (self.spec.drop_from_k, float(self.meta.k_anchor))
         return law.amplitude_spread_for_drop(scale, b, alpha, anchors=anchors, b_dev=b_dev)
 
     def posterior_predictive(
@@ -276,13 +277,13 @@ class Fit:
 
     def curve_checks(self) -> pd.DataFrame:
         """Per-curve posterior predictive checks made when the fit was made (see predictive)."""
-        return pd.DataFrame(self.meta["curve_checks"])
+        return pd.DataFrame(self.meta.curve_checks)
 
     def save(self, path: str | Path) -> None:
         """Write to netCDF atomically, with the spec, metadata and diagnostics inside."""
         posterior = self.idata.posterior
         posterior.attrs[_META_KEY] = json.dumps(
-            {**self.meta, "diagnostics": self.diagnostics.to_dict()}
+            {**self.meta.to_dict(), "diagnostics": self.diagnostics.to_dict()}
         )
         posterior.attrs[_SPEC_KEY] = self.spec.to_json()
         with atomic_path(path) as tmp:
@@ -307,13 +308,15 @@ class Fit:
             )
         try:
             idata = diag.read_netcdf(path)
-            meta = json.loads(idata.posterior.attrs[_META_KEY])
+            raw = json.loads(idata.posterior.attrs[_META_KEY])
+            saved_diagnostics = diag.Diagnostics.from_dict(raw.pop("diagnostics"))
+            meta = FitMeta.from_dict(raw)
             saved_spec = ModelSpec.from_json(idata.posterior.attrs[_SPEC_KEY])
-        except (KeyError, OSError, ValueError) as exc:
+        except (KeyError, OSError, TypeError, ValueError) as exc:
             raise MergelawError(f"{path}: not a mergelaw fit ({type(exc).__name__})") from None
         current = None
         if spec == "current":
-            current = _current_spec(saved_spec, meta.get("spec_source", ""))
+            current = _current_spec(saved_spec, meta.spec_source)
         elif spec is not None:
             current = load_spec(spec) if isinstance(spec, (str, Path)) else spec
         if current is not None and current.digest != saved_spec.digest:
@@ -324,14 +327,12 @@ class Fit:
             )
         if table is not None:
             data_hash = prepare(table).data_hash
-            if data_hash != meta["data_hash"]:
+            if data_hash != meta.data_hash:
                 raise MergelawError(
-                    f"{path}: fitted to data {meta['data_hash']}, but the table given hashes to "
+                    f"{path}: fitted to data {meta.data_hash}, but the table given hashes to "
                     f"{data_hash}; refit on this table"
                 )
-        saved_diagnostics = dict(meta.pop("diagnostics"))
-        saved_diagnostics.pop("ok", None)
-        return cls(idata, saved_spec, meta, diag.Diagnostics(**saved_diagnostics))
+        return cls(idata, saved_spec, meta, saved_diagnostics)
 
 
 def _current_spec(saved: ModelSpec, source: str) -> ModelSpec | None:
@@ -405,9 +406,8 @@ def fit(
     else:
         raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
     obs = predictive.Observations.from_data(data)
-    meta = _meta(data, backend, sampler, settings, wall_time)
-    meta["spec_source"] = str(Path(spec.source).resolve()) if spec.source else ""
-    result = Fit(idata, spec, meta, diagnostics=None)
+    source_path = str(Path(spec.source).resolve()) if spec.source else ""
+    result = Fit(idata, spec, _meta(data, backend, sampler, settings, wall_time, source_path), None)
     if has_floor_deviations(spec, data):
         labels = list(data.curves["label"])
         for name, values in _deviation_draws(result, data, seed).items():
@@ -492,7 +492,7 @@ def _with_curve_checks(result: Fit, obs: predictive.Observations, curve_labels: 
     """Run the per-curve predictive checks; curves that fail them flag the fit."""
     mean, scale = result.predictive_draws(obs=obs)
     checks = predictive.curve_checks(mean, scale, obs, curve_labels)
-    result.meta["curve_checks"] = checks.to_dict(orient="list")
+    result.meta = replace(result.meta, curve_checks=checks.to_dict(orient="list"))
     misfit = list(checks.loc[checks["misfit"], "curve"])
     result.diagnostics = result.diagnostics.with_checks(
         misfit_curves=misfit, misfit_threshold=float(checks.attrs["threshold"])
@@ -511,24 +511,27 @@ def prior_predictive(
     return numpyro_backend.prior_predictive(spec, prepare(table), draws, seed)
 
 
-def _meta(data: ModelData, backend: str, sampler: str, settings: dict, wall_time: float) -> dict:
-    return {
-        "backend": backend,
-        "sampler": sampler,
-        "data_hash": data.data_hash,
-        "data_form": data.form,
-        "n_obs": len(data.y),
-        "n_ref": data.n_ref,
-        "k_anchor": data.k_anchor,
-        "pool_size": float(data.pool_size.max()),
-        "x_lo": data.x_lo,
-        "x_hi": data.x_hi,
-        "n_sizes": data.n_sizes,
-        "size_law": data.size_law,
-        "notes": [note] if (note := size_law_note(data.n_sizes)) else [],
-        "families": data.families.to_dict(orient="list"),
-        "curves": data.curves.to_dict(orient="list"),
-        "settings": {k: v for k, v in settings.items() if k != "progress"},
-        "wall_time_s": wall_time,
-        "versions": _versions(),
-    }
+def _meta(
+    data: ModelData, backend: str, sampler: str, settings: dict, wall_time: float, source: str
+) -> FitMeta:
+    return FitMeta(
+        backend=backend,
+        sampler=sampler,
+        settings=SamplerSettings(**{k: v for k, v in settings.items() if k != "progress"}),
+        data_hash=data.data_hash,
+        data_form=data.form,
+        n_obs=len(data.y),
+        n_ref=float(data.n_ref),
+        k_anchor=float(data.k_anchor),
+        pool_size=float(data.pool_size.max()),
+        x_lo=float(data.x_lo),
+        x_hi=float(data.x_hi),
+        families=data.families.to_dict(orient="list"),
+        curves=data.curves.to_dict(orient="list"),
+        wall_time_s=wall_time,
+        versions=_versions(),
+        n_sizes=data.n_sizes,
+        size_law=data.size_law,
+        notes=(note,) if (note := size_law_note(data.n_sizes)) else (),
+        spec_source=source,
+    )

@@ -227,8 +227,8 @@ class Posterior:
         families = fit.families
         n_fam = len(families)
         meta = fit.meta
-        curves = pd.DataFrame(meta["curves"])
-        size_law = bool(meta.get("size_law", True))
+        curves = meta.curve_table
+        size_law = meta.size_law
 
         def family_draws(name: str) -> np.ndarray:
             draws = fit.draws(name) if name in names else None
@@ -257,7 +257,7 @@ class Posterior:
                     extras[name] = values
             per_size[float(n_params) / 1e9] = extras
         population = {}
-        for name in spec.required_params(size_law=size_law, form=meta.get("data_form", "subsets")):
+        for name in spec.required_params(size_law=size_law, form=meta.data_form):
             if spec.is_pooled(name):
                 population[name] = (fit.draws(f"{name}_mean"), fit.draws(f"{name}_scale"))
             else:
@@ -279,20 +279,18 @@ class Posterior:
             nugget=nugget,
             population=population,
             spec=spec,
-            n_ref=float(meta["n_ref"]),
-            k_anchor=float(meta["k_anchor"]),
-            x_lo=float(meta["x_lo"]),
-            x_hi=float(meta["x_hi"]),
-            pool_size=float(
-                pool_size if pool_size is not None else meta.get("pool_size", meta["k_anchor"])
-            ),
+            n_ref=meta.n_ref,
+            k_anchor=meta.k_anchor,
+            x_lo=meta.x_lo,
+            x_hi=meta.x_hi,
+            pool_size=float(pool_size if pool_size is not None else meta.pool_size),
             sizes_b=tuple(sizes),
             flag=fit.flag,
             provenance={
-                "data_hash": meta["data_hash"],
+                "data_hash": meta.data_hash,
                 "spec": spec.name,
                 "spec_digest": spec.digest,
-                "backend": meta.get("backend", ""),
+                "backend": meta.backend,
                 "n_draws": n_draws,
             },
             size_law=size_law,

@@ -15,7 +15,7 @@ def loo_scores(fits: Mapping[str, object]) -> tuple[pd.DataFrame, pd.DataFrame |
     """PSIS-LOO of each fit (by name: elpd_loo, se, p_loo, Pareto k counts, spec, flag) and,
     for two or more, ArviZ's ranking. Fits of different data are refused: their elpds are not
     comparable."""
-    hashes = {f.meta["data_hash"] for f in fits.values()}
+    hashes = {f.meta.data_hash for f in fits.values()}
     if len(hashes) > 1:
         raise MergelawError(f"the fits were made on different data ({', '.join(sorted(hashes))})")
     scores = pd.DataFrame(

@@ -223,7 +223,7 @@ def fit(
         source=str(table),
     )
     result.save(out)
-    for note in result.meta.get("notes", []):
+    for note in result.meta.notes:
         console.print(f"note: {note}", markup=False)
     print_law_summary(result)
     print_diagnostics(result)
@@ -244,9 +244,9 @@ def diagnose(
     print_diagnostics(result)
     meta = result.meta
     console.print(
-        f"spec {result.spec.name} ({result.spec.digest}), {meta['sampler']}, data "
-        f"{meta['data_hash']} ({meta['n_obs']} rows, {len(result.families)} families), "
-        f"{meta['wall_time_s']:.0f} s",
+        f"spec {result.spec.name} ({result.spec.digest}), {meta.sampler}, data "
+        f"{meta.data_hash} ({meta.n_obs} rows, {len(result.families)} families), "
+        f"{meta.wall_time_s:.0f} s",
         markup=False,
     )
     if not result.diagnostics.ok:

@@ -121,9 +121,9 @@ def _overview(fit: Fit, post: Posterior, points: pd.DataFrame) -> Section:
     families = post.families
     sizes = ", ".join(figures.size_text(n) for n in post.sizes_b)
     facts = {
-        "rows fitted": f"{fit.meta['n_obs']:,} ({fit.meta['data_form']})",
+        "rows fitted": f"{fit.meta.n_obs:,} ({fit.meta.data_form})",
         "families (arch, method, domain)": str(len(families)),
-        "curves (family x size)": str(len(fit.meta["curves"]["label"])),
+        "curves (family x size)": str(len(fit.meta.curves["label"])),
         "architectures": ", ".join(sorted(families["arch"].unique())),
         "methods": ", ".join(sorted(families["method"].unique())),
         "evaluation domains": ", ".join(sorted(families["eval_domain"].unique())),
@@ -154,8 +154,8 @@ def _diagnostics(fit: Fit, loo: dict | None) -> Section:
         blocks.append(_image(figures.pareto_k(loo["pareto_k"], diag.MAX_PARETO_K),
                              "Pareto k of every observation"))  # fmt: skip
     lead = (
-        f"Sampler: {fit.meta['sampler']}; settings {_settings(fit.meta['settings'])}; "
-        f"{fit.meta['wall_time_s']:.0f} s. Flag carried by every answer: "
+        f"Sampler: {fit.meta.sampler}; settings {fit.meta.settings.describe()}; "
+        f"{fit.meta.wall_time_s:.0f} s. Flag carried by every answer: "
         f"<b>{html.escape(fit.flag)}</b>."
     )
     return Section("diagnostics", "Diagnostics", lead, blocks, failed=not fit.diagnostics.ok)
@@ -275,7 +275,7 @@ def _spread(post: Posterior, points: pd.DataFrame, thin: np.ndarray, level: floa
 
 def _predictive(fit: Fit, post: Posterior) -> Section:
     checks = fit.curve_checks()
-    curves = pd.DataFrame(fit.meta["curves"])
+    curves = fit.meta.curve_table
     method = post.families["method"].to_numpy()[curves["family"].to_numpy()]
     threshold = predictive.misfit_threshold(len(checks))
     fig = figures.predictive_p_values(checks, threshold, pd.Series(method))
@@ -449,9 +449,9 @@ def _render(fit: Fit, post: Posterior, source: str, sections: list[Section]) -> 
         ok=fit.diagnostics.ok,
         spec=fit.spec.name,
         spec_digest=fit.spec.digest,
-        data_hash=fit.meta["data_hash"],
-        backend=fit.meta["backend"],
-        versions=_settings(fit.meta["versions"]),
+        data_hash=fit.meta.data_hash,
+        backend=fit.meta.backend,
+        versions=_settings(fit.meta.versions),
         mergelaw_version=__version__,
         sections=sections,
     )
