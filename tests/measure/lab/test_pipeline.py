@@ -159,8 +159,8 @@ def test_the_shipped_pipeline_files_parse_and_their_sizes_span_8x(name):
     from transformers import AutoModelForCausalLM
 
     from mergelaw.measure.lab.pipeline import base_config
+    from mergelaw.measure.lab.training import count_params
     from mergelaw.measure.methods import method_spec
-    from mergelaw.measure.training import count_params
 
     p = read_pipeline(SHIPPED.parent / "lab" / name)
     sizes: dict[str, list[int]] = {}

@@ -119,7 +119,7 @@ class PipelineFile(Config):
 
 def read_pipeline(path: str | Path) -> Pipeline:
     """Parse and check a pipeline file; one-line MergelawError naming the file and setting."""
-    from mergelaw.measure.training import Recipe
+    from mergelaw.measure.lab.training import Recipe
 
     path = Path(path)
     if not path.is_file():
@@ -221,7 +221,7 @@ def stage_tokenizer(p: Pipeline, files: dict[str, dict], log: Callable[[str], No
 
 def base_config(p: Pipeline, spec: BaseSpec):
     from mergelaw.measure.lab.bpe import EOS, vocab_size_of
-    from mergelaw.measure.training import model_config
+    from mergelaw.measure.lab.training import model_config
 
     vocab = vocab_size_of(p.tokenizer)
     data = json.loads((p.tokenizer / "tokenizer.json").read_text(encoding="utf-8"))
@@ -232,7 +232,7 @@ def base_config(p: Pipeline, spec: BaseSpec):
 def tokenizer_of(p: Pipeline, spec: BaseSpec) -> Path:
     """The tokenizer a base's experts and sweeps use: a pretrained base's own, else the lab's."""
     if spec.pretrained is not None:
-        from mergelaw.measure.training import MODEL
+        from mergelaw.measure.lab.training import MODEL
 
         return p.out / "bases" / spec.name / MODEL
     return p.tokenizer
@@ -240,7 +240,7 @@ def tokenizer_of(p: Pipeline, spec: BaseSpec) -> Path:
 
 def stage_bases(p: Pipeline, files, opts: dict, log) -> dict[str, Path]:
     from mergelaw.measure.lab.pretrained import import_base
-    from mergelaw.measure.training import Recipe, pretrain_base
+    from mergelaw.measure.lab.training import Recipe, pretrain_base
 
     train = [files[d]["train"] for d in sorted(files)]
     out = {}
@@ -271,7 +271,7 @@ def stage_bases(p: Pipeline, files, opts: dict, log) -> dict[str, Path]:
 
 
 def stage_experts(p: Pipeline, files, bases: dict[str, Path], opts: dict, log):
-    from mergelaw.measure.training import Recipe, finetune_expert
+    from mergelaw.measure.lab.training import Recipe, finetune_expert
 
     recipe = Recipe.from_dict(p.finetune, source=f"{p.source}: [finetune]")
     specs = {b.name: b for b in p.bases}

@@ -125,7 +125,7 @@ def import_base(
     import torch
     import transformers
 
-    from mergelaw.measure.training import DONE, MODEL, count_params, is_done
+    from mergelaw.measure.lab.training import DONE, MODEL, count_params, is_done
 
     if is_done(out):
         return json.loads((out / DONE).read_text())

@@ -13,7 +13,7 @@ pytest.importorskip("tokenizers")
 from mergelaw.errors import MergelawError  # noqa: E402
 from mergelaw.measure.lab.bpe import build_tokenizer, vocab_size_of  # noqa: E402
 from mergelaw.measure.lab.corpora import write_jsonl  # noqa: E402
-from mergelaw.measure.training import (  # noqa: E402
+from mergelaw.measure.lab.training import (  # noqa: E402
     Batches,
     Recipe,
     count_params,
