@@ -301,9 +301,15 @@ def experts_for_target(
     return _ceil_at_least_one(k_for_target(target, floor, amplitude, b))
 
 
-def marginal_gain(k: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
-    """Expected loss drop from adding one more expert: L(k) - L(k+1) = A / ((k+b)(k+b+1))."""
-    return amplitude / ((k + b) * (k + b + 1))
+def marginal_gain(
+    k: ArrayLike, amplitude: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
+) -> ArrayLike:
+    """Expected loss drop from adding one more expert: L(k) - L(k+1) = A / ((k+b)(k+b+1)) at
+    alpha = 1 (one division, exact where the difference of two shapes would cancel), else
+    A ((k+b)^-alpha - (k+b+1)^-alpha)."""
+    if isinstance(alpha, (int, float)) and alpha == 1.0:
+        return amplitude / ((k + b) * (k + b + 1))
+    return amplitude * (tail_shape(k, b, alpha) - tail_shape(k + 1.0, b, alpha))
 
 
 def first_k_gain_below(threshold: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
