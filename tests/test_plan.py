@@ -184,6 +184,32 @@ def test_free_exponent_forms_match_brute_force():
     assert plan.experts_for_fraction(0.8, curves, 9)[0, 0] == k[np.argmax(drop >= 0.8 - 1e-12)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    amplitude=st.lists(st.floats(1e-3, 10.0), min_size=1, max_size=6),
+    threshold=st.floats(1e-6, 1.0),
+    hi=st.integers(1, 4000),
+    below=st.integers(0, 50),
+)
+def test_smallest_whole_k_is_the_brute_force_search(amplitude, threshold, hi, below):
+    """Per element, the first k where the gain drops below the threshold, as a scan over every
+    k finds it: searched from (0, K_CAP], from a bracket around it, and inf past a cap it
+    misses."""
+    amplitude = np.array(amplitude)
+    k = np.arange(1.0, 5001.0)
+    scan = np.array([k[np.argmax(law.marginal_gain(k, a, 0.3) < threshold)] for a in amplitude])
+
+    def holds(k):
+        return law.marginal_gain(k, amplitude, 0.3) < threshold
+
+    everywhere = plan.smallest_whole_k(holds, np.zeros_like(scan), np.full_like(scan, plan.K_CAP))
+    np.testing.assert_array_equal(everywhere, scan)
+    lo = np.maximum(scan - 1.0 - below, 0.0)
+    np.testing.assert_array_equal(plan.smallest_whole_k(holds, lo, scan + below), scan)
+    capped = plan.smallest_whole_k(holds, np.zeros_like(scan), np.full_like(scan, float(hi)))
+    np.testing.assert_array_equal(capped, np.where(scan <= hi, scan, np.inf))
+
+
 @settings(max_examples=30, deadline=None)
 @given(e1=st.floats(1e-5, 0.05), e2=st.floats(1e-5, 0.05))
 def test_stop_k_falls_as_epsilon_rises(e1, e2):

@@ -37,7 +37,7 @@ def k_for_target(target: float, curves: CurveDraws) -> np.ndarray:
     """Continuous k where the mean curve reaches ``target``, per draw; inf at or below the floor.
     A rising curve (negative amplitude) is at its lowest at k = 1: 1 if that meets the target,
     else inf (adding experts only moves away from it)."""
-    if _alpha_is_one(curves):
+    if curves.unit_alpha:
         k = law.k_for_target(target, curves.floor, curves.amplitude, curves.b)
     else:
         gap = target - curves.floor
@@ -55,52 +55,40 @@ def experts_needed(target: float, curves: CurveDraws) -> np.ndarray:
 
 def first_k_gain_below(threshold: float, curves: CurveDraws) -> np.ndarray:
     """Smallest whole k >= 1 where one more expert gains less than ``threshold``, per draw."""
-    if _alpha_is_one(curves):
+    if curves.unit_alpha:
         return law.first_k_gain_below(threshold, curves.amplitude, curves.b)
-    return _smallest_k(lambda k: _gain(curves, k) < threshold, curves.floor.shape)
+    shape = curves.floor.shape
+    return smallest_whole_k(
+        lambda k: curves.marginal_gain(k) < threshold, np.zeros(shape), np.full(shape, K_CAP)
+    )
 
 
 def experts_for_fraction(fraction: float, curves: CurveDraws, k_max: float) -> np.ndarray:
     """Whole k reaching ``fraction`` of the k=1 -> k_max loss drop, per draw (k80: 0.8)."""
-    if _alpha_is_one(curves):
+    if curves.unit_alpha:
         return law.experts_for_gain_fraction(fraction, curves.b, k_max)
-    s1, s_max = curves.shape(1.0), curves.shape(float(k_max))
+    s1, s_max = curves.tail_shape(1.0), curves.tail_shape(float(k_max))
     level = s1 - fraction * (s1 - s_max)
     return law._ceil_at_least_one(level ** (-1.0 / curves.alpha) - curves.b)
 
 
-def _gain(curves: CurveDraws, k) -> np.ndarray:
-    """L(k) - L(k+1) per draw, k broadcasting elementwise against (n_draws, n_families)."""
-    b, alpha = curves.b, curves.alpha
-    if curves.unit_alpha:
-        return curves.amplitude / ((k + b) * (k + b + 1.0))
-    return curves.amplitude * ((k + b) ** (-alpha) - (k + 1.0 + b) ** (-alpha))
-
-
-def _alpha_is_one(curves: CurveDraws) -> bool:
-    return curves.unit_alpha
-
-
-def _smallest_k(predicate, shape: tuple[int, ...]) -> np.ndarray:
-    """Smallest whole k in [1, K_CAP] where the monotone ``predicate`` holds (inf if none), by
-    bisection over all draws at once."""
-    lo = np.zeros(shape)  # predicate false at lo (or lo = 0)
-    hi = np.full(shape, K_CAP)
-    never = ~predicate(hi)
-    for _ in range(int(np.log2(K_CAP)) + 2):
-        mid = np.floor((lo + hi) / 2.0)
-        mid = np.maximum(mid, 1.0)
-        holds = predicate(mid)
-        hi = np.where(holds, mid, hi)
-        lo = np.where(holds, lo, mid)
-        if np.all(hi - lo <= 1.0):
-            break
+def smallest_whole_k(holds, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Smallest whole k >= 1 in (lo, hi] where the monotone predicate ``holds`` (false, then
+    true, as k grows) is true, elementwise by bisection over all elements at once; inf where it
+    is false even at hi. ``holds(lo)`` must be false, or lo = 0."""
+    never = ~holds(hi)
+    while np.any(hi - lo > 1.0):
+        mid = np.maximum(np.floor((lo + hi) / 2.0), 1.0)
+        true = holds(mid)
+        hi = np.where(true, mid, hi)
+        lo = np.where(true, lo, mid)
     return np.where(never, np.inf, hi)
 
 
 def size_for_floor(target: float, post: Posterior, index: np.ndarray) -> np.ndarray:
     """Base size (billions) from which the floor is below ``target``, per draw; inf if never."""
-    L_star, B, beta = (post.law[n][:, index] for n in ("L_star", "B", "beta"))
+    p = post.law_at(index)
+    L_star, B, beta = p["L_star"], p["B"], p["beta"]
     gap = target - L_star
     ok = (gap > 0) & (B > 0) & (beta > 0)
     safe = np.where(ok, gap, 1.0)
@@ -138,7 +126,7 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     monotone: the search is confined to the falling side, left of its minimum, and 'never'
     means even the minimum misses the target.
     """
-    p = {n: v[:, index] for n, v in post.law.items()}
+    p = post.law_at(index)
     tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
     shape = tail.shape
     lo_end, hi_end = np.log(N_RANGE_B[0]), np.log(N_RANGE_B[1])
@@ -208,7 +196,7 @@ def experts_for_target(
     if not (math.isfinite(target) and target > 0):
         raise MergelawError(f"target loss {float(target):g} is not a positive loss (nats/token)")
     k_max = float(k_max if k_max is not None else post.pool_size)
-    source, curves, index = _curves(post, n_b, family)
+    source, curves, index = post.family_curves(n_b, family)
     needed = experts_needed(target, curves)
     nothing = np.full_like(needed, np.nan)  # no size law (a fit of < 3 sizes): no size to name
     n_any = size_for_floor(target, source, index) if source.size_law else nothing
@@ -290,7 +278,7 @@ def stopping(
     level = check_level(level)
     threshold = _threshold(epsilon, cost_per_expert)
     k_max = float(k_max if k_max is not None else post.k_anchor)
-    _, curves, _ = _curves(post, n_b, family)
+    curves = post.curves(n_b, family)
     context = {"family": curves.labels, "n_b": curves.n_b, "threshold": threshold}
     per_draw = first_k_gain_below(threshold, curves)
     records = rows(context, "first k with gain < threshold", per_draw, level, "median")
@@ -334,16 +322,10 @@ def expected_gain_stop(
     lo = np.maximum(per_draw.min(axis=0) - 1.0, 0.0)  # the mean gain is not below yet
     hi = np.where(np.isfinite(per_draw.max(axis=0)), per_draw.max(axis=0), K_CAP)
 
-    def below(k):  # k: (n_fam,)
-        return np.mean(_gain(curves, k), axis=0) < threshold
+    def below(k):  # k: (n_fam,), one per family for every draw
+        return np.mean(curves.marginal_gain(k[None, :]), axis=0) < threshold
 
-    never = ~below(hi)
-    while np.any(hi - lo > 1.0):
-        mid = np.maximum(np.floor((lo + hi) / 2.0), 1.0)
-        holds = below(mid)
-        hi = np.where(holds, mid, hi)
-        lo = np.where(holds, lo, mid)
-    return np.where(never, np.inf, hi)
+    return smallest_whole_k(below, lo, hi)
 
 
 def sequential_stop(
@@ -515,7 +497,7 @@ def forecast(
     over all k-subsets of the pool (the law)."""
     n_b = post.planning_size(n_b)
     level = check_level(level)
-    _, curves, _ = _curves(post, n_b, family)
+    curves = post.curves(n_b, family)
     curves = curves.in_stratum(pool)
     ks = _k_grid(k, post)
     if pool == "without_own":
@@ -592,25 +574,6 @@ def forecast_rows(
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-
-
-def _curves(
-    post: Posterior, n_b: float, family: str | Sequence[str] | None
-) -> tuple[Posterior, CurveDraws, np.ndarray]:
-    """The posterior the family lives in (the fit's, or a new family's), its curves at n_b and
-    its family indices there."""
-    names = [family] if isinstance(family, str) else family
-    if names is not None and NEW_FAMILY in names:
-        if list(names) != [NEW_FAMILY]:
-            raise MergelawError("'new' cannot be combined with other families in one query")
-        source = post.new_family()
-        return source, source.curves(n_b), np.array([0])
-    index = (
-        np.arange(len(post.labels))
-        if names is None
-        else np.array([post.family_index(f) for f in names])
-    )
-    return post, post.curves(n_b, [post.labels[i] for i in index]), index
 
 
 def _quantile_inverted(draws: np.ndarray, prob: float) -> np.ndarray:
