@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mergelaw.answer import Answer, check_level, expand, frame, summarize
+from mergelaw.answer import Answer, Block, check_level, expand, frame, summarize
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.errors import MergelawError
 from mergelaw.plan import experts_needed
@@ -106,8 +106,7 @@ def contrasts(
             "n_b": math.nan,
         }
         blocks.append((context, quantity, everything, width, stat))
-    records = _contrast_rows(blocks, level)
-    table = frame(records)
+    table = frame(_contrast_rows(blocks, level))
     decision = {"method_a": method_a, "method_b": method_b, "rope": rope, "prob": prob}
     overall = table[table["scope"] == "pooled over domains and sizes"]
     decision["verdicts"] = {row.quantity: _verdict(row, prob) for row in overall.itertuples()}
@@ -141,10 +140,10 @@ def _pool(diff: np.ndarray, axis: int) -> np.ndarray:
         return diff.mean(axis=axis)[:, None]
 
 
-def _contrast_rows(blocks: list[tuple], level: float) -> list[dict]:
+def _contrast_rows(blocks: list[tuple], level: float) -> list[Block]:
     """Rows of every block (context, quantity, differences (S, m), rope, stat), in block order:
     summaries and probabilities computed once over all blocks of a stat."""
-    out: list[list[dict]] = [[] for _ in blocks]
+    numbers: list[dict[str, list]] = [{} for _ in blocks]  # per block: column -> its rows
     for stat in ("mean", "median"):
         chosen = [i for i, block in enumerate(blocks) if block[4] == stat]
         if not chosen:
@@ -153,22 +152,22 @@ def _contrast_rows(blocks: list[tuple], level: float) -> list[dict]:
         width = np.concatenate([np.full(blocks[i][2].shape[1], blocks[i][3]) for i in chosen])
         summary = summarize(diff, level, stat)
         with np.errstate(invalid="ignore"):
-            probabilities = {
+            summary |= {
                 "p_a_lower": np.mean(diff < 0, axis=0),
                 "p_a_lower_beyond_rope": np.mean(diff < -width, axis=0),
                 "p_equivalent": np.mean(np.abs(diff) <= width, axis=0),
                 "p_b_lower_beyond_rope": np.mean(diff > width, axis=0),
             }
-        column = 0
-        for i in chosen:
-            context, quantity, block, _, _ = blocks[i]
-            for row in expand(context, block.shape[1]):
-                row.update(quantity=quantity, stat=stat, level=level)
-                row.update({k: float(v[column]) for k, v in summary.items()})
-                row.update({k: float(v[column]) for k, v in probabilities.items()})
-                out[i].append(row)
-                column += 1
-    return [row for block_rows in out for row in block_rows]
+        widths = [blocks[i][2].shape[1] for i in chosen]
+        stops = np.cumsum(widths)
+        for i, start, stop in zip(chosen, stops - widths, stops):
+            numbers[i] = {k: v[start:stop].tolist() for k, v in summary.items()}
+    out = []
+    for (context, quantity, diff, _, stat), columns in zip(blocks, numbers):
+        m = diff.shape[1]
+        labels = {"quantity": [quantity] * m, "stat": [stat] * m, "level": [level] * m}
+        out.append(expand(context, m) | labels | columns)
+    return out
 
 
 #: Contrasts where lower is not better: a curve's shape, not its loss. A smaller tail amplitude
@@ -274,7 +273,8 @@ def method_effects_loo(with_methods, without_methods) -> Answer:
     }
     decision = {"preferred": preferred, "elpd_difference": elpd_diff, "se": dse}
     words = (f"PSIS-LOO prefers: {preferred} (elpd difference {elpd_diff:.1f} ± {dse:.1f})",)
-    return Answer("method effects (LOO)", frame(records), flag, provenance, decision, (), words)
+    table = frame([{k: [v] for k, v in record.items()} for record in records])
+    return Answer("method effects (LOO)", table, flag, provenance, decision, (), words)
 
 
 def _observed(fit) -> np.ndarray:

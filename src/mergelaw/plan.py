@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw import law
-from mergelaw.answer import Answer, check_level, frame, rows, value_rows
+from mergelaw.answer import Answer, Block, check_level, frame, rows, value_rows
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.bayes.update import Points, condition, describe_update
 from mergelaw.errors import MergelawError
@@ -203,17 +203,22 @@ def experts_for_target(
     n_pool = size_for_target(target, k_max, source, index) if source.size_law else nothing
     decided = _quantile_inverted(needed, prob)
     context = {"family": curves.labels, "n_b": curves.n_b, "target": target}
-    records = rows(context, "experts for target", needed, level, "median")
-    records += value_rows(context, f"P(reachable, <= {k_max:g} experts)",
-                          np.mean(needed <= k_max, axis=0), "probability", level)  # fmt: skip
-    records += value_rows(context, "P(reachable, any k)",
-                          np.mean(np.isfinite(needed), axis=0), "probability", level)  # fmt: skip
-    records += value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}",
-                          decided, "decision", level)  # fmt: skip
+    reachable = np.mean(needed <= k_max, axis=0)
+    blocks = [
+        rows(context, "experts for target", needed, level, "median"),
+        value_rows(context, f"P(reachable, <= {k_max:g} experts)", reachable, "probability", level),
+        value_rows(context, "P(reachable, any k)", np.mean(np.isfinite(needed), axis=0),
+                   "probability", level),
+        value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}", decided, "decision",
+                   level),
+    ]  # fmt: skip
     if source.size_law:
-        records += rows(context, "base size (B) for target, any k", n_any, level, "median")
-        records += rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool,
-                        level, "median")  # fmt: skip
+        blocks += [
+            rows(context, "base size (B) for target, any k", n_any, level, "median"),
+            rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool, level,
+                 "median"),
+        ]  # fmt: skip
+    size_any, size_pool = (_quantile_inverted(n, prob) for n in (n_any, n_pool))
     decision = {}
     for j, label in enumerate(curves.labels):
         k = float(decided[j])
@@ -228,11 +233,11 @@ def experts_for_target(
             "k": k,
             "prob": prob,
             "k_max": k_max,
-            "n_b_for_target_any_k": float(_quantile_inverted(n_any[:, j], prob)),
-            "n_b_for_target_k_max": float(_quantile_inverted(n_pool[:, j], prob)),
+            "n_b_for_target_any_k": float(size_any[j]),
+            "n_b_for_target_k_max": float(size_pool[j]),
         }
     words = [_target_words(f"{label} @ {n_b:g}B", target, d) for label, d in decision.items()]
-    return _answer(post, "experts for target", records, decision, summary=words)
+    return _answer(post, "experts for target", blocks, decision, summary=words)
 
 
 def _target_words(where: str, target: float, d: dict) -> str:
@@ -281,16 +286,19 @@ def stopping(
     curves = post.curves(n_b, family)
     context = {"family": curves.labels, "n_b": curves.n_b, "threshold": threshold}
     per_draw = first_k_gain_below(threshold, curves)
-    records = rows(context, "first k with gain < threshold", per_draw, level, "median")
     stop = expected_gain_stop(threshold, curves, per_draw)
-    records += value_rows(context, "stop at k (expected gain < threshold)", stop, "decision", level)
+    blocks = [
+        rows(context, "first k with gain < threshold", per_draw, level, "median"),
+        value_rows(context, "stop at k (expected gain < threshold)", stop, "decision", level),
+    ]
     for fraction in fractions:
         name = f"k{round(fraction * 100):d} (to k={k_max:g})"
-        records += rows(context, name, experts_for_fraction(fraction, curves, k_max), level,
-                        "median")  # fmt: skip
+        at_fraction = experts_for_fraction(fraction, curves, k_max)
+        blocks.append(rows(context, name, at_fraction, level, "median"))
     p_rising = np.mean(curves.amplitude < 0, axis=0)
-    records += value_rows(context, "P(adding experts makes it worse)", p_rising, "probability",
-                          level)  # fmt: skip
+    blocks.append(
+        value_rows(context, "P(adding experts makes it worse)", p_rising, "probability", level)
+    )
     decision = {
         label: {"stop_at_k": float(stop[j]), "adding_experts": _direction(p_rising[j])}
         for j, label in enumerate(curves.labels)
@@ -302,7 +310,7 @@ def stopping(
         f"expected gain is below {threshold:.4g})"
         for label, d in decision.items()
     ]
-    return _answer(post, "stopping rule", records, decision, summary=words)
+    return _answer(post, "stopping rule", blocks, decision, summary=words)
 
 
 def _direction(p_rising: float, prob: float = 0.9) -> str:
@@ -354,12 +362,14 @@ def sequential_stop(
     k_now = float(points.k.max())
     gain = curves.marginal_gain(k_now)
     context = {"family": prior, "n_b": curves.n_b, "k_measured": k_now, "threshold": threshold}
-    records = rows(context, f"gain of expert {k_now + 1:g}", gain, level)
-    records += value_rows(context, "P(gain < threshold)", np.mean(gain < threshold, axis=0),
-                          "probability", level)  # fmt: skip
-    records += rows(context, f"loss at k={k_now + 1:g}", curves.mean(k_now + 1.0), level)
-    records += rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
-                    level, "median")  # fmt: skip
+    blocks = [
+        rows(context, f"gain of expert {k_now + 1:g}", gain, level),
+        value_rows(context, "P(gain < threshold)", np.mean(gain < threshold, axis=0),
+                   "probability", level),
+        rows(context, f"loss at k={k_now + 1:g}", curves.mean(k_now + 1.0), level),
+        rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
+             level, "median"),
+    ]  # fmt: skip
     expected = float(gain.mean())
     action = "continue" if expected >= threshold else "stop"
     decision = {
@@ -374,7 +384,7 @@ def sequential_stop(
         f"{describe_update(decision)}"
     ]
     note = updated.note()
-    return _answer(post, "sequential stopping", records, decision, [note] if note else [], words)
+    return _answer(post, "sequential stopping", blocks, decision, [note] if note else [], words)
 
 
 @dataclass(frozen=True)
@@ -457,10 +467,8 @@ def budget(
         "k": [k for _, k, _ in options],
         "cost": [c for _, _, c in options],
     }
-    records = rows(context, "expected loss", draws, level)
-    for record, p in zip(records, best):
-        record["p_best"] = float(p)
-    table = frame(records).sort_values("estimate", kind="stable").reset_index(drop=True)
+    block = rows(context, "expected loss", draws, level) | {"p_best": best.tolist()}
+    table = frame([block]).sort_values("estimate", kind="stable").reset_index(drop=True)
     top = table.iloc[0]
     decision = {
         "n_b": float(top["n_b"]),
@@ -502,9 +510,9 @@ def forecast(
     ks = _k_grid(k, post)
     if pool == "without_own":
         ks = [kk for kk in ks if kk < curves.pool_size]  # the whole pool holds the own expert
-    records = forecast_rows(curves, ks, n_subsets, level, np.random.default_rng(seed))
+    blocks = forecast_rows(curves, ks, n_subsets, level, np.random.default_rng(seed))
     decision = {"n_b": curves.n_b, "k": list(ks), "pool": pool or "all subsets"}
-    return _answer(post, "forecast", records, decision)
+    return _answer(post, "forecast", blocks, decision)
 
 
 def forecast_from_points(
@@ -528,7 +536,7 @@ def forecast_from_points(
     updated = condition(post, points, n_b=n_b, prior=prior, seed=seed)
     ks = _k_grid(k, post)
     rng = np.random.default_rng(seed + 1)
-    records = forecast_rows(updated.curves, ks, n_subsets, level, rng)
+    blocks = forecast_rows(updated.curves, ks, n_subsets, level, rng)
     decision = updated.summary()
     means = points.per_k_means()
     if {1.0, 2.0, 4.0} <= set(means.index):
@@ -542,7 +550,7 @@ def forecast_from_points(
     note = updated.note()
     measured = ", ".join(f"{kk:g}" for kk in np.unique(points.k))
     words = [f"updated from the points at k = {measured}: {describe_update(decision)}"]
-    return _answer(post, "few-point forecast", records, decision, [note] if note else [], words)
+    return _answer(post, "few-point forecast", blocks, decision, [note] if note else [], words)
 
 
 def forecast_rows(
@@ -551,7 +559,7 @@ def forecast_rows(
     n_subsets: int | Sequence[int],
     level: float,
     rng: np.random.Generator,
-) -> list[dict]:
+) -> list[Block]:
     """Expected loss and observed loss (mean of ``n_subsets`` merges: one count, or one per k)
     at each k, per family."""
     ks = np.asarray(ks, dtype=float)
@@ -566,11 +574,12 @@ def forecast_rows(
         "n_b": curves.n_b,
         "k": np.tile(ks, n_fam),
     }
-    out = rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level)
     observed = observed.reshape(mean.shape[0], -1)
     what = f"mean of {counts[0]:g}" if np.all(counts == counts[0]) else "mean of n_subsets"
-    out += rows(context, f"observed loss ({what})", observed, level)
-    return out
+    return [
+        rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level),
+        rows(context, f"observed loss ({what})", observed, level),
+    ]
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -600,12 +609,12 @@ def _k_grid(k: Sequence[float] | None, post: Posterior) -> list[float]:
 def _answer(
     post: Posterior,
     query: str,
-    records: list[dict] | pd.DataFrame,
+    blocks: list[Block] | pd.DataFrame,
     decision: dict,
     notes: Sequence[str] = (),
     summary: Sequence[str] = (),
 ) -> Answer:
-    table = records if isinstance(records, pd.DataFrame) else frame(records)
+    table = blocks if isinstance(blocks, pd.DataFrame) else frame(blocks)
     return Answer(
         query, table, post.flag, dict(post.provenance), decision, tuple(notes), tuple(summary)
     )
