@@ -421,6 +421,29 @@ def test_base_size_for_target_with_a_tail_that_grows_with_n():
     assert _values(below, "base size (B) for target, <= 9 experts").estimate.iloc[0] == math.inf
 
 
+def test_base_size_for_target_per_draw_is_the_root_of_each_draws_law():
+    """Draws converge at different Newton steps (the search drops them as they do): each draw's
+    size is still the root of its own law, found by brentq."""
+    rng = np.random.default_rng(3)
+    draws = {n: v[:1] * np.exp(0.1 * rng.standard_normal((40, 1))) for n, v in TRUTH.items()}
+    post = Posterior.from_draws(FAMILIES[:1], draws)
+    target = float(law.mean_loss(20.0, 9.0, *(TRUTH[n][0] for n in law.LAW_PARAM_NAMES)))
+    found = plan.size_for_target(target, 9.0, post, np.array([0]))[:, 0]
+    ends = np.log(plan.N_RANGE_B)
+    for s, size in enumerate(found):
+        params = [draws[n][s, 0] for n in law.LAW_PARAM_NAMES]
+
+        def excess(x, p=params):
+            return law.mean_loss(np.exp(x), 9.0, *p) - target
+
+        if excess(ends[1]) > 0:
+            assert size == math.inf
+        else:
+            root = brentq(excess, *ends, xtol=1e-14)
+            assert size == pytest.approx(np.exp(root), rel=1e-9)
+    assert np.isfinite(found).sum() >= 10  # most draws reach it
+
+
 def test_a_rising_curve_says_adding_experts_makes_it_worse():
     """A negative amplitude (TIES on our lab curves): the gain is negative from k = 1, the
     stopping rule stops at once and says why, and a target is met at k = 1 or never."""

@@ -196,7 +196,10 @@ def noise_scale(
     For a merged model, sigma is the single-expert spread and factor spread(k, M); for a per-k
     mean, sigma is its standard error and factor 1. curve_factor: how much noisier one curve is
     than its family and method say (exp of its noise deviation; 1 where the spec has none)."""
-    return curve_factor * (sigma**2 * factor + nugget**2) ** 0.5
+    scale = (sigma**2 * factor + nugget**2) ** 0.5
+    if isinstance(curve_factor, (int, float)) and curve_factor == 1.0:
+        return scale  # no pass over a large array to multiply by 1
+    return curve_factor * scale
 
 
 def sigma_at_size(sigma_ref: ArrayLike, slope: ArrayLike, size_ratio: ArrayLike) -> ArrayLike:

@@ -107,12 +107,12 @@ def _falling_until(q: dict[str, np.ndarray], lo_end: float, hi_end: float) -> np
     return np.where(rising_tail, np.clip(np.nan_to_num(x_min, nan=lo_end), lo_end, hi_end), hi_end)
 
 
-def _scaled_exp(coef: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """coef * e^exponent for coef >= 0, without 0 * inf = nan: 0 where coef is 0, and inf (not a
-    warning) where a steep exponent at a tiny size overflows."""
-    positive = coef > 0
-    with np.errstate(over="ignore"):
-        return np.where(positive, np.exp(np.log(np.where(positive, coef, 1.0)) + exponent), 0.0)
+def _log_or_minus_inf(coef: np.ndarray) -> np.ndarray:
+    """log(coef), -inf where coef <= 0: e^(log + exponent) is then coef * e^exponent without
+    0 * inf = nan (0 where coef is 0, inf where a steep exponent at a tiny size overflows), and
+    the logs are taken once for all the search's steps."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.where(coef > 0, coef, 0.0))
 
 
 def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray) -> np.ndarray:
@@ -127,33 +127,38 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     means even the minimum misses the target.
     """
     p = post.law_at(index)
-    tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
+    tail = p["A0"] * law.tail_shape(k, p["b"], p["alpha"])
     shape = tail.shape
     lo_end, hi_end = np.log(N_RANGE_B[0]), np.log(N_RANGE_B[1])
     with np.errstate(divide="ignore"):  # a floor that does not fall with N: size 0, log -inf
         start = np.log(size_for_floor(target, post, index))
     x = np.clip(np.where(np.isfinite(start), start, lo_end), lo_end, hi_end).ravel()
-    # Work on the draws still searching only: flat arrays, compacted as draws converge.
     q = {n: v.ravel() for n, v in (("L", p["L_star"]), ("B", p["B"]), ("beta", p["beta"]),
                                    ("C", tail), ("gamma", p["gamma"]))}  # fmt: skip
+    # The curve's terms as the steps use them, flat; logs taken once (see _log_or_minus_inf).
+    terms = {"L": q["L"], "log_B": _log_or_minus_inf(q["B"]), "minus_beta": -q["beta"],
+             "log_C": _log_or_minus_inf(q["C"]), "minus_gamma": -q["gamma"],
+             "gamma": q["gamma"]}  # fmt: skip
 
-    def excess(x, i):
-        e_floor = _scaled_exp(q["B"][i], -q["beta"][i] * x)
-        e_tail = _scaled_exp(q["C"][i], -q["gamma"][i] * x)
-        f = q["L"][i] + e_floor + e_tail - target
-        return f, -q["beta"][i] * e_floor - q["gamma"][i] * e_tail
+    def excess(x, t):
+        """L(x) - target and its slope, for the draws whose terms are ``t``."""
+        with np.errstate(over="ignore"):
+            e_floor = np.exp(t["log_B"] + t["minus_beta"] * x)
+            e_tail = np.exp(t["log_C"] + t["minus_gamma"] * x)
+        return t["L"] + e_floor + e_tail - target, t["minus_beta"] * e_floor - t["gamma"] * e_tail
 
-    every = np.arange(x.size)
     right = _falling_until(q, lo_end, hi_end)
     x = np.minimum(x, right)
-    never = excess(right, every)[0] > 0
-    already = excess(np.full(x.size, lo_end), every)[0] <= 0
-    todo = every[~(never | already)]
+    never = excess(right, terms)[0] > 0
+    already = excess(np.full(x.size, lo_end), terms)[0] <= 0
+    # Work on the draws still searching only, compacted as draws converge.
+    todo = np.flatnonzero(~(never | already))
+    active = {n: v[todo] for n, v in terms.items()}
     lo, hi, xs = np.full(todo.size, lo_end), right[todo], x[todo]
     for _ in range(100):
         if todo.size == 0:
             break
-        f, slope = excess(xs, todo)
+        f, slope = excess(xs, active)
         hi = np.where(f <= 0, xs, hi)
         lo = np.where(f > 0, xs, lo)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -163,7 +168,9 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
         x[todo] = xs
         going = ~(inside & (np.abs(f / slope) <= 1e-12 * np.maximum(1.0, np.abs(xs))))
         going &= hi - lo > 1e-12
-        todo, lo, hi, xs = todo[going], lo[going], hi[going], xs[going]
+        if not going.all():
+            todo, lo, hi, xs = todo[going], lo[going], hi[going], xs[going]
+            active = {n: v[going] for n, v in active.items()}
     n = np.exp(x)
     n[never] = np.inf
     n[already] = N_RANGE_B[0]

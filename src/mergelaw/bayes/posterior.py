@@ -122,7 +122,10 @@ class CurveDraws:
         per k broadcasts along k)."""
         factor = law_math.spread_factor(self.spread, k, self.pool_size)
         sigma, nugget = (self._expand(a, k) for a in (self.sigma, self.nugget))
-        return law_math.noise_scale(sigma, factor, nugget) / np.sqrt(n_subsets)
+        scale = law_math.noise_scale(sigma, factor, nugget)
+        if np.all(np.asarray(n_subsets) == 1):
+            return scale  # one merge per k: nothing to average (and no pass to divide by 1)
+        return scale / np.sqrt(n_subsets)
 
     def marginal_gain(self, k) -> np.ndarray:
         """L(k) - L(k+1) per draw (law.marginal_gain; k broadcasts as in ``mean``)."""
@@ -432,7 +435,7 @@ class Posterior:
     def law_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """The law draws (LAW_NAMES -> (S, len(index))) of the families at ``index``: the arrays
         themselves, not copies, when that is every family in order (read them, never write)."""
-        if len(index) == len(self.labels) and np.array_equal(index, np.arange(len(index))):
+        if _every(index, len(self.labels)):
             return self.law
         return {name: value[:, index] for name, value in self.law.items()}
 
@@ -466,7 +469,7 @@ class Posterior:
                 anchors=(self.spec.drop_from_k, self.k_anchor), **dev,
             )  # fmt: skip
         sigma = law_math.sigma_at_size(
-            self.sigma[:, index], self.sigma_slope[:, None], n_b / self.n_ref
+            _columns(self.sigma, index), self.sigma_slope[:, None], n_b / self.n_ref
         )
         nugget = _columns(self.nugget, index)
         curve_factor = self.curve_noise_factor(extras.get("noise_dev"), sigma.shape)
@@ -619,8 +622,17 @@ class Posterior:
 
 
 def _columns(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(S, len(index)) of draws given per family (S, F), or one for every family (S,)."""
-    return values[:, index] if values.ndim == 2 else values[:, None]
+    """(S, len(index)) of draws given per family (S, F), or one for every family (S,): the array
+    itself where index is every family in order (a copy by index would be slower to compute on
+    and to make)."""
+    if values.ndim == 1:
+        return values[:, None]
+    return values if _every(index, values.shape[1]) else values[:, index]
+
+
+def _every(index: np.ndarray, n_families: int) -> bool:
+    """Whether ``index`` is every family, in order."""
+    return len(index) == n_families and np.array_equal(index, np.arange(n_families))
 
 
 #: Law values a spec or a fit does not have: no offset, alpha 1, decay 1, and (no size law) a
