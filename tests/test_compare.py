@@ -99,6 +99,27 @@ def test_method_pairs_and_their_errors(post):
         method_pairs(post, "ties", "ties")
 
 
+def test_method_pairs_across_archs_and_settings():
+    """Pairs follow method A's families; several archs prefix the domain; a method with two
+    settings for one domain is refused, as are methods sharing no domain."""
+    labels = ["llama/ties/code", "qwen2/average/code", "qwen2/ties/code", "llama/average/code",
+              "qwen2/average/math"]  # fmt: skip
+    post = Posterior.point_mass(labels, {n: v[0] for n, v in TRUTH.items()})
+    pairs = method_pairs(post, "average", "ties")
+    assert list(pairs["domain"]) == ["qwen2/code", "llama/code"]
+    assert list(pairs["label_b"]) == ["qwen2/ties/code", "llama/ties/code"]
+    families = post.families.copy()
+    families.loc[0, ["arch", "method_params"]] = ["qwen2", '{"density": 0.5}']
+    twice = Posterior.point_mass(families, {n: v[0] for n, v in TRUTH.items()})
+    with pytest.raises(MergelawError, match="several parameter settings for qwen2/code"):
+        method_pairs(twice, "average", "ties")
+    apart = Posterior.point_mass(
+        ["qwen2/average/code", "qwen2/ties/math"], {n: v[0] for n, v in TRUTH.items()}
+    )
+    with pytest.raises(MergelawError, match="share no"):
+        method_pairs(apart, "average", "ties")
+
+
 def test_pool_methods_keeps_rows_in_order_with_one_family_per_domain(plan_table):
     pooled = pool_methods(plan_table)
     validate_curves(pooled)  # still one row per key

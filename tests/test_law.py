@@ -51,6 +51,9 @@ def test_marginal_gain_is_difference_of_curve():
     diff = law.curve_loss(k, 0.3, 0.2, 0.7) - law.curve_loss(k + 1, 0.3, 0.2, 0.7)
     np.testing.assert_allclose(gain, diff, rtol=1e-12)
     assert law.marginal_gain(1, 0.2, 1.0) == pytest.approx(0.2 / 6)
+    free = law.marginal_gain(k, 0.2, 0.7, alpha=0.6)
+    diff = law.curve_loss(k, 0.3, 0.2, 0.7, 0.6) - law.curve_loss(k + 1, 0.3, 0.2, 0.7, 0.6)
+    np.testing.assert_allclose(free, diff, rtol=1e-12)
 
 
 @given(amplitude=positive, b=offsets, threshold=st.floats(1e-5, 1.0))

@@ -184,6 +184,32 @@ def test_free_exponent_forms_match_brute_force():
     assert plan.experts_for_fraction(0.8, curves, 9)[0, 0] == k[np.argmax(drop >= 0.8 - 1e-12)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    amplitude=st.lists(st.floats(1e-3, 10.0), min_size=1, max_size=6),
+    threshold=st.floats(1e-6, 1.0),
+    hi=st.integers(1, 4000),
+    below=st.integers(0, 50),
+)
+def test_smallest_whole_k_is_the_brute_force_search(amplitude, threshold, hi, below):
+    """Per element, the first k where the gain drops below the threshold, as a scan over every
+    k finds it: searched from (0, K_CAP], from a bracket around it, and inf past a cap it
+    misses."""
+    amplitude = np.array(amplitude)
+    k = np.arange(1.0, 5001.0)
+    scan = np.array([k[np.argmax(law.marginal_gain(k, a, 0.3) < threshold)] for a in amplitude])
+
+    def holds(k):
+        return law.marginal_gain(k, amplitude, 0.3) < threshold
+
+    everywhere = plan.smallest_whole_k(holds, np.zeros_like(scan), np.full_like(scan, plan.K_CAP))
+    np.testing.assert_array_equal(everywhere, scan)
+    lo = np.maximum(scan - 1.0 - below, 0.0)
+    np.testing.assert_array_equal(plan.smallest_whole_k(holds, lo, scan + below), scan)
+    capped = plan.smallest_whole_k(holds, np.zeros_like(scan), np.full_like(scan, float(hi)))
+    np.testing.assert_array_equal(capped, np.where(scan <= hi, scan, np.inf))
+
+
 @settings(max_examples=30, deadline=None)
 @given(e1=st.floats(1e-5, 0.05), e2=st.floats(1e-5, 0.05))
 def test_stop_k_falls_as_epsilon_rises(e1, e2):
@@ -393,6 +419,29 @@ def test_base_size_for_target_with_a_tail_that_grows_with_n():
     assert found == pytest.approx(expected, rel=1e-6)
     below = plan.experts_for_target(post, lowest - 0.01, n_b=4e-3, k_max=9)
     assert _values(below, "base size (B) for target, <= 9 experts").estimate.iloc[0] == math.inf
+
+
+def test_base_size_for_target_per_draw_is_the_root_of_each_draws_law():
+    """Draws converge at different Newton steps (the search drops them as they do): each draw's
+    size is still the root of its own law, found by brentq."""
+    rng = np.random.default_rng(3)
+    draws = {n: v[:1] * np.exp(0.1 * rng.standard_normal((40, 1))) for n, v in TRUTH.items()}
+    post = Posterior.from_draws(FAMILIES[:1], draws)
+    target = float(law.mean_loss(20.0, 9.0, *(TRUTH[n][0] for n in law.LAW_PARAM_NAMES)))
+    found = plan.size_for_target(target, 9.0, post, np.array([0]))[:, 0]
+    ends = np.log(plan.N_RANGE_B)
+    for s, size in enumerate(found):
+        params = [draws[n][s, 0] for n in law.LAW_PARAM_NAMES]
+
+        def excess(x, p=params):
+            return law.mean_loss(np.exp(x), 9.0, *p) - target
+
+        if excess(ends[1]) > 0:
+            assert size == math.inf
+        else:
+            root = brentq(excess, *ends, xtol=1e-14)
+            assert size == pytest.approx(np.exp(root), rel=1e-9)
+    assert np.isfinite(found).sum() >= 10  # most draws reach it
 
 
 def test_a_rising_curve_says_adding_experts_makes_it_worse():

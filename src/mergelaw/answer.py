@@ -9,6 +9,7 @@ query makes one, and notes (warnings such as a tiny effective sample size).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,26 @@ def summarize(draws: np.ndarray, level: float, stat: str = "mean") -> dict[str, 
     """Estimate and central ``level`` interval over axis 0 of ``draws``.
 
     ``stat`` 'mean' (continuous quantities) or 'median' (counts and sizes, which may be +inf:
-    then quantiles are order statistics, never inf - inf).
+    then quantiles are order statistics, never inf - inf). The median is only computed where it
+    is the estimate (a selection over every column is most of a summary's time).
     """
     draws = np.asarray(draws, dtype=float)
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat {stat!r}")
     tail = (1.0 - level) / 2.0
     finite = bool(np.isfinite(draws).all())
     method = "linear" if finite else "inverted_cdf"
-    lower, median, upper = np.quantile(draws, [tail, 0.5, 1.0 - tail], axis=0, method=method)
-    if stat == "mean":
-        estimate = draws.mean(axis=0)
-    elif stat == "median":
-        estimate = median
+    if stat == "median":
+        lower, estimate, upper = np.quantile(draws, [tail, 0.5, 1.0 - tail], axis=0, method=method)
     else:
-        raise ValueError(f"stat {stat!r}")
+        lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0, method=method)
+        estimate = draws.mean(axis=0)
     return {"estimate": estimate, "lower": lower, "upper": upper}
+
+
+#: A block of table rows: column -> one value per row (``rows``, ``value_rows``; ``frame``
+#: stacks blocks into a table). Columns, not row dicts: a table is built in a few list joins.
+Block = dict[str, list]
 
 
 def rows(
@@ -95,59 +102,73 @@ def rows(
     draws: np.ndarray,
     level: float,
     stat: str = "mean",
-) -> list[dict]:
+) -> Block:
     """Table rows for ``draws`` (S, ...): one per trailing element, with ``context`` columns
     whose array values run along the trailing elements."""
     summary = summarize(draws, level, stat)
     n = int(np.size(summary["estimate"]))
-    out = []
-    for i in range(n):
-        row = {k: _element(v, i, n) for k, v in context.items()}
-        row.update(quantity=quantity, stat=stat, level=level)
-        row.update({k: float(np.ravel(v)[i]) for k, v in summary.items()})
-        out.append(row)
-    return out
+    return {
+        **expand(context, n),
+        "quantity": [quantity] * n,
+        "stat": [stat] * n,
+        "level": [level] * n,
+        **{k: np.ravel(v).tolist() for k, v in summary.items()},
+    }
 
 
 def value_rows(
     context: dict[str, Any], quantity: str, values: np.ndarray, stat: str, level: float
-) -> list[dict]:
+) -> Block:
     """Rows of a quantity with no interval (a probability or a decision)."""
     values = np.ravel(np.asarray(values, dtype=float))
     n = values.size
-    return [
+    return {
+        **expand(context, n),
+        "quantity": [quantity] * n,
+        "stat": [stat] * n,
+        "estimate": values.tolist(),
+        "lower": [math.nan] * n,
+        "upper": [math.nan] * n,
+        "level": [level] * n,
+    }
+
+
+def frame(blocks: Sequence[Block]) -> pd.DataFrame:
+    """A tidy table of blocks of rows, in order: setting columns, then the value columns, then
+    probabilities (p_*); a column a block lacks is NaN in its rows."""
+    blocks = [block for block in blocks if _length(block)]
+    names = list(dict.fromkeys(name for block in blocks for name in block))
+    table = pd.DataFrame(
         {
-            **{k: _element(v, i, n) for k, v in context.items()},
-            "quantity": quantity,
-            "stat": stat,
-            "estimate": float(values[i]),
-            "lower": math.nan,
-            "upper": math.nan,
-            "level": level,
-        }
-        for i in range(n)
-    ]
-
-
-def frame(records: list[dict]) -> pd.DataFrame:
-    """A tidy table: setting columns, then the value columns, then probabilities (p_*)."""
-    table = pd.DataFrame(records)
+            name: [
+                value for block in blocks for value in block.get(name, [math.nan] * _length(block))
+            ]
+            for name in names
+        },
+        columns=names,
+    )
     probabilities = [c for c in table.columns if c.startswith("p_")]
     settings = [c for c in table.columns if c not in VALUE_COLUMNS and c not in probabilities]
     values = [c for c in VALUE_COLUMNS if c in table.columns]
     return table[settings + values + probabilities]
 
 
-def expand(context: dict[str, Any], n: int) -> list[dict]:
-    """``n`` rows of context columns: array values of length n run along the rows."""
-    return [{k: _element(v, i, n) for k, v in context.items()} for i in range(n)]
+def expand(context: dict[str, Any], n: int) -> Block:
+    """``n`` rows of context columns: a sequence of length n runs along the rows, anything else
+    is every row's value."""
+    return {k: _column(v, n) for k, v in context.items()}
 
 
-def _element(value: Any, i: int, n: int) -> Any:
-    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == n:
-        element = value[i]
-        return element.item() if hasattr(element, "item") else element
-    return value
+def _column(value: Any, n: int) -> list:
+    if isinstance(value, np.ndarray) and len(value) == n:
+        return value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) == n:
+        return [v.item() if hasattr(v, "item") else v for v in value]
+    return [value] * n
+
+
+def _length(block: Block) -> int:
+    return len(next(iter(block.values()), []))
 
 
 def _jsonable(value: Any) -> Any:

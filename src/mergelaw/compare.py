@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mergelaw.answer import Answer, check_level, expand, frame, summarize
+from mergelaw.answer import Answer, Block, check_level, expand, frame, summarize
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.errors import MergelawError
 from mergelaw.plan import experts_needed
@@ -37,27 +37,33 @@ def method_pairs(post: Posterior, method_a: str, method_b: str) -> pd.DataFrame:
             )
     if method_a == method_b:
         raise MergelawError(f"compare two different methods (got {method_a!r} twice)")
-    sides = []
-    for method, suffix in ((method_a, "a"), (method_b, "b")):
-        side = families[families["method"] == method]
-        duplicated = side.duplicated(["arch", "eval_domain"])
-        if duplicated.any():
-            row = side[duplicated].iloc[0]
-            raise MergelawError(
-                f"method {method!r} has several parameter settings for {row['arch']}/"
-                f"{row['eval_domain']}: compare fits with one setting per method"
-            )
-        sides.append(
-            side[["arch", "eval_domain", "label"]].rename(columns={"label": f"label_{suffix}"})
-        )
-    pairs = sides[0].merge(sides[1], on=["arch", "eval_domain"], how="inner")
-    if pairs.empty:
+    label_a, label_b = (_labels_by_domain(families, method) for method in (method_a, method_b))
+    shared = [key for key in label_a if key in label_b]  # in method_a's order
+    if not shared:
         raise MergelawError(f"methods {method_a!r} and {method_b!r} share no (arch, eval domain)")
-    one_arch = pairs["arch"].nunique() == 1
-    pairs["domain"] = (
-        pairs["eval_domain"] if one_arch else pairs["arch"] + "/" + pairs["eval_domain"]
+    one_arch = len({arch for arch, _ in shared}) == 1
+    return pd.DataFrame(
+        {
+            "domain": [domain if one_arch else f"{arch}/{domain}" for arch, domain in shared],
+            "label_a": [label_a[key] for key in shared],
+            "label_b": [label_b[key] for key in shared],
+        }
     )
-    return pairs[["domain", "label_a", "label_b"]].reset_index(drop=True)
+
+
+def _labels_by_domain(families: pd.DataFrame, method: str) -> dict[tuple[str, str], str]:
+    """(arch, eval_domain) -> label of ``method``'s families, refusing a method with several
+    parameter settings for one domain (which of them would be compared?)."""
+    side = families.loc[families["method"] == method, ["arch", "eval_domain", "label"]]
+    labels: dict[tuple[str, str], str] = {}
+    for arch, domain, label in side.itertuples(index=False):
+        if (arch, domain) in labels:
+            raise MergelawError(
+                f"method {method!r} has several parameter settings for {arch}/{domain}: compare "
+                "fits with one setting per method"
+            )
+        labels[(arch, domain)] = label
+    return labels
 
 
 def contrasts(
@@ -106,8 +112,7 @@ def contrasts(
             "n_b": math.nan,
         }
         blocks.append((context, quantity, everything, width, stat))
-    records = _contrast_rows(blocks, level)
-    table = frame(records)
+    table = frame(_contrast_rows(blocks, level))
     decision = {"method_a": method_a, "method_b": method_b, "rope": rope, "prob": prob}
     overall = table[table["scope"] == "pooled over domains and sizes"]
     decision["verdicts"] = {row.quantity: _verdict(row, prob) for row in overall.itertuples()}
@@ -121,18 +126,25 @@ def contrasts(
 def _differences(
     post: Posterior, pairs: pd.DataFrame, n_b: float, ks: list[float], target: float | None
 ) -> dict[str, np.ndarray]:
-    every = post.curves(n_b)
-    a = every.families(np.array([post.family_index(f) for f in pairs["label_a"]]))
-    b = every.families(np.array([post.family_index(f) for f in pairs["label_b"]]))
-    out = {"floor": a.floor - b.floor, "tail amplitude": a.amplitude - b.amplitude}
+    # every family's curves first: a new size's deviations are drawn for all of them at once
+    index = [post.family_index(f) for f in (*pairs["label_a"], *pairs["label_b"])]
+    both = post.curves(n_b).families(np.array(index))  # A's columns, then B's
+    out = {"floor": _a_minus_b(both.floor), "tail amplitude": _a_minus_b(both.amplitude)}
     for kk in ks:
-        out[f"loss at k={kk:g}"] = a.mean(kk) - b.mean(kk)
+        out[f"loss at k={kk:g}"] = _a_minus_b(both.mean(kk))
     if target is not None:
-        need_a, need_b = experts_needed(target, a), experts_needed(target, b)
-        both_never = np.isinf(need_a) & np.isinf(need_b)
+        needed = experts_needed(target, both)
+        half = needed.shape[1] // 2
+        both_never = np.isinf(needed[:, :half]) & np.isinf(needed[:, half:])
         with np.errstate(invalid="ignore"):  # inf - inf where both never reach it: equal
-            out[f"experts for target {target:g}"] = np.where(both_never, 0.0, need_a - need_b)
+            out[f"experts for target {target:g}"] = np.where(both_never, 0.0, _a_minus_b(needed))
     return out
+
+
+def _a_minus_b(values: np.ndarray) -> np.ndarray:
+    """A - B per pair, of values over the pairs' A families then their B families (S, 2m)."""
+    half = values.shape[1] // 2
+    return values[:, :half] - values[:, half:]
 
 
 def _pool(diff: np.ndarray, axis: int) -> np.ndarray:
@@ -141,10 +153,10 @@ def _pool(diff: np.ndarray, axis: int) -> np.ndarray:
         return diff.mean(axis=axis)[:, None]
 
 
-def _contrast_rows(blocks: list[tuple], level: float) -> list[dict]:
+def _contrast_rows(blocks: list[tuple], level: float) -> list[Block]:
     """Rows of every block (context, quantity, differences (S, m), rope, stat), in block order:
     summaries and probabilities computed once over all blocks of a stat."""
-    out: list[list[dict]] = [[] for _ in blocks]
+    numbers: list[dict[str, list]] = [{} for _ in blocks]  # per block: column -> its rows
     for stat in ("mean", "median"):
         chosen = [i for i, block in enumerate(blocks) if block[4] == stat]
         if not chosen:
@@ -153,22 +165,22 @@ def _contrast_rows(blocks: list[tuple], level: float) -> list[dict]:
         width = np.concatenate([np.full(blocks[i][2].shape[1], blocks[i][3]) for i in chosen])
         summary = summarize(diff, level, stat)
         with np.errstate(invalid="ignore"):
-            probabilities = {
+            summary |= {
                 "p_a_lower": np.mean(diff < 0, axis=0),
                 "p_a_lower_beyond_rope": np.mean(diff < -width, axis=0),
                 "p_equivalent": np.mean(np.abs(diff) <= width, axis=0),
                 "p_b_lower_beyond_rope": np.mean(diff > width, axis=0),
             }
-        column = 0
-        for i in chosen:
-            context, quantity, block, _, _ = blocks[i]
-            for row in expand(context, block.shape[1]):
-                row.update(quantity=quantity, stat=stat, level=level)
-                row.update({k: float(v[column]) for k, v in summary.items()})
-                row.update({k: float(v[column]) for k, v in probabilities.items()})
-                out[i].append(row)
-                column += 1
-    return [row for block_rows in out for row in block_rows]
+        widths = [blocks[i][2].shape[1] for i in chosen]
+        stops = np.cumsum(widths)
+        for i, start, stop in zip(chosen, stops - widths, stops):
+            numbers[i] = {k: v[start:stop].tolist() for k, v in summary.items()}
+    out = []
+    for (context, quantity, diff, _, stat), columns in zip(blocks, numbers):
+        m = diff.shape[1]
+        labels = {"quantity": [quantity] * m, "stat": [stat] * m, "level": [level] * m}
+        out.append(expand(context, m) | labels | columns)
+    return out
 
 
 #: Contrasts where lower is not better: a curve's shape, not its loss. A smaller tail amplitude
@@ -274,7 +286,8 @@ def method_effects_loo(with_methods, without_methods) -> Answer:
     }
     decision = {"preferred": preferred, "elpd_difference": elpd_diff, "se": dse}
     words = (f"PSIS-LOO prefers: {preferred} (elpd difference {elpd_diff:.1f} ± {dse:.1f})",)
-    return Answer("method effects (LOO)", frame(records), flag, provenance, decision, (), words)
+    table = frame([{k: [v] for k, v in record.items()} for record in records])
+    return Answer("method effects (LOO)", table, flag, provenance, decision, (), words)
 
 
 def _observed(fit) -> np.ndarray:

@@ -196,7 +196,10 @@ def noise_scale(
     For a merged model, sigma is the single-expert spread and factor spread(k, M); for a per-k
     mean, sigma is its standard error and factor 1. curve_factor: how much noisier one curve is
     than its family and method say (exp of its noise deviation; 1 where the spec has none)."""
-    return curve_factor * (sigma**2 * factor + nugget**2) ** 0.5
+    scale = (sigma**2 * factor + nugget**2) ** 0.5
+    if isinstance(curve_factor, (int, float)) and curve_factor == 1.0:
+        return scale  # no pass over a large array to multiply by 1
+    return curve_factor * scale
 
 
 def sigma_at_size(sigma_ref: ArrayLike, slope: ArrayLike, size_ratio: ArrayLike) -> ArrayLike:
@@ -301,9 +304,15 @@ def experts_for_target(
     return _ceil_at_least_one(k_for_target(target, floor, amplitude, b))
 
 
-def marginal_gain(k: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:
-    """Expected loss drop from adding one more expert: L(k) - L(k+1) = A / ((k+b)(k+b+1))."""
-    return amplitude / ((k + b) * (k + b + 1))
+def marginal_gain(
+    k: ArrayLike, amplitude: ArrayLike, b: ArrayLike, alpha: ArrayLike = 1.0
+) -> ArrayLike:
+    """Expected loss drop from adding one more expert: L(k) - L(k+1) = A / ((k+b)(k+b+1)) at
+    alpha = 1 (one division, exact where the difference of two shapes would cancel), else
+    A ((k+b)^-alpha - (k+b+1)^-alpha)."""
+    if isinstance(alpha, (int, float)) and alpha == 1.0:
+        return amplitude / ((k + b) * (k + b + 1))
+    return amplitude * (tail_shape(k, b, alpha) - tail_shape(k + 1.0, b, alpha))
 
 
 def first_k_gain_below(threshold: ArrayLike, amplitude: ArrayLike, b: ArrayLike) -> ArrayLike:

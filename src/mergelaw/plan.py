@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mergelaw import law
-from mergelaw.answer import Answer, check_level, frame, rows, value_rows
+from mergelaw.answer import Answer, Block, check_level, frame, rows, value_rows
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.bayes.update import Points, condition, describe_update
 from mergelaw.errors import MergelawError
@@ -37,7 +37,7 @@ def k_for_target(target: float, curves: CurveDraws) -> np.ndarray:
     """Continuous k where the mean curve reaches ``target``, per draw; inf at or below the floor.
     A rising curve (negative amplitude) is at its lowest at k = 1: 1 if that meets the target,
     else inf (adding experts only moves away from it)."""
-    if _alpha_is_one(curves):
+    if curves.unit_alpha:
         k = law.k_for_target(target, curves.floor, curves.amplitude, curves.b)
     else:
         gap = target - curves.floor
@@ -55,52 +55,40 @@ def experts_needed(target: float, curves: CurveDraws) -> np.ndarray:
 
 def first_k_gain_below(threshold: float, curves: CurveDraws) -> np.ndarray:
     """Smallest whole k >= 1 where one more expert gains less than ``threshold``, per draw."""
-    if _alpha_is_one(curves):
+    if curves.unit_alpha:
         return law.first_k_gain_below(threshold, curves.amplitude, curves.b)
-    return _smallest_k(lambda k: _gain(curves, k) < threshold, curves.floor.shape)
+    shape = curves.floor.shape
+    return smallest_whole_k(
+        lambda k: curves.marginal_gain(k) < threshold, np.zeros(shape), np.full(shape, K_CAP)
+    )
 
 
 def experts_for_fraction(fraction: float, curves: CurveDraws, k_max: float) -> np.ndarray:
     """Whole k reaching ``fraction`` of the k=1 -> k_max loss drop, per draw (k80: 0.8)."""
-    if _alpha_is_one(curves):
+    if curves.unit_alpha:
         return law.experts_for_gain_fraction(fraction, curves.b, k_max)
-    s1, s_max = curves.shape(1.0), curves.shape(float(k_max))
+    s1, s_max = curves.tail_shape(1.0), curves.tail_shape(float(k_max))
     level = s1 - fraction * (s1 - s_max)
     return law._ceil_at_least_one(level ** (-1.0 / curves.alpha) - curves.b)
 
 
-def _gain(curves: CurveDraws, k) -> np.ndarray:
-    """L(k) - L(k+1) per draw, k broadcasting elementwise against (n_draws, n_families)."""
-    b, alpha = curves.b, curves.alpha
-    if curves.unit_alpha:
-        return curves.amplitude / ((k + b) * (k + b + 1.0))
-    return curves.amplitude * ((k + b) ** (-alpha) - (k + 1.0 + b) ** (-alpha))
-
-
-def _alpha_is_one(curves: CurveDraws) -> bool:
-    return curves.unit_alpha
-
-
-def _smallest_k(predicate, shape: tuple[int, ...]) -> np.ndarray:
-    """Smallest whole k in [1, K_CAP] where the monotone ``predicate`` holds (inf if none), by
-    bisection over all draws at once."""
-    lo = np.zeros(shape)  # predicate false at lo (or lo = 0)
-    hi = np.full(shape, K_CAP)
-    never = ~predicate(hi)
-    for _ in range(int(np.log2(K_CAP)) + 2):
-        mid = np.floor((lo + hi) / 2.0)
-        mid = np.maximum(mid, 1.0)
-        holds = predicate(mid)
-        hi = np.where(holds, mid, hi)
-        lo = np.where(holds, lo, mid)
-        if np.all(hi - lo <= 1.0):
-            break
+def smallest_whole_k(holds, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Smallest whole k >= 1 in (lo, hi] where the monotone predicate ``holds`` (false, then
+    true, as k grows) is true, elementwise by bisection over all elements at once; inf where it
+    is false even at hi. ``holds(lo)`` must be false, or lo = 0."""
+    never = ~holds(hi)
+    while np.any(hi - lo > 1.0):
+        mid = np.maximum(np.floor((lo + hi) / 2.0), 1.0)
+        true = holds(mid)
+        hi = np.where(true, mid, hi)
+        lo = np.where(true, lo, mid)
     return np.where(never, np.inf, hi)
 
 
 def size_for_floor(target: float, post: Posterior, index: np.ndarray) -> np.ndarray:
     """Base size (billions) from which the floor is below ``target``, per draw; inf if never."""
-    L_star, B, beta = (post.law[n][:, index] for n in ("L_star", "B", "beta"))
+    p = post.law_at(index)
+    L_star, B, beta = p["L_star"], p["B"], p["beta"]
     gap = target - L_star
     ok = (gap > 0) & (B > 0) & (beta > 0)
     safe = np.where(ok, gap, 1.0)
@@ -119,12 +107,12 @@ def _falling_until(q: dict[str, np.ndarray], lo_end: float, hi_end: float) -> np
     return np.where(rising_tail, np.clip(np.nan_to_num(x_min, nan=lo_end), lo_end, hi_end), hi_end)
 
 
-def _scaled_exp(coef: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """coef * e^exponent for coef >= 0, without 0 * inf = nan: 0 where coef is 0, and inf (not a
-    warning) where a steep exponent at a tiny size overflows."""
-    positive = coef > 0
-    with np.errstate(over="ignore"):
-        return np.where(positive, np.exp(np.log(np.where(positive, coef, 1.0)) + exponent), 0.0)
+def _log_or_minus_inf(coef: np.ndarray) -> np.ndarray:
+    """log(coef), -inf where coef <= 0: e^(log + exponent) is then coef * e^exponent without
+    0 * inf = nan (0 where coef is 0, inf where a steep exponent at a tiny size overflows), and
+    the logs are taken once for all the search's steps."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.where(coef > 0, coef, 0.0))
 
 
 def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray) -> np.ndarray:
@@ -138,34 +126,39 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     monotone: the search is confined to the falling side, left of its minimum, and 'never'
     means even the minimum misses the target.
     """
-    p = {n: v[:, index] for n, v in post.law.items()}
-    tail = p["A0"] * (k + p["b"]) ** (-p["alpha"])
+    p = post.law_at(index)
+    tail = p["A0"] * law.tail_shape(k, p["b"], p["alpha"])
     shape = tail.shape
     lo_end, hi_end = np.log(N_RANGE_B[0]), np.log(N_RANGE_B[1])
     with np.errstate(divide="ignore"):  # a floor that does not fall with N: size 0, log -inf
         start = np.log(size_for_floor(target, post, index))
     x = np.clip(np.where(np.isfinite(start), start, lo_end), lo_end, hi_end).ravel()
-    # Work on the draws still searching only: flat arrays, compacted as draws converge.
     q = {n: v.ravel() for n, v in (("L", p["L_star"]), ("B", p["B"]), ("beta", p["beta"]),
                                    ("C", tail), ("gamma", p["gamma"]))}  # fmt: skip
+    # The curve's terms as the steps use them, flat; logs taken once (see _log_or_minus_inf).
+    terms = {"L": q["L"], "log_B": _log_or_minus_inf(q["B"]), "minus_beta": -q["beta"],
+             "log_C": _log_or_minus_inf(q["C"]), "minus_gamma": -q["gamma"],
+             "gamma": q["gamma"]}  # fmt: skip
 
-    def excess(x, i):
-        e_floor = _scaled_exp(q["B"][i], -q["beta"][i] * x)
-        e_tail = _scaled_exp(q["C"][i], -q["gamma"][i] * x)
-        f = q["L"][i] + e_floor + e_tail - target
-        return f, -q["beta"][i] * e_floor - q["gamma"][i] * e_tail
+    def excess(x, t):
+        """L(x) - target and its slope, for the draws whose terms are ``t``."""
+        with np.errstate(over="ignore"):
+            e_floor = np.exp(t["log_B"] + t["minus_beta"] * x)
+            e_tail = np.exp(t["log_C"] + t["minus_gamma"] * x)
+        return t["L"] + e_floor + e_tail - target, t["minus_beta"] * e_floor - t["gamma"] * e_tail
 
-    every = np.arange(x.size)
     right = _falling_until(q, lo_end, hi_end)
     x = np.minimum(x, right)
-    never = excess(right, every)[0] > 0
-    already = excess(np.full(x.size, lo_end), every)[0] <= 0
-    todo = every[~(never | already)]
+    never = excess(right, terms)[0] > 0
+    already = excess(np.full(x.size, lo_end), terms)[0] <= 0
+    # Work on the draws still searching only, compacted as draws converge.
+    todo = np.flatnonzero(~(never | already))
+    active = {n: v[todo] for n, v in terms.items()}
     lo, hi, xs = np.full(todo.size, lo_end), right[todo], x[todo]
     for _ in range(100):
         if todo.size == 0:
             break
-        f, slope = excess(xs, todo)
+        f, slope = excess(xs, active)
         hi = np.where(f <= 0, xs, hi)
         lo = np.where(f > 0, xs, lo)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -175,7 +168,9 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
         x[todo] = xs
         going = ~(inside & (np.abs(f / slope) <= 1e-12 * np.maximum(1.0, np.abs(xs))))
         going &= hi - lo > 1e-12
-        todo, lo, hi, xs = todo[going], lo[going], hi[going], xs[going]
+        if not going.all():
+            todo, lo, hi, xs = todo[going], lo[going], hi[going], xs[going]
+            active = {n: v[going] for n, v in active.items()}
     n = np.exp(x)
     n[never] = np.inf
     n[already] = N_RANGE_B[0]
@@ -208,24 +203,29 @@ def experts_for_target(
     if not (math.isfinite(target) and target > 0):
         raise MergelawError(f"target loss {float(target):g} is not a positive loss (nats/token)")
     k_max = float(k_max if k_max is not None else post.pool_size)
-    source, curves, index = _curves(post, n_b, family)
+    source, curves, index = post.family_curves(n_b, family)
     needed = experts_needed(target, curves)
     nothing = np.full_like(needed, np.nan)  # no size law (a fit of < 3 sizes): no size to name
     n_any = size_for_floor(target, source, index) if source.size_law else nothing
     n_pool = size_for_target(target, k_max, source, index) if source.size_law else nothing
     decided = _quantile_inverted(needed, prob)
     context = {"family": curves.labels, "n_b": curves.n_b, "target": target}
-    records = rows(context, "experts for target", needed, level, "median")
-    records += value_rows(context, f"P(reachable, <= {k_max:g} experts)",
-                          np.mean(needed <= k_max, axis=0), "probability", level)  # fmt: skip
-    records += value_rows(context, "P(reachable, any k)",
-                          np.mean(np.isfinite(needed), axis=0), "probability", level)  # fmt: skip
-    records += value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}",
-                          decided, "decision", level)  # fmt: skip
+    reachable = np.mean(needed <= k_max, axis=0)
+    blocks = [
+        rows(context, "experts for target", needed, level, "median"),
+        value_rows(context, f"P(reachable, <= {k_max:g} experts)", reachable, "probability", level),
+        value_rows(context, "P(reachable, any k)", np.mean(np.isfinite(needed), axis=0),
+                   "probability", level),
+        value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}", decided, "decision",
+                   level),
+    ]  # fmt: skip
     if source.size_law:
-        records += rows(context, "base size (B) for target, any k", n_any, level, "median")
-        records += rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool,
-                        level, "median")  # fmt: skip
+        blocks += [
+            rows(context, "base size (B) for target, any k", n_any, level, "median"),
+            rows(context, f"base size (B) for target, <= {k_max:g} experts", n_pool, level,
+                 "median"),
+        ]  # fmt: skip
+    size_any, size_pool = (_quantile_inverted(n, prob) for n in (n_any, n_pool))
     decision = {}
     for j, label in enumerate(curves.labels):
         k = float(decided[j])
@@ -240,11 +240,11 @@ def experts_for_target(
             "k": k,
             "prob": prob,
             "k_max": k_max,
-            "n_b_for_target_any_k": float(_quantile_inverted(n_any[:, j], prob)),
-            "n_b_for_target_k_max": float(_quantile_inverted(n_pool[:, j], prob)),
+            "n_b_for_target_any_k": float(size_any[j]),
+            "n_b_for_target_k_max": float(size_pool[j]),
         }
     words = [_target_words(f"{label} @ {n_b:g}B", target, d) for label, d in decision.items()]
-    return _answer(post, "experts for target", records, decision, summary=words)
+    return _answer(post, "experts for target", blocks, decision, summary=words)
 
 
 def _target_words(where: str, target: float, d: dict) -> str:
@@ -290,19 +290,22 @@ def stopping(
     level = check_level(level)
     threshold = _threshold(epsilon, cost_per_expert)
     k_max = float(k_max if k_max is not None else post.k_anchor)
-    _, curves, _ = _curves(post, n_b, family)
+    curves = post.curves(n_b, family)
     context = {"family": curves.labels, "n_b": curves.n_b, "threshold": threshold}
     per_draw = first_k_gain_below(threshold, curves)
-    records = rows(context, "first k with gain < threshold", per_draw, level, "median")
     stop = expected_gain_stop(threshold, curves, per_draw)
-    records += value_rows(context, "stop at k (expected gain < threshold)", stop, "decision", level)
+    blocks = [
+        rows(context, "first k with gain < threshold", per_draw, level, "median"),
+        value_rows(context, "stop at k (expected gain < threshold)", stop, "decision", level),
+    ]
     for fraction in fractions:
         name = f"k{round(fraction * 100):d} (to k={k_max:g})"
-        records += rows(context, name, experts_for_fraction(fraction, curves, k_max), level,
-                        "median")  # fmt: skip
+        at_fraction = experts_for_fraction(fraction, curves, k_max)
+        blocks.append(rows(context, name, at_fraction, level, "median"))
     p_rising = np.mean(curves.amplitude < 0, axis=0)
-    records += value_rows(context, "P(adding experts makes it worse)", p_rising, "probability",
-                          level)  # fmt: skip
+    blocks.append(
+        value_rows(context, "P(adding experts makes it worse)", p_rising, "probability", level)
+    )
     decision = {
         label: {"stop_at_k": float(stop[j]), "adding_experts": _direction(p_rising[j])}
         for j, label in enumerate(curves.labels)
@@ -314,7 +317,7 @@ def stopping(
         f"expected gain is below {threshold:.4g})"
         for label, d in decision.items()
     ]
-    return _answer(post, "stopping rule", records, decision, summary=words)
+    return _answer(post, "stopping rule", blocks, decision, summary=words)
 
 
 def _direction(p_rising: float, prob: float = 0.9) -> str:
@@ -334,16 +337,10 @@ def expected_gain_stop(
     lo = np.maximum(per_draw.min(axis=0) - 1.0, 0.0)  # the mean gain is not below yet
     hi = np.where(np.isfinite(per_draw.max(axis=0)), per_draw.max(axis=0), K_CAP)
 
-    def below(k):  # k: (n_fam,)
-        return np.mean(_gain(curves, k), axis=0) < threshold
+    def below(k):  # k: (n_fam,), one per family for every draw
+        return np.mean(curves.marginal_gain(k[None, :]), axis=0) < threshold
 
-    never = ~below(hi)
-    while np.any(hi - lo > 1.0):
-        mid = np.maximum(np.floor((lo + hi) / 2.0), 1.0)
-        holds = below(mid)
-        hi = np.where(holds, mid, hi)
-        lo = np.where(holds, lo, mid)
-    return np.where(never, np.inf, hi)
+    return smallest_whole_k(below, lo, hi)
 
 
 def sequential_stop(
@@ -372,12 +369,14 @@ def sequential_stop(
     k_now = float(points.k.max())
     gain = curves.marginal_gain(k_now)
     context = {"family": prior, "n_b": curves.n_b, "k_measured": k_now, "threshold": threshold}
-    records = rows(context, f"gain of expert {k_now + 1:g}", gain, level)
-    records += value_rows(context, "P(gain < threshold)", np.mean(gain < threshold, axis=0),
-                          "probability", level)  # fmt: skip
-    records += rows(context, f"loss at k={k_now + 1:g}", curves.mean(k_now + 1.0), level)
-    records += rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
-                    level, "median")  # fmt: skip
+    blocks = [
+        rows(context, f"gain of expert {k_now + 1:g}", gain, level),
+        value_rows(context, "P(gain < threshold)", np.mean(gain < threshold, axis=0),
+                   "probability", level),
+        rows(context, f"loss at k={k_now + 1:g}", curves.mean(k_now + 1.0), level),
+        rows(context, "first k with gain < threshold", first_k_gain_below(threshold, curves),
+             level, "median"),
+    ]  # fmt: skip
     expected = float(gain.mean())
     action = "continue" if expected >= threshold else "stop"
     decision = {
@@ -392,7 +391,7 @@ def sequential_stop(
         f"{describe_update(decision)}"
     ]
     note = updated.note()
-    return _answer(post, "sequential stopping", records, decision, [note] if note else [], words)
+    return _answer(post, "sequential stopping", blocks, decision, [note] if note else [], words)
 
 
 @dataclass(frozen=True)
@@ -475,10 +474,8 @@ def budget(
         "k": [k for _, k, _ in options],
         "cost": [c for _, _, c in options],
     }
-    records = rows(context, "expected loss", draws, level)
-    for record, p in zip(records, best):
-        record["p_best"] = float(p)
-    table = frame(records).sort_values("estimate", kind="stable").reset_index(drop=True)
+    block = rows(context, "expected loss", draws, level) | {"p_best": best.tolist()}
+    table = frame([block]).sort_values("estimate", kind="stable").reset_index(drop=True)
     top = table.iloc[0]
     decision = {
         "n_b": float(top["n_b"]),
@@ -515,14 +512,14 @@ def forecast(
     over all k-subsets of the pool (the law)."""
     n_b = post.planning_size(n_b)
     level = check_level(level)
-    _, curves, _ = _curves(post, n_b, family)
+    curves = post.curves(n_b, family)
     curves = curves.in_stratum(pool)
     ks = _k_grid(k, post)
     if pool == "without_own":
         ks = [kk for kk in ks if kk < curves.pool_size]  # the whole pool holds the own expert
-    records = forecast_rows(curves, ks, n_subsets, level, np.random.default_rng(seed))
+    blocks = forecast_rows(curves, ks, n_subsets, level, np.random.default_rng(seed))
     decision = {"n_b": curves.n_b, "k": list(ks), "pool": pool or "all subsets"}
-    return _answer(post, "forecast", records, decision)
+    return _answer(post, "forecast", blocks, decision)
 
 
 def forecast_from_points(
@@ -546,7 +543,7 @@ def forecast_from_points(
     updated = condition(post, points, n_b=n_b, prior=prior, seed=seed)
     ks = _k_grid(k, post)
     rng = np.random.default_rng(seed + 1)
-    records = forecast_rows(updated.curves, ks, n_subsets, level, rng)
+    blocks = forecast_rows(updated.curves, ks, n_subsets, level, rng)
     decision = updated.summary()
     means = points.per_k_means()
     if {1.0, 2.0, 4.0} <= set(means.index):
@@ -560,7 +557,7 @@ def forecast_from_points(
     note = updated.note()
     measured = ", ".join(f"{kk:g}" for kk in np.unique(points.k))
     words = [f"updated from the points at k = {measured}: {describe_update(decision)}"]
-    return _answer(post, "few-point forecast", records, decision, [note] if note else [], words)
+    return _answer(post, "few-point forecast", blocks, decision, [note] if note else [], words)
 
 
 def forecast_rows(
@@ -569,7 +566,7 @@ def forecast_rows(
     n_subsets: int | Sequence[int],
     level: float,
     rng: np.random.Generator,
-) -> list[dict]:
+) -> list[Block]:
     """Expected loss and observed loss (mean of ``n_subsets`` merges: one count, or one per k)
     at each k, per family."""
     ks = np.asarray(ks, dtype=float)
@@ -584,33 +581,15 @@ def forecast_rows(
         "n_b": curves.n_b,
         "k": np.tile(ks, n_fam),
     }
-    out = rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level)
     observed = observed.reshape(mean.shape[0], -1)
     what = f"mean of {counts[0]:g}" if np.all(counts == counts[0]) else "mean of n_subsets"
-    out += rows(context, f"observed loss ({what})", observed, level)
-    return out
+    return [
+        rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level),
+        rows(context, f"observed loss ({what})", observed, level),
+    ]
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-
-
-def _curves(
-    post: Posterior, n_b: float, family: str | Sequence[str] | None
-) -> tuple[Posterior, CurveDraws, np.ndarray]:
-    """The posterior the family lives in (the fit's, or a new family's), its curves at n_b and
-    its family indices there."""
-    names = [family] if isinstance(family, str) else family
-    if names is not None and NEW_FAMILY in names:
-        if list(names) != [NEW_FAMILY]:
-            raise MergelawError("'new' cannot be combined with other families in one query")
-        source = post.new_family()
-        return source, source.curves(n_b), np.array([0])
-    index = (
-        np.arange(len(post.labels))
-        if names is None
-        else np.array([post.family_index(f) for f in names])
-    )
-    return post, post.curves(n_b, [post.labels[i] for i in index]), index
 
 
 def _quantile_inverted(draws: np.ndarray, prob: float) -> np.ndarray:
@@ -637,12 +616,12 @@ def _k_grid(k: Sequence[float] | None, post: Posterior) -> list[float]:
 def _answer(
     post: Posterior,
     query: str,
-    records: list[dict] | pd.DataFrame,
+    blocks: list[Block] | pd.DataFrame,
     decision: dict,
     notes: Sequence[str] = (),
     summary: Sequence[str] = (),
 ) -> Answer:
-    table = records if isinstance(records, pd.DataFrame) else frame(records)
+    table = blocks if isinstance(blocks, pd.DataFrame) else frame(blocks)
     return Answer(
         query, table, post.flag, dict(post.provenance), decision, tuple(notes), tuple(summary)
     )

@@ -37,6 +37,37 @@ def test_point_mass_curves_are_the_law():
     )
 
 
+def test_curves_take_a_k_grid_or_one_k_per_draw_and_family():
+    """A 1-D k is a grid (a trailing axis); a 2-D k is one k per draw and family."""
+    post = Posterior.point_mass(FAMILIES, {**TRUTH, "alpha": [1.0, 0.7]}, n_draws=3)
+    curves = post.curves(7.0)
+    grid = np.array([1.0, 2.0, 9.0])
+    t = {name: np.array(v) for name, v in TRUTH.items()}
+    alpha = np.array([1.0, 0.7])
+    expected = law.tail_shape(grid, t["b"][:, None], alpha[:, None])
+    np.testing.assert_allclose(curves.tail_shape(grid)[0], expected)
+    one_each = np.array([[1.0, 9.0], [2.0, 2.0], [9.0, 1.0]])  # (S, F)
+    at_grid = curves.mean(grid)
+    column = np.searchsorted(grid, one_each)  # where each k sits on the grid
+    draw, family = np.indices(one_each.shape)
+    np.testing.assert_allclose(curves.mean(one_each), at_grid[draw, family, column])
+    gain = curves.marginal_gain(one_each)
+    np.testing.assert_allclose(gain, curves.mean(one_each) - curves.mean(one_each + 1.0))
+    per_family = curves.marginal_gain(np.array([[3.0, 5.0]]))  # (1, F): the same in every draw
+    np.testing.assert_array_equal(per_family[:, 0], curves.marginal_gain(3.0)[:, 0])
+    np.testing.assert_array_equal(per_family[:, 1], curves.marginal_gain(5.0)[:, 1])
+
+
+def test_family_curves_name_the_posterior_and_columns_a_family_lives_in():
+    post = Posterior.point_mass(FAMILIES, TRUTH, n_draws=3)
+    source, curves, index = post.family_curves(7.0, "biology")
+    assert source is post and list(index) == [1] and curves.labels == [FAMILIES[1]]
+    np.testing.assert_array_equal(source.law_at(index)["A0"], post.law["A0"][:, [1]])
+    assert post.law_at(np.arange(2)) is post.law  # every family in order: no copies
+    with pytest.raises(MergelawError, match="cannot be combined"):
+        post.family_curves(7.0, ["new", "code"])
+
+
 def test_noise_sd_is_the_finite_pool_model():
     post = Posterior.point_mass(
         FAMILIES, TRUTH, sigma=0.04, sigma_slope=0.3, nugget=0.002, sizes_b=(0.5, 3, 14)

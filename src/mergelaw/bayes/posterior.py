@@ -37,6 +37,12 @@ NEW_FAMILY = "new"
 STRATA = ("with_own", "without_own")
 
 
+def _is_k_grid(k) -> bool:
+    """Whether ``k`` is a 1-D sequence of k (a trailing axis of its own) rather than a scalar or
+    an array of one k per draw and family."""
+    return np.ndim(k) == 1
+
+
 def fresh_noise_factor(
     scale: np.ndarray | None, shape: tuple[int, ...], rng: np.random.Generator
 ) -> np.ndarray | float:
@@ -91,16 +97,18 @@ class CurveDraws:
         """Whether the tail exponent is 1 in every draw (the default spec): 1/(k+b) then."""
         return bool(np.all(self.alpha == 1.0))
 
-    def shape(self, k) -> np.ndarray:
-        """(k + b)^-alpha; k broadcasts against a trailing axis: (S, F) or (S, F, K)."""
+    def tail_shape(self, k) -> np.ndarray:
+        """The curve's k-dependence (k + b)^-alpha (law.tail_shape): (S, F) or (S, F, K), see
+        ``mean`` for how k broadcasts."""
         k, b, alpha = self._k_axis(k)
-        return law_math.tail_shape(k, b, 1.0 if self.unit_alpha else alpha)
+        return law_math.tail_shape(k, b, alpha)
 
     def mean(self, k) -> np.ndarray:
-        """E[L] at k experts: (S, F) for scalar k, (S, F, K) for a sequence; in a stratum, the
-        mean of its subsets (law.stratum_offset added)."""
+        """E[L] at k experts: (S, F) for a scalar k or an array broadcasting against (S, F) (one
+        k per draw and family), (S, F, K) for a 1-D sequence of k; in a stratum, the mean of its
+        subsets (law.stratum_offset added)."""
         floor, amplitude = (self._expand(a, k) for a in (self.floor, self.amplitude))
-        mean = floor + amplitude * self.shape(k)
+        mean = floor + amplitude * self.tail_shape(k)
         if self.stratum is None:
             return mean
         k_arr, _, _ = self._k_axis(k)
@@ -114,14 +122,18 @@ class CurveDraws:
         per k broadcasts along k)."""
         factor = law_math.spread_factor(self.spread, k, self.pool_size)
         sigma, nugget = (self._expand(a, k) for a in (self.sigma, self.nugget))
-        return law_math.noise_scale(sigma, factor, nugget) / np.sqrt(n_subsets)
+        scale = law_math.noise_scale(sigma, factor, nugget)
+        if np.all(np.asarray(n_subsets) == 1):
+            return scale  # one merge per k: nothing to average (and no pass to divide by 1)
+        return scale / np.sqrt(n_subsets)
 
     def marginal_gain(self, k) -> np.ndarray:
-        """L(k) - L(k+1) per draw."""
+        """L(k) - L(k+1) per draw (law.marginal_gain; k broadcasts as in ``mean``)."""
         k = np.asarray(k, dtype=float)
         if self.stratum is not None:
             return self.mean(k) - self.mean(k + 1.0)
-        return self._expand(self.amplitude, k) * (self.shape(k) - self.shape(k + 1.0))
+        k, b, alpha = self._k_axis(k)
+        return law_math.marginal_gain(k, self._expand(self.amplitude, k), b, alpha)
 
     def take(self, index: np.ndarray) -> CurveDraws:
         """The draws at ``index`` (resampling)."""
@@ -137,14 +149,18 @@ class CurveDraws:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def _k_axis(self, k):
-        b, alpha = self.b, self.alpha
+        """k, b and alpha ready to broadcast: a 1-D sequence of k becomes a trailing axis; alpha
+        is the number 1 where every draw has it (law's exact 1/(k+b) forms)."""
+        b, alpha = self.b, 1.0 if self.unit_alpha else self.alpha
         if np.ndim(k) == 0:
             return float(k), b, alpha
-        return np.asarray(k, dtype=float), b[..., None], alpha[..., None]
+        if not _is_k_grid(k):
+            return np.asarray(k, dtype=float), b, alpha
+        return np.asarray(k, dtype=float), b[..., None], np.expand_dims(alpha, -1)
 
     @staticmethod
     def _expand(array: np.ndarray, k) -> np.ndarray:
-        return array if np.ndim(k) == 0 else array[..., None]
+        return array[..., None] if _is_k_grid(k) else array
 
 
 @dataclass(frozen=True)
@@ -392,18 +408,34 @@ class Posterior:
     def curves(self, n_b: float, families: Sequence[str] | str | None = None) -> CurveDraws:
         """Mean-curve draws at base size ``n_b`` (billions) for the named families (None: all;
         'new': a family the fit has not seen, drawn from the population)."""
-        if isinstance(families, str):
-            families = [families]
-        if families is not None and NEW_FAMILY in families:
-            if list(families) != [NEW_FAMILY]:
+        return self.family_curves(n_b, families)[1]
+
+    def family_curves(
+        self, n_b: float, families: Sequence[str] | str | None = None
+    ) -> tuple[Posterior, CurveDraws, np.ndarray]:
+        """The posterior the named families live in (this one; for 'new', a family drawn from
+        the population), their curves at ``n_b`` and their indices there: for queries that also
+        read the families' size laws (``law_at``)."""
+        names = [families] if isinstance(families, str) else families
+        if names is not None and NEW_FAMILY in names:
+            if list(names) != [NEW_FAMILY]:
                 raise MergelawError("'new' cannot be combined with other families in one query")
-            return self.new_family().curves(n_b)
-        index = (
-            np.arange(len(self.labels))
-            if families is None
-            else np.array([self.family_index(f) for f in families])
-        )
-        return self._curves(n_b, index)
+            source, index = self.new_family(), np.array([0])
+        else:
+            source = self
+            index = (
+                np.arange(len(self.labels))
+                if names is None
+                else np.array([self.family_index(f) for f in names])
+            )
+        return source, source._curves(n_b, index), index
+
+    def law_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The law draws (LAW_NAMES -> (S, len(index))) of the families at ``index``: the arrays
+        themselves, not copies, when that is every family in order (read them, never write)."""
+        if _every(index, len(self.labels)):
+            return self.law
+        return {name: value[:, index] for name, value in self.law.items()}
 
     def _curves(self, n_b: float, index: np.ndarray) -> CurveDraws:
         n_b = _positive_size(n_b)
@@ -411,8 +443,7 @@ class Posterior:
         if fitted is None:
             self.require_size_law(f"a curve at {n_b:g}B (not a fitted size)")
         extras = {n: v[:, index] for n, v in self.per_size.get(fitted, {}).items()}
-        every = len(index) == len(self.labels) and np.array_equal(index, np.arange(len(index)))
-        p = self.law if every else {name: value[:, index] for name, value in self.law.items()}
+        p = self.law_at(index)
         if not self.size_law:  # the fitted curve at this size; no size law to evaluate
             floor, amplitude, b = extras["L_star"], extras["A0"], extras["b"]
         else:
@@ -436,7 +467,7 @@ class Posterior:
                 anchors=(self.spec.drop_from_k, self.k_anchor), **dev,
             )  # fmt: skip
         sigma = law_math.sigma_at_size(
-            self.sigma[:, index], self.sigma_slope[:, None], n_b / self.n_ref
+            _columns(self.sigma, index), self.sigma_slope[:, None], n_b / self.n_ref
         )
         nugget = _columns(self.nugget, index)
         curve_factor = self.curve_noise_factor(extras.get("noise_dev"), sigma.shape)
@@ -589,8 +620,17 @@ class Posterior:
 
 
 def _columns(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(S, len(index)) of draws given per family (S, F), or one for every family (S,)."""
-    return values[:, index] if values.ndim == 2 else values[:, None]
+    """(S, len(index)) of draws given per family (S, F), or one for every family (S,): the array
+    itself where index is every family in order (a copy by index would be slower to compute on
+    and to make)."""
+    if values.ndim == 1:
+        return values[:, None]
+    return values if _every(index, values.shape[1]) else values[:, index]
+
+
+def _every(index: np.ndarray, n_families: int) -> bool:
+    """Whether ``index`` is every family, in order."""
+    return len(index) == n_families and np.array_equal(index, np.arange(n_families))
 
 
 #: Law values a spec or a fit does not have: no offset, alpha 1, decay 1, and (no size law) a
