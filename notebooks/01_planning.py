@@ -73,7 +73,7 @@ means.pivot_table(index="k", columns=["eval_domain", "n_params"], values="mean")
 # %%
 result = ml.fit(curves, seed=SEED, **SAMPLER)
 print("flag:", result.flag)
-print(f"wall time {result.meta['wall_time_s']:.0f} s, sampler {result.meta['sampler']}")
+print(f"wall time {result.meta.wall_time_s:.0f} s, sampler {result.meta.sampler}")
 
 # %% [markdown]
 # The posterior of the paper's parameters per domain (posterior mean and 90% interval). On these

@@ -67,7 +67,7 @@ print(f"{len(curves)} subset rows")
 result = ml.fit(curves, seed=SEED, **SAMPLER)
 post = ml.posterior(result)
 print("flag:", result.flag)
-print(f"wall time {result.meta['wall_time_s']:.0f} s")
+print(f"wall time {result.meta.wall_time_s:.0f} s")
 print("misfit curves:", result.diagnostics.misfit_curves)
 
 # %% [markdown]
@@ -75,7 +75,8 @@ print("misfit curves:", result.diagnostics.misfit_curves)
 #
 # `ml.compare_methods(post, A, B)` gives, per draw, A - B for the floor, the tail amplitude and the
 # expected loss at k = 1 and k = 9, per domain and base size, pooled over domains per size, and
-# pooled over everything. For all of them lower is better, so a negative difference favours A.
+# pooled over everything. For the floor and the losses lower is better, so a negative difference
+# favours A; the tail amplitude is a shape (lower: a flatter curve), better only through the losses.
 # Columns to read:
 #
 # - `estimate [lower, upper]`: posterior mean difference and its 90% interval (nats);
