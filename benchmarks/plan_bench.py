@@ -1,4 +1,5 @@
-"""Latency of each planning and comparison query over a 4000-draw posterior (target <= 50 ms).
+"""Latency of each planning and comparison query over a 4000-draw posterior (target <= 50 ms;
+the two that update a new curve by NUTS, <= 10 s).
 
 The posterior is built from arrays, not sampled: the paper's 27 curve families (9 domains x 3
 methods, sizes 0.5B-72B) with per-draw lognormal jitter of every law parameter, a population of
@@ -28,6 +29,10 @@ from mergelaw.io import atomic_path
 from mergelaw.paper import PAPER_SIZES_B, paper_law_params
 
 TARGET_MS = 50.0
+#: The queries that condition a new curve on measured points sample it by NUTS (issue 16:
+#: seconds, an interactive query, <= 10 s on 2 cores); the closed-form queries have TARGET_MS.
+UPDATE_TARGET_MS = 10_000.0
+UPDATES = ("stop: sequential, 15 points, population", "forecast: few-point (k=1,2,4), population")
 
 
 def paper_posterior(n_draws: int, seed: int = 0) -> Posterior:
@@ -143,19 +148,25 @@ def main() -> None:
     post = paper_posterior(args.draws)
     lines = [
         f"plan_bench: {args.draws} draws, {len(post.labels)} families, median of {args.repeats} "
-        f"repeats, {os.cpu_count()} CPU cores (shared), target <= {TARGET_MS:.0f} ms per query",
-        f"{'query':<48} {'ms':>8}  ok",
+        f"repeats, {os.cpu_count()} CPU cores (shared), target <= {TARGET_MS:.0f} ms per "
+        f"closed-form query, <= {UPDATE_TARGET_MS / 1000:.0f} s per NUTS update",
+        f"{'query':<48} {'ms':>8} {'target':>7}  ok",
     ]
     print("\n".join(lines), flush=True)
-    slowest = 0.0
+    slowest = {TARGET_MS: 0.0, UPDATE_TARGET_MS: 0.0}
     for name, call in queries(post).items():
         ms = time_query(call, args.repeats)
-        slowest = max(slowest, ms)
-        line = f"{name:<48} {ms:8.1f}  {'yes' if ms <= TARGET_MS else 'NO'}"
+        target = UPDATE_TARGET_MS if name in UPDATES else TARGET_MS
+        slowest[target] = max(slowest[target], ms)
+        line = f"{name:<48} {ms:8.1f} {target:7.0f}  {'yes' if ms <= target else 'NO'}"
         lines.append(line)
         print(line, flush=True)
-    lines += ["", f"slowest query: {slowest:.1f} ms (target <= {TARGET_MS:.0f} ms)"]
-    print(lines[-1])
+    lines += [
+        "",
+        f"slowest closed-form query: {slowest[TARGET_MS]:.1f} ms (target <= {TARGET_MS:.0f} ms)",
+        f"slowest update: {slowest[UPDATE_TARGET_MS]:.1f} ms (target <= {UPDATE_TARGET_MS:.0f} ms)",
+    ]
+    print("\n".join(lines[-2:]))
     with atomic_path(args.out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
