@@ -436,3 +436,24 @@ def test_floor_and_tail_deviations_integrate_out_exactly(residual, log_sd, tau_f
     np.testing.assert_allclose(
         [v00[0], v01[0], v11[0]], covariance[[0, 0, 1], [0, 1, 1]], rtol=1e-6, atol=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "learnt"), [((0.5, 3.0, 14.0), False), ((0.5, 1.5, 3.0, 14.0), True)]
+)
+def test_an_auto_floor_spread_is_learnt_only_beyond_the_floor_laws_parameters(sizes, learnt):
+    """With three base sizes a family's three floor parameters fit its floors exactly, so their
+    spread off the law is the prior's: 'auto' keeps it fixed there and learns it from four."""
+    from mergelaw.bayes.model import FLOOR_LAW_PARAMETERS
+    from mergelaw.bayes.numpyro_backend import model_fn
+
+    assert FLOOR_LAW_PARAMETERS == 3
+    table = simulate_curves(sizes_b=sizes, domains=("code",), methods=("average",),
+                            subsets_per_k=2, seed=0)  # fmt: skip
+    spec = dataclasses.replace(
+        load_spec("default"), floor_deviation_scale="auto", floor_deviation_log_sd=1.0
+    )
+    sites = model_fn(spec, prepare(table))[1]
+    assert ("floor_dev_scale" in sites) is learnt
+    fixed = dataclasses.replace(spec, floor_deviation_scale="fixed")
+    assert "floor_dev_scale" not in model_fn(fixed, prepare(table))[1]

@@ -21,7 +21,7 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     assert default.membership == "power" and default.nugget == "method"
     assert not default.is_pooled("b") and not default.is_pooled("drop")
     assert default.tail_deviation_prior_sd > 0 and default.offset_deviation_prior_sd > 0
-    assert default.floor_deviation_scale == default.tail_deviation_scale == "fixed"
+    assert default.floor_deviation_scale == "auto" and default.tail_deviation_scale == "fixed"
     by_method = load_spec("method_offset")
     assert by_method.params["b"].population == "method" and by_method.tail_deviation_prior_sd == 0
     floors = load_spec("floor_deviations")  # the previous default
@@ -71,8 +71,8 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
             "noise_curve_scale = 'shared' (expected one of: learnt, fixed)",
         ),
         (
-            ('floor_deviation_scale = "fixed"', 'floor_deviation_scale = "free"'),
-            "floor_deviation_scale = 'free' (expected one of: learnt, fixed)",
+            ('floor_deviation_scale = "auto"', 'floor_deviation_scale = "free"'),
+            "floor_deviation_scale = 'free' (expected one of: learnt, fixed, auto)",
         ),
         (
             ("[params.drop]", '[params.drop]\npopulation = "domain"'),

@@ -314,13 +314,22 @@ def _log_normal(backend: Backend, name: str, median: float, log_sd: float, dims=
     return backend.deterministic(name, backend.math.exp(raw), dims=dims)
 
 
-def _floor_deviation_scale(spec: ModelSpec, backend: Backend):
+#: Parameters of a family's floor law, L* + B N^-beta: with no more base sizes than these, a
+#: family's floors fit its law exactly whatever they are, and their spread off it is not learnt.
+FLOOR_LAW_PARAMETERS = 3
+
+
+def _floor_deviation_scale(spec: ModelSpec, data: ModelData, backend: Backend):
     """tau, the spread of curves' floors off their family's size law: fixed, or learnt under a
-    half-normal or (floor_deviation_log_sd > 0) a log-normal around floor_deviation_prior_sd.
-    Three base sizes leave it to the prior (three floor parameters per family fit three floors);
-    more sizes pin it, down to the floors' own precision on a table that follows the law."""
+    half-normal or (floor_deviation_log_sd > 0) a log-normal around floor_deviation_prior_sd;
+    'auto' learns it only where the table has more base sizes than FLOOR_LAW_PARAMETERS. Three
+    sizes leave it to the prior (learnt there, it mixed slowly on the lab table); more pin it,
+    down to the floors' own precision on a table that follows the law."""
     tau = spec.floor_deviation_prior_sd
-    if spec.floor_deviation_scale == "fixed":
+    learnt = spec.floor_deviation_scale == "learnt" or (
+        spec.floor_deviation_scale == "auto" and data.n_sizes > FLOOR_LAW_PARAMETERS
+    )
+    if not learnt:
         return tau
     if spec.floor_deviation_log_sd > 0:
         return _log_normal(backend, "floor_dev_scale", tau, spec.floor_deviation_log_sd)
@@ -375,7 +384,7 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     scale = _noise(spec, at, p, backend)
     deviates = has_floor_deviations(spec, data)
     if deviates:
-        tau = _floor_deviation_scale(spec, backend)
+        tau = _floor_deviation_scale(spec, data, backend)
     regressor, tau_tail = None, 1.0
     if has_tail_deviations(spec, data):
         drop_scale = np.full(len(merge_methods(data.families)), spec.tail_deviation_prior_sd)

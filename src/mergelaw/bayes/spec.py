@@ -110,7 +110,8 @@ class ModelSpec:
     nugget_log_sd: float = 0.0  # > 0: log nugget ~ Normal(log mode, this); 0: Gamma(2, 1/mode)
     noise_curve_prior_sd: float = 0.0  # > 0: per-curve log noise factor ~ N(0, s), s ~ HN(this)
     noise_curve_scale: str = "learnt"  # "fixed": s = noise_curve_prior_sd, not learnt
-    floor_deviation_scale: str = "learnt"  # "fixed": tau = floor_deviation_prior_sd, not learnt
+    floor_deviation_scale: str = "learnt"  # "fixed": tau = floor_deviation_prior_sd; "auto":
+    # learnt where the table has more base sizes than the floor law has parameters, else fixed
     floor_deviation_log_sd: float = 0.0  # > 0: learnt log tau ~ N(log prior_sd, this); 0: HN
     tail_deviation_prior_sd: float = 0.0  # > 0: per-curve drop off the size law, scale per method
     tail_deviation_scale: str = "learnt"  # "fixed": t = tail_deviation_prior_sd, not learnt
@@ -206,7 +207,7 @@ class MeanTable(Config):
     exponent_scope: Literal["family", "curve"] = "family"
     membership: Literal["none", "inverse_k", "power"] = "none"
     floor_deviation_prior_sd: Sd = 0.0
-    floor_deviation_scale: Deviation = "learnt"
+    floor_deviation_scale: Literal["learnt", "fixed", "auto"] = "learnt"
     floor_deviation_log_sd: Sd = 0.0
     tail_deviation_prior_sd: Sd = 0.0
     tail_deviation_scale: Deviation = "learnt"
