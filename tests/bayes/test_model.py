@@ -138,23 +138,28 @@ def test_one_or_two_sizes_drop_the_size_laws():
 
 @pytest.mark.parametrize("scale", ["fixed", "learnt"])
 @pytest.mark.parametrize(
-    ("deviation", "setting", "prior_sd"),
+    ("deviation", "setting", "prior_sd", "log_sd"),
     [
-        ("noise_dev", "noise_curve_scale", "noise_curve_prior_sd"),
-        ("floor_dev", "floor_deviation_scale", "floor_deviation_prior_sd"),
+        ("noise_dev", "noise_curve_scale", "noise_curve_prior_sd", None),
+        ("floor_dev", "floor_deviation_scale", "floor_deviation_prior_sd", 0.0),
+        ("floor_dev", "floor_deviation_scale", "floor_deviation_prior_sd", 1.0),
     ],
 )
 def test_per_curve_deviations_have_a_fixed_or_learnt_spread(
-    data, scale, deviation, setting, prior_sd
+    data, scale, deviation, setting, prior_sd, log_sd
 ):
     """dev_c ~ N(0, s) per curve, for the noise factor and the floor: s is the spec's number
     ("fixed": no population scale to funnel into when curves scatter alike, or, for the floor,
-    to mix slowly along its ridge with the family's floor law) or s ~ HalfNormal(that number)."""
+    to mix slowly along its ridge with the family's floor law) or s ~ HalfNormal(that number);
+    the floor's learnt s may instead be log-normal around it (floor_deviation_log_sd > 0)."""
     from numpyro.handlers import seed, trace
 
     from mergelaw.bayes import numpyro_backend
 
-    spec = dataclasses.replace(load_spec("default"), **{setting: scale})
+    changes = {setting: scale}
+    if log_sd is not None:
+        changes["floor_deviation_log_sd"] = log_sd
+    spec = dataclasses.replace(load_spec("default"), **changes)
     model, _ = numpyro_backend.model_fn(spec, data)
     sites = trace(seed(model, 0)).get_trace()  # unobserved: the floor deviations are sampled
     spread = sites[deviation]["fn"].base_dist.scale  # Normal(0, s) expanded over curves
@@ -162,9 +167,15 @@ def test_per_curve_deviations_have_a_fixed_or_learnt_spread(
     if scale == "fixed":
         assert f"{deviation}_scale" not in sites
         np.testing.assert_allclose(spread, getattr(spec, prior_sd))
+        return
+    if log_sd:  # log s ~ Normal(log prior_sd, log_sd), s its exp
+        raw = sites[f"{deviation}_scale_log"]
+        assert raw["fn"].loc == pytest.approx(np.log(getattr(spec, prior_sd)))
+        assert raw["fn"].scale == log_sd
+        np.testing.assert_allclose(sites[f"{deviation}_scale"]["value"], np.exp(raw["value"]))
     else:
         assert sites[f"{deviation}_scale"]["fn"].scale == getattr(spec, prior_sd)
-        np.testing.assert_allclose(spread, sites[f"{deviation}_scale"]["value"])
+    np.testing.assert_allclose(spread, sites[f"{deviation}_scale"]["value"])
 
 
 def test_a_population_per_merge_method_centres_each_family_on_its_methods_mean(data):
