@@ -17,7 +17,7 @@ import typer
 
 from mergelaw.cli.shared import command
 from mergelaw.errors import LIST_SYNTAX, MergelawError, Range, parse_values
-from mergelaw.measure.device import check_device, require_measure_extra
+from mergelaw.measure.device import check_device, require_measure_extra, set_torch_threads
 from mergelaw.measure.lab.pipeline import STAGES  # stdlib only: no torch yet
 
 #: Allowed values of the numeric options of measure and lab (by parameter name).
@@ -138,10 +138,7 @@ def measure(
     spec = read_sweep(sweep)
     check_writable(out / "curves.parquet")
     require_measure_extra()
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     runner = None
     if executor == ExecutorChoice.ray:
         runner = _ray_executor(address, workers, gpus_per_worker, cpus_per_worker, device)
@@ -187,10 +184,7 @@ def run(
     check_device(device)
     only = parse_values(only, str, "--only")
     spec = read_pipeline(pipeline)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     curves = run_pipeline(spec, until=until.value, only=only, device=device, progress=progress,
                           log=typer.echo)  # fmt: skip
     if curves is not None:

@@ -41,3 +41,14 @@ def check_device(device: str, *, local: bool = True, option: str = "--device") -
             f"{option} {device}: this machine has {count} CUDA device(s) (expected cuda:0 to "
             f"cuda:{count - 1})"
         )
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Torch's CPU threads for this process (None: torch's own choice). Tiny models slow down
+    badly when threads wait for a busy core."""
+    if threads is None:
+        return
+    require_measure_extra("--threads")
+    import torch
+
+    torch.set_num_threads(threads)
