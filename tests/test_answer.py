@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mergelaw.answer import expand, frame, rows, summarize, value_rows
+from mergelaw.answer import (
+    SortedDraws,
+    expand,
+    frame,
+    rows,
+    sort_rows,
+    summarize,
+    value_rows,
+)
+from mergelaw.parallel import MIN_PARALLEL_VALUES
 
 
 def test_blocks_stack_into_the_table_of_their_rows():
@@ -68,3 +77,60 @@ def test_summaries_are_the_quantiles_of_the_draws(n, level, never, seed):
             np.testing.assert_array_equal(summary["estimate"], median)
     with pytest.raises(ValueError, match="stat"):
         summarize(draws, level, "mode")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 200),
+    columns=st.integers(1, 4),
+    special=st.floats(0.0, 0.3),
+    seed=st.integers(0, 10_000),
+)
+def test_sorted_draws_read_numpys_quantiles_and_shares(n, columns, special, seed):
+    """Quantiles are np.quantile's value for value (a column holding NaN gives NaN), shares are
+    np.mean of the comparison (NaN compares false), with infinities and ties in the draws."""
+    rng = np.random.default_rng(seed)
+    draws = np.round(rng.standard_normal((n, columns)), 1)  # ties
+    pick = rng.uniform(size=draws.shape)
+    draws[pick < special] = np.inf
+    draws[pick < special / 2] = -np.inf
+    draws[pick < special / 6] = np.nan
+    ordered = SortedDraws(draws)
+    probs = [0.0, 0.05, 0.5, 0.95, 1.0]
+    for method in ("linear", "inverted_cdf"):
+        with np.errstate(invalid="ignore"):
+            expected = np.quantile(draws, probs, axis=0, method=method)
+        np.testing.assert_array_equal(ordered.quantiles(probs, method), expected)
+    thresholds = rng.choice([-0.5, 0.0, 0.2, np.inf, -np.inf], size=columns)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(
+            ordered.share_below(thresholds), np.mean(draws < thresholds, 0)
+        )
+        np.testing.assert_array_equal(
+            ordered.share_below(thresholds, inclusive=True), np.mean(draws <= thresholds, 0)
+        )
+        np.testing.assert_allclose(
+            ordered.share_above(thresholds), np.mean(draws > thresholds, 0), atol=1e-12
+        )
+    with pytest.raises(ValueError, match="method"):
+        ordered.quantiles(probs, "nearest")
+
+
+def test_sorting_on_threads_is_numpys_sort():
+    """Big enough to be shared out over the cores; draws first or last, in place when asked."""
+    draws = np.random.default_rng(3).standard_normal((MIN_PARALLEL_VALUES // 4000 + 7, 4000))
+    kept = draws.copy()
+    assert sort_rows(draws) is draws
+    np.testing.assert_array_equal(draws, np.sort(kept, axis=1))
+    kept = np.random.default_rng(4).standard_normal((3, 5, 200))
+    given = kept.copy()
+    ordered = SortedDraws(given, draws_last=True)
+    np.testing.assert_array_equal(given, kept)  # a copy unless told to overwrite
+    np.testing.assert_array_equal(ordered.quantiles([0.1, 0.9]), np.quantile(kept, [0.1, 0.9], -1))
+    np.testing.assert_allclose(ordered.mean, kept.mean(axis=-1))
+    in_place = SortedDraws(given, overwrite=True, draws_last=True)
+    np.testing.assert_array_equal(given, np.sort(kept, axis=-1))
+    np.testing.assert_array_equal(in_place.share_below(0.0), np.mean(kept < 0, axis=-1))
+    column = kept[0, 0][:, None]  # one column, (S, 1): its draws are not sorted where they lie
+    SortedDraws(column)
+    np.testing.assert_array_equal(column[:, 0], kept[0, 0])

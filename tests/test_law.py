@@ -29,6 +29,20 @@ def test_size_in_billions():
     assert law.size_in_billions(5e8) == pytest.approx(0.5)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(min_value=1e-4, max_value=1e5),
+    st.lists(st.floats(min_value=-3.0, max_value=3.0), min_size=1, max_size=20),
+)
+def test_size_power_of_one_size_is_the_power(n, exponents):
+    """exp(-e·log N) for one size and an array of exponents: N^-e to a few ulps."""
+    exponent = np.array(exponents)
+    np.testing.assert_allclose(law.size_power(n, exponent), n ** (-exponent), rtol=1e-13)
+    assert law.size_power(n, 0.5) == n**-0.5  # a scalar: the power itself
+    sizes = np.array([n, 2 * n])
+    np.testing.assert_array_equal(law.size_power(sizes, exponent[:1]), sizes ** (-exponent[:1]))
+
+
 def test_k_for_target_by_hand_and_unreachable():
     # 0.3 + 0.2/(k+1) = 0.35 -> k = 3; = 0.34 -> k = 4; 0.345 -> k = 3.44.. -> 4 experts
     assert law.k_for_target(0.35, 0.3, 0.2, 1.0) == pytest.approx(3.0)
@@ -152,6 +166,8 @@ def test_functions_keep_jax_arrays():
     sol = law.three_point_solution(jnp.asarray(3.0), 2.0, 1.5)
     assert float(sol.amplitude) == pytest.approx(2.0)
     assert float(law.first_k_gain_below(jnp.asarray(0.1), 1.0, 0.0)) == 3
+    beta = jnp.asarray([0.3, 0.5])  # one size and jax exponents: jax's power, traceable
+    assert "jax" in type(law.floor_loss(7.0, 0.2, 0.1, beta)).__module__
 
 
 # ---- the terms measured curves add, and the arithmetic the model shares ----------------------

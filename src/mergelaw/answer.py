@@ -19,6 +19,7 @@ import pandas as pd
 
 from mergelaw.errors import MergelawError
 from mergelaw.io import write_json
+from mergelaw.parallel import run_each, slices_for
 
 #: Columns every answer table ends with, in this order.
 VALUE_COLUMNS = ("quantity", "stat", "estimate", "lower", "upper", "level")
@@ -70,25 +71,109 @@ def check_level(level: float, what: str = "level") -> float:
     return level
 
 
-def summarize(draws: np.ndarray, level: float, stat: str = "mean") -> dict[str, np.ndarray]:
+def summarize(
+    draws: np.ndarray | SortedDraws, level: float, stat: str = "mean"
+) -> dict[str, np.ndarray]:
     """Estimate and central ``level`` interval over axis 0 of ``draws``.
 
     ``stat`` 'mean' (continuous quantities) or 'median' (counts and sizes, which may be +inf:
-    then quantiles are order statistics, never inf - inf). The median is only computed where it
-    is the estimate (a selection over every column is most of a summary's time).
+    then quantiles are order statistics, never inf - inf).
     """
-    draws = np.asarray(draws, dtype=float)
     if stat not in ("mean", "median"):
         raise ValueError(f"stat {stat!r}")
+    ordered = draws if isinstance(draws, SortedDraws) else SortedDraws(draws)
     tail = (1.0 - level) / 2.0
-    finite = bool(np.isfinite(draws).all())
-    method = "linear" if finite else "inverted_cdf"
+    method = "linear" if ordered.finite else "inverted_cdf"
     if stat == "median":
-        lower, estimate, upper = np.quantile(draws, [tail, 0.5, 1.0 - tail], axis=0, method=method)
+        lower, estimate, upper = ordered.quantiles([tail, 0.5, 1.0 - tail], method)
     else:
-        lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0, method=method)
-        estimate = draws.mean(axis=0)
+        lower, upper = ordered.quantiles([tail, 1.0 - tail], method)
+        estimate = ordered.mean
     return {"estimate": estimate, "lower": lower, "upper": upper}
+
+
+class SortedDraws:
+    """Draws sorted, once, for the quantiles and shares of every column: the summaries of
+    thousands of columns are most of a planning query's time (plan_bench), and numpy sorts all
+    columns about twice as fast as np.quantile selects each probability's order statistics.
+    Quantiles are np.quantile's, value for value (a column holding NaN gives NaN); shares are
+    np.mean of the comparison (NaN compares false). Kept as one contiguous row of draws per
+    column: sorting rows is half again as fast as sorting down strided columns."""
+
+    def __init__(
+        self, draws: np.ndarray, overwrite: bool = False, draws_last: bool = False
+    ) -> None:
+        """``draws`` (S, ...), or (..., S) where ``draws_last``; ``overwrite``: sort a C-ordered
+        (..., S) ``draws`` in place, the caller giving it up."""
+        draws = np.asarray(draws, dtype=float)
+        if draws_last:
+            self.n, self.shape = draws.shape[-1], draws.shape[:-1]
+            rows = draws.reshape(-1, self.n)
+            rows = rows if overwrite and rows.flags.c_contiguous else rows.copy()
+        else:
+            self.n, self.shape = draws.shape[0], draws.shape[1:]
+            rows = np.array(draws.reshape(self.n, -1).T, order="C")  # always a copy
+        with np.errstate(invalid="ignore"):  # inf - inf: a NaN mean, as np.mean gives
+            self.mean = rows.mean(axis=1).reshape(self.shape)
+        self.finite = bool(np.isfinite(self.mean).all())  # an inf or NaN anywhere reaches it
+        self.sorted = sort_rows(rows)
+        self.has_nan = np.isnan(self.sorted[:, -1]) if self.n else np.zeros(len(rows), bool)
+
+    def quantiles(self, probs: Sequence[float], method: str = "linear") -> np.ndarray:
+        """``np.quantile(draws, probs, axis=<the draws'>, method=method)``, 'linear' or
+        'inverted_cdf': (len(probs), ...)."""
+        probs = np.asarray(probs, dtype=float)
+        n, ordered = self.n, self.sorted
+        if method == "inverted_cdf":  # the smallest draw whose share at or below it reaches p
+            index = n * probs - 1.0
+            below = np.floor(index)
+            pick = np.where(index == below, below, below + 1.0)
+            values = ordered[:, np.clip(pick, 0, n - 1).astype(int)]
+        elif method == "linear":
+            index = (n - 1) * probs
+            below = np.clip(np.floor(index), 0, n - 1).astype(int)
+            above = np.minimum(below + 1, n - 1)
+            weight = index - below
+            low, high = ordered[:, below], ordered[:, above]
+            with np.errstate(invalid="ignore"):  # inf - inf, as np.quantile meets it
+                step = high - low
+                # numpy's lerp: from the nearer end, so that a weight of 1 gives the upper value
+                values = np.where(weight >= 0.5, high - step * (1.0 - weight), low + step * weight)
+        else:
+            raise ValueError(f"method {method!r}")
+        values[self.has_nan] = np.nan
+        return values.T.reshape(len(probs), *self.shape)
+
+    def share_below(self, values: np.ndarray | float, inclusive: bool = False) -> np.ndarray:
+        """Per column, the share of draws < ``values`` (<= where ``inclusive``): one value, or
+        one per column. A binary search in each sorted row, all rows at once."""
+        ordered = self.sorted
+        rows = np.arange(len(ordered))
+        values = np.broadcast_to(np.asarray(values, dtype=float), rows.shape)
+        lo, hi = np.zeros(rows.size, dtype=int), np.full(rows.size, self.n)
+        while np.any(lo < hi):
+            mid = (lo + hi) // 2
+            at = ordered[rows, np.minimum(mid, self.n - 1)]
+            below = (at <= values) if inclusive else (at < values)
+            active = lo < hi
+            lo = np.where(active & below, mid + 1, lo)
+            hi = np.where(active & ~below, mid, hi)
+        return (lo / max(self.n, 1)).reshape(self.shape)
+
+    def share_above(self, values: np.ndarray | float) -> np.ndarray:
+        """Per column, the share of draws > ``values`` (NaN draws are not)."""
+        not_nan = self.share_below(np.inf, inclusive=True)
+        return not_nan - self.share_below(values, inclusive=True)
+
+
+def sort_rows(rows: np.ndarray) -> np.ndarray:
+    """Sort each row of (m, S) ``rows`` in place, the rows shared out over the cores
+    (parallel.run_each; each row is sorted alone, so the result is the same whatever the
+    split)."""
+    parts = slices_for(rows.size)
+    bounds = np.linspace(0, len(rows), parts + 1).astype(int)
+    run_each(lambda i: rows[bounds[i] : bounds[i + 1]].sort(axis=1), range(parts), rows.size)
+    return rows
 
 
 #: A block of table rows: column -> one value per row (``rows``, ``value_rows``; ``frame``
@@ -99,7 +184,7 @@ Block = dict[str, list]
 def rows(
     context: dict[str, Any],
     quantity: str,
-    draws: np.ndarray,
+    draws: np.ndarray | SortedDraws,
     level: float,
     stat: str = "mean",
 ) -> Block:

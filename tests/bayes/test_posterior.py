@@ -68,6 +68,32 @@ def test_family_curves_name_the_posterior_and_columns_a_family_lives_in():
         post.family_curves(7.0, ["new", "code"])
 
 
+def test_selected_families_keep_their_curves_at_fitted_and_new_sizes():
+    """``select`` takes columns once; a family's curve, the deviations drawn for it at a new
+    size included, is the same whichever families are asked with it."""
+    families = [*FAMILIES, "qwen2/ta/law"]
+    truth = {name: [*values, values[0]] for name, values in TRUTH.items()}
+    post = dataclasses.replace(
+        Posterior.point_mass(families, truth, n_draws=200, sizes_b=(0.5, 3.0, 14.0)),
+        floor_dev_scale=np.full(200, 0.05),
+        b_dev_scale=np.full((200, 3), 0.2),
+        tail_dev_scale=np.full((200, 3), 0.01),
+        noise_dev_scale=np.full(200, 0.3),
+    )
+    assert post.per_size == {}  # no fitted deviations: every size draws them
+    picked = post.select(["qwen2/ta/law", "code"])
+    assert picked.labels == ["qwen2/ta/law", FAMILIES[0]]
+    for n_b in (3.0, 40.0):
+        whole, alone = post.curves(n_b), post.curves(n_b, ["code"])
+        few = picked.curves(n_b)
+        for name in ("floor", "amplitude", "b", "sigma"):
+            np.testing.assert_array_equal(getattr(few, name), getattr(whole, name)[:, [2, 0]])
+            np.testing.assert_array_equal(getattr(alone, name), getattr(whole, name)[:, [0]])
+    deviation = post.curves(40.0).floor - post.curves(40.0).floor.mean(axis=0)
+    assert 0.03 < deviation.std() < 0.07  # drawn at the floor's spread, per family
+    assert not np.allclose(deviation[:, 0], deviation[:, 2])  # each family its own draws
+
+
 def test_noise_sd_is_the_finite_pool_model():
     post = Posterior.point_mass(
         FAMILIES, TRUTH, sigma=0.04, sigma_slope=0.3, nugget=0.002, sizes_b=(0.5, 3, 14)

@@ -11,6 +11,7 @@ base size; ``new_family`` draws a family the fit has not seen from the populatio
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,21 +38,17 @@ NEW_FAMILY = "new"
 STRATA = ("with_own", "without_own")
 
 
+def family_columns(draws: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The columns (families) at ``index`` of (S, F, ...) draws, C-ordered: numpy's
+    ``draws[:, index]`` comes out Fortran-ordered, and later passes that mix it with C-ordered
+    draws run slower."""
+    return np.take(draws, index, axis=1)
+
+
 def _is_k_grid(k) -> bool:
     """Whether ``k`` is a 1-D sequence of k (a trailing axis of its own) rather than a scalar or
     an array of one k per draw and family."""
     return np.ndim(k) == 1
-
-
-def fresh_noise_factor(
-    scale: np.ndarray | None, shape: tuple[int, ...], rng: np.random.Generator
-) -> np.ndarray | float:
-    """Noise factors exp(N(0, scale)) of curves a fit has not seen, one per draw (scale (S,),
-    shape (S, ...)); 1 where the fit has no per-curve noise."""
-    if scale is None:
-        return 1.0
-    scale = np.reshape(scale, (-1,) + (1,) * (len(shape) - 1))
-    return np.exp(scale * rng.standard_normal(shape))
 
 
 @dataclass(frozen=True)
@@ -103,29 +100,50 @@ class CurveDraws:
         k, b, alpha = self._k_axis(k)
         return law_math.tail_shape(k, b, alpha)
 
-    def mean(self, k) -> np.ndarray:
+    def mean(self, k, draws_last: bool = False) -> np.ndarray:
         """E[L] at k experts: (S, F) for a scalar k or an array broadcasting against (S, F) (one
-        k per draw and family), (S, F, K) for a 1-D sequence of k; in a stratum, the mean of its
-        subsets (law.stratum_offset added)."""
-        floor, amplitude = (self._expand(a, k) for a in (self.floor, self.amplitude))
-        mean = floor + amplitude * self.tail_shape(k)
+        k per draw and family), (S, F, K) for a 1-D sequence of k ((F, K, S) where
+        ``draws_last``: each curve point's draws contiguous, to be sorted); in a stratum, the
+        mean of its subsets (law.stratum_offset added)."""
+        if _is_k_grid(k):
+            return self._over_grid(k, lambda kk, _: self.mean(kk), draws_last)
+        mean = np.multiply(self.amplitude, self.tail_shape(k))
+        mean += self.floor
         if self.stratum is None:
             return mean
         k_arr, _, _ = self._k_axis(k)
-        gap, decay = (self._expand(a, k) for a in (self.gap, self.decay))
         own = 1.0 if self.stratum == "with_own" else 0.0
-        return mean + law_math.stratum_offset(k_arr, own, self.pool_size, gap, decay)
+        return mean + law_math.stratum_offset(k_arr, own, self.pool_size, self.gap, self.decay)
 
-    def noise_sd(self, k, n_subsets=1) -> np.ndarray:
+    def noise_sd(self, k, n_subsets=1, draws_last: bool = False) -> np.ndarray:
         """Sd of the mean loss of ``n_subsets`` random k-subsets around the curve (the fit's
         noise model: sigma²·spread(k, M) + nugget², divided by the number of subsets; a count
-        per k broadcasts along k)."""
+        per k broadcasts along k). Shapes as ``mean``'s."""
+        if _is_k_grid(k):
+            counts = np.broadcast_to(np.asarray(n_subsets, dtype=float), np.shape(k))
+            return self._over_grid(k, lambda kk, j: self.noise_sd(kk, counts[j]), draws_last)
         factor = law_math.spread_factor(self.spread, k, self.pool_size)
-        sigma, nugget = (self._expand(a, k) for a in (self.sigma, self.nugget))
-        scale = law_math.noise_scale(sigma, factor, nugget)
+        scale = law_math.noise_scale(self.sigma, factor, self.nugget)
         if np.all(np.asarray(n_subsets) == 1):
             return scale  # one merge per k: nothing to average (and no pass to divide by 1)
         return scale / np.sqrt(n_subsets)
+
+    def _over_grid(self, ks, value_at, draws_last: bool = False) -> np.ndarray:
+        """``value_at(k, j)`` (S, F) at each k of a grid (j: its position), as (S, F, K), or
+        (F, K, S) where ``draws_last``. One k at a time, so that every pass runs over all S·F
+        values at once: broadcasting a short k axis last makes numpy loop S·F times over K
+        values, several times slower."""
+        ks = np.asarray(ks, dtype=float)
+        n_fam = self.floor.shape[1]
+        if draws_last:
+            out = np.empty((n_fam, ks.size, self.n_draws))
+            for j, kk in enumerate(ks):
+                out[:, j, :] = value_at(float(kk), j).T
+            return out
+        out = np.empty((self.n_draws, n_fam, ks.size))
+        for j, kk in enumerate(ks):
+            out[..., j] = value_at(float(kk), j)
+        return out
 
     def marginal_gain(self, k) -> np.ndarray:
         """L(k) - L(k+1) per draw (law.marginal_gain; k broadcasts as in ``mean``)."""
@@ -141,7 +159,9 @@ class CurveDraws:
 
     def families(self, index: np.ndarray) -> CurveDraws:
         """The curves of the families at ``index`` (columns)."""
-        arrays = {n: a if a.shape[1] == 1 else a[:, index] for n, a in self._arrays().items()}
+        arrays = {
+            n: a if a.shape[1] == 1 else family_columns(a, index) for n, a in self._arrays().items()
+        }
         return dataclasses.replace(self, labels=[self.labels[i] for i in index], **arrays)
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -435,14 +455,14 @@ class Posterior:
         themselves, not copies, when that is every family in order (read them, never write)."""
         if _every(index, len(self.labels)):
             return self.law
-        return {name: value[:, index] for name, value in self.law.items()}
+        return {name: family_columns(value, index) for name, value in self.law.items()}
 
     def _curves(self, n_b: float, index: np.ndarray) -> CurveDraws:
         n_b = _positive_size(n_b)
         fitted = self.fitted_size(n_b)
         if fitted is None:
             self.require_size_law(f"a curve at {n_b:g}B (not a fitted size)")
-        extras = {n: v[:, index] for n, v in self.per_size.get(fitted, {}).items()}
+        extras = {n: family_columns(v, index) for n, v in self.per_size.get(fitted, {}).items()}
         p = self.law_at(index)
         if not self.size_law:  # the fitted curve at this size; no size law to evaluate
             floor, amplitude, b = extras["L_star"], extras["A0"], extras["b"]
@@ -450,18 +470,18 @@ class Posterior:
             floor = law_math.floor_loss(n_b, p["L_star"], p["B"], p["beta"])
             amplitude = law_math.tail_amplitude(n_b, p["A0"], p["gamma"])
             # a fitted size: the curve's own deviations; a new size: drawn at their spreads
-            rng = np.random.default_rng(0)
+            fresh = self.family_normals
             dev = {name: extras.get(name) for name in ("b_dev", "floor_dev", "tail_dev")}
             if dev["b_dev"] is None and self.b_dev_scale is not None:
-                dev["b_dev"] = _columns(self.b_dev_scale, index) * rng.standard_normal(floor.shape)
+                dev["b_dev"] = _columns(self.b_dev_scale, index) * fresh(index, 0)
             if dev["floor_dev"] is None and self.floor_dev_scale is not None:
-                dev["floor_dev"] = self.floor_dev_scale[:, None] * rng.standard_normal(floor.shape)
+                dev["floor_dev"] = self.floor_dev_scale[:, None] * fresh(index, 1)
             if dev["tail_dev"] is None and self.tail_dev_scale is not None:
                 spread = law_math.amplitude_spread_for_drop(
                     _columns(self.tail_dev_scale, index), p["b"], p["alpha"],
                     anchors=(self.spec.drop_from_k, self.k_anchor), b_dev=dev["b_dev"],
                 )  # fmt: skip
-                dev["tail_dev"] = spread * rng.standard_normal(floor.shape)
+                dev["tail_dev"] = spread * fresh(index, 2)
             floor, amplitude, b = law_math.curve_off_size_laws(
                 floor, amplitude, p["b"], p["alpha"],
                 anchors=(self.spec.drop_from_k, self.k_anchor), **dev,
@@ -470,7 +490,7 @@ class Posterior:
             _columns(self.sigma, index), self.sigma_slope[:, None], n_b / self.n_ref
         )
         nugget = _columns(self.nugget, index)
-        curve_factor = self.curve_noise_factor(extras.get("noise_dev"), sigma.shape)
+        curve_factor = self.curve_noise_factor(extras.get("noise_dev"), index)
         sigma, nugget = sigma * curve_factor, nugget * curve_factor
         gap = extras.get("gap")
         return CurveDraws(
@@ -489,14 +509,51 @@ class Posterior:
         )
 
     def curve_noise_factor(
-        self, deviation: np.ndarray | None, shape: tuple[int, ...], seed: int = 1
+        self, deviation: np.ndarray | None, index: np.ndarray
     ) -> np.ndarray | float:
-        """exp(noise deviation) of curves: the fitted ones' draws, or for a curve the fit has
-        not seen (a new size or family) fresh draws from N(0, noise_dev_scale); 1 where the
-        spec has no per-curve noise."""
+        """exp(noise deviation) of the curves of the families at ``index``: the fitted ones'
+        draws, or for curves the fit has not seen (a new size or family) fresh draws from
+        N(0, noise_dev_scale); 1 where the spec has no per-curve noise."""
         if deviation is not None:
             return np.exp(deviation)
-        return fresh_noise_factor(self.noise_dev_scale, shape, np.random.default_rng(seed))
+        if self.noise_dev_scale is None:
+            return 1.0
+        return np.exp(self.noise_dev_scale[:, None] * self.family_normals(index, 3))
+
+    def family_normals(self, index: np.ndarray, stream: int) -> np.ndarray:
+        """Standard normal draws (S, len(index)) for the families at ``index``, each family's
+        seeded by its label and ``stream``: a family's deviations at a new size are the same
+        whichever families a query asks about with it (and at every new size)."""
+        columns = [
+            np.random.default_rng([stream, zlib.crc32(self.labels[i].encode())]).standard_normal(
+                self.n_draws
+            )
+            for i in index
+        ]
+        return np.stack(columns, axis=1) if columns else np.empty((self.n_draws, 0))
+
+    def select(self, families: Sequence[str]) -> Posterior:
+        """This posterior restricted to the named families, in that order: for a query that
+        evaluates the same few families at many sizes (columns taken once, not per size)."""
+        index = np.array([self.family_index(f) for f in families], dtype=int)
+
+        def per_family(values):
+            if values is None or values.ndim < 2:
+                return values
+            return family_columns(values, index)
+
+        return dataclasses.replace(
+            self,
+            families=self.families.iloc[index].reset_index(drop=True),
+            law={name: per_family(value) for name, value in self.law.items()},
+            sigma=per_family(self.sigma),
+            per_size={
+                size: {name: per_family(value) for name, value in extras.items()}
+                for size, extras in self.per_size.items()
+            },
+            tail_dev_scale=per_family(self.tail_dev_scale),
+            b_dev_scale=per_family(self.b_dev_scale),
+        )
 
     def population_draws(
         self,
@@ -625,7 +682,7 @@ def _columns(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     and to make)."""
     if values.ndim == 1:
         return values[:, None]
-    return values if _every(index, values.shape[1]) else values[:, index]
+    return values if _every(index, values.shape[1]) else family_columns(values, index)
 
 
 def _every(index: np.ndarray, n_families: int) -> bool:
