@@ -297,6 +297,12 @@ def test_forecast_is_the_law_with_the_noise_model():
     k = np.array([1.0, 4.0, 9.0])
     sd = np.sqrt((sigma_n**2 * (9 - k) / (k * 8) + 0.003**2) / 2)
     np.testing.assert_allclose(observed.upper - observed.lower, 2 * 1.6449 * sd, rtol=0.05)
+    # the noise draws are shared by the families (each row is marginal): a family's rows are
+    # the same whoever else is forecast with it
+    both = plan.forecast(post, n_b=72.0, k=[1, 4, 9], n_subsets=2)
+    alone = answer.table.drop(columns="family").reset_index(drop=True)
+    first = both.table[both.table["family"] == FAMILIES[0]].drop(columns="family")
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), alone)
 
 
 def test_few_point_forecast_on_a_point_mass_family(post):

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mergelaw.answer import Answer, Block, check_level, expand, frame, summarize
+from mergelaw.answer import Answer, SortedDraws, check_level, frame, summarize
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.errors import MergelawError
+from mergelaw.parallel import run_each
 from mergelaw.plan import experts_needed
 
 POOLED = "pooled"
@@ -28,8 +29,8 @@ POOLED = "pooled"
 def method_pairs(post: Posterior, method_a: str, method_b: str) -> pd.DataFrame:
     """Families of ``method_a`` and ``method_b`` matched on (arch, eval_domain): columns
     domain (the eval domain, prefixed 'arch/' when the fit has several archs), label_a, label_b."""
-    families = post.families
-    methods = sorted(families["method"].unique())
+    families = {c: post.families[c].tolist() for c in ("arch", "eval_domain", "method", "label")}
+    methods = sorted(set(families["method"]))
     for method in (method_a, method_b):
         if method not in methods:
             raise MergelawError(
@@ -51,12 +52,13 @@ def method_pairs(post: Posterior, method_a: str, method_b: str) -> pd.DataFrame:
     )
 
 
-def _labels_by_domain(families: pd.DataFrame, method: str) -> dict[tuple[str, str], str]:
-    """(arch, eval_domain) -> label of ``method``'s families, refusing a method with several
-    parameter settings for one domain (which of them would be compared?)."""
-    side = families.loc[families["method"] == method, ["arch", "eval_domain", "label"]]
+def _labels_by_domain(families: dict[str, list], method: str) -> dict[tuple[str, str], str]:
+    """(arch, eval_domain) -> label of ``method``'s families (columns of the families table as
+    lists), refusing a method with several parameter settings for one domain (which of them
+    would be compared?)."""
     labels: dict[tuple[str, str], str] = {}
-    for arch, domain, label in side.itertuples(index=False):
+    rows = zip(families["arch"], families["eval_domain"], families["method"], families["label"])
+    for arch, domain, _, label in (row for row in rows if row[2] == method):
         if (arch, domain) in labels:
             raise MergelawError(
                 f"method {method!r} has several parameter settings for {arch}/{domain}: compare "
@@ -94,28 +96,34 @@ def contrasts(
     pairs = method_pairs(post, method_a, method_b)
     sizes = [float(n) for n in (sizes_b if sizes_b is not None else post.sizes_b)]
     ks = [float(x) for x in (k if k is not None else sorted({1.0, post.k_anchor}))]
-    per_size = {n: _differences(post, pairs, n, ks, target) for n in sizes}
-    blocks = []
-    for quantity in per_size[sizes[0]]:
-        width = rope_experts if quantity.startswith("experts") else rope
-        stat = "median" if quantity.startswith("experts") else "mean"
-        for n in sizes:
-            diff = per_size[n][quantity]  # (S, n_pairs)
-            context = {"scope": "domain", "domain": list(pairs["domain"]), "n_b": n}
-            blocks.append((context, quantity, diff, width, stat))
-            context = {"scope": "pooled over domains", "domain": POOLED, "n_b": n}
-            blocks.append((context, quantity, _pool(diff, axis=1), width, stat))
-        everything = _pool(np.concatenate([per_size[n][quantity] for n in sizes], axis=1), axis=1)
-        context = {
-            "scope": "pooled over domains and sizes",
-            "domain": f"{POOLED}, all N",
-            "n_b": math.nan,
-        }
-        blocks.append((context, quantity, everything, width, stat))
-    table = frame(_contrast_rows(blocks, level))
+    both = post.select([*pairs["label_a"], *pairs["label_b"]])  # columns taken once
+    quantities = _quantities(ks, target)
+    draws = _row_draws(both, sizes, ks, target, len(quantities))  # (quantities, rows, S)
+    domains, n_pairs = list(pairs["domain"]), len(pairs)
+    # the rows of a quantity: per size its domains then their pool; last, the pool of everything
+    context = {
+        "scope": (["domain"] * n_pairs + ["pooled over domains"]) * len(sizes)
+        + ["pooled over domains and sizes"],
+        "domain": [*domains, POOLED] * len(sizes) + [f"{POOLED}, all N"],
+        "n_b": [n for n in sizes for _ in range(n_pairs + 1)] + [math.nan],
+    }
+    columns = _numbers(draws, quantities, rope, rope_experts, level)
+    n_rows = draws.shape[1]
+    blocks = [
+        context
+        | {"quantity": [q] * n_rows, "stat": [_stat_of(q)] * n_rows, "level": [level] * n_rows}
+        | columns[q]
+        for q in quantities
+    ]
+    table = frame(blocks)
     decision = {"method_a": method_a, "method_b": method_b, "rope": rope, "prob": prob}
-    overall = table[table["scope"] == "pooled over domains and sizes"]
-    decision["verdicts"] = {row.quantity: _verdict(row, prob) for row in overall.itertuples()}
+    # the verdict of a quantity is its last row's: pooled over domains and sizes
+    decision["verdicts"] = {
+        quantity: _verdict(
+            quantity, {key: value[-1] for key, value in columns[quantity].items()}, prob
+        )
+        for quantity in quantities
+    }
     words = tuple(
         f"{quantity} (pooled): {verdict}  (A = {method_a}, B = {method_b}, ROPE {rope:g})"
         for quantity, verdict in decision["verdicts"].items()
@@ -123,64 +131,105 @@ def contrasts(
     return Answer("method comparison", table, post.flag, dict(post.provenance), decision, (), words)
 
 
+def _quantities(ks: list[float], target: float | None) -> list[str]:
+    """What a comparison contrasts, in table order (the median-estimated counts last)."""
+    names = ["floor", "tail amplitude", *(f"loss at k={kk:g}" for kk in ks)]
+    return names + ([f"experts for target {target:g}"] if target is not None else [])
+
+
 def _differences(
-    post: Posterior, pairs: pd.DataFrame, n_b: float, ks: list[float], target: float | None
-) -> dict[str, np.ndarray]:
-    # every family's curves first: a new size's deviations are drawn for all of them at once
-    index = [post.family_index(f) for f in (*pairs["label_a"], *pairs["label_b"])]
-    both = post.curves(n_b).families(np.array(index))  # A's columns, then B's
-    out = {"floor": _a_minus_b(both.floor), "tail amplitude": _a_minus_b(both.amplitude)}
-    for kk in ks:
-        out[f"loss at k={kk:g}"] = _a_minus_b(both.mean(kk))
+    post: Posterior, n_b: float, ks: list[float], target: float | None, out: np.ndarray
+) -> None:
+    """A - B per pair at ``n_b`` of every quantity (``_quantities``), written into ``out``
+    (quantities, pairs, S), of a posterior holding the pairs' A families, then their B
+    families (``Posterior.select``)."""
+    curves = post.curves(n_b)
+    half = len(post.labels) // 2
+
+    def a_minus_b(values: np.ndarray, i: int) -> None:
+        np.subtract(values[:, :half], values[:, half:], out=out[i].T)
+
+    a_minus_b(curves.floor, 0)
+    a_minus_b(curves.amplitude, 1)
+    for i, kk in enumerate(ks, start=2):
+        a_minus_b(curves.mean(kk), i)
     if target is not None:
-        needed = experts_needed(target, both)
-        half = needed.shape[1] // 2
-        both_never = np.isinf(needed[:, :half]) & np.isinf(needed[:, half:])
+        needed = experts_needed(target, curves)
         with np.errstate(invalid="ignore"):  # inf - inf where both never reach it: equal
-            out[f"experts for target {target:g}"] = np.where(both_never, 0.0, _a_minus_b(needed))
+            a_minus_b(needed, len(out) - 1)
+        both_never = np.isinf(needed[:, :half]) & np.isinf(needed[:, half:])
+        out[-1].T[both_never] = 0.0
+
+
+def _row_draws(
+    post: Posterior, sizes: list[float], ks: list[float], target: float | None, n_quantities: int
+) -> np.ndarray:
+    """Draws (quantities, rows, S) of every row of the table: per quantity, per size its pairs
+    (``_differences``) then their pool, and last the pool over sizes. Written into one array,
+    each row's draws contiguous (they are sorted next): copies and strided sorts were most of
+    a comparison's time (plan_bench)."""
+    n_pairs = len(post.labels) // 2
+    width = len(sizes) * (n_pairs + 1) + 1
+    out = np.empty((n_quantities, width, post.n_draws))
+    grid = out[:, :-1].reshape(n_quantities, len(sizes), n_pairs + 1, post.n_draws)  # a view
+
+    def one_size(z: int) -> None:
+        _differences(post, sizes[z], ks, target, grid[:, z, :n_pairs])
+        grid[:, z, n_pairs] = _pool(grid[:, z, :n_pairs])
+
+    run_each(one_size, range(len(sizes)), out.size)  # each size writes its own rows
+    # every size has every pair: the mean over sizes of their pools pools everything
+    out[:, -1] = _pool(grid[:, :, n_pairs])
     return out
 
 
-def _a_minus_b(values: np.ndarray) -> np.ndarray:
-    """A - B per pair, of values over the pairs' A families then their B families (S, 2m)."""
-    half = values.shape[1] // 2
-    return values[:, :half] - values[:, half:]
+def _stat_of(quantity: str) -> str:
+    """Experts needed are counts (and may be infinite): their estimate is the median."""
+    return "median" if quantity.startswith("experts") else "mean"
 
 
-def _pool(diff: np.ndarray, axis: int) -> np.ndarray:
-    """Mean difference over pairs; a pair with an infinite difference makes the mean infinite."""
+def _pool(rows: np.ndarray) -> np.ndarray:
+    """Mean difference over the second-last axis (pairs, or sizes) of (..., m, S) draws; an
+    infinite difference makes the mean infinite, and both signs of it NaN."""
     with np.errstate(invalid="ignore"):
-        return diff.mean(axis=axis)[:, None]
+        return rows.mean(axis=-2)
 
 
-def _contrast_rows(blocks: list[tuple], level: float) -> list[Block]:
-    """Rows of every block (context, quantity, differences (S, m), rope, stat), in block order:
-    summaries and probabilities computed once over all blocks of a stat."""
-    numbers: list[dict[str, list]] = [{} for _ in blocks]  # per block: column -> its rows
+def _numbers(
+    draws: np.ndarray, quantities: list[str], rope: float, rope_experts: float, level: float
+) -> dict[str, dict[str, list]]:
+    """Per quantity, the numbers of its rows (``_contrast_numbers``) from their draws
+    (quantities, rows, S), each stat's quantities sorted together, in place."""
+    n_rows = draws.shape[1]
+    columns = {}
     for stat in ("mean", "median"):
-        chosen = [i for i, block in enumerate(blocks) if block[4] == stat]
+        chosen = [i for i, q in enumerate(quantities) if _stat_of(q) == stat]
         if not chosen:
-            continue
-        diff = np.concatenate([blocks[i][2] for i in chosen], axis=1)
-        width = np.concatenate([np.full(blocks[i][2].shape[1], blocks[i][3]) for i in chosen])
-        summary = summarize(diff, level, stat)
-        with np.errstate(invalid="ignore"):
-            summary |= {
-                "p_a_lower": np.mean(diff < 0, axis=0),
-                "p_a_lower_beyond_rope": np.mean(diff < -width, axis=0),
-                "p_equivalent": np.mean(np.abs(diff) <= width, axis=0),
-                "p_b_lower_beyond_rope": np.mean(diff > width, axis=0),
-            }
-        widths = [blocks[i][2].shape[1] for i in chosen]
-        stops = np.cumsum(widths)
-        for i, start, stop in zip(chosen, stops - widths, stops):
-            numbers[i] = {k: v[start:stop].tolist() for k, v in summary.items()}
-    out = []
-    for (context, quantity, diff, _, stat), columns in zip(blocks, numbers):
-        m = diff.shape[1]
-        labels = {"quantity": [quantity] * m, "stat": [stat] * m, "level": [level] * m}
-        out.append(expand(context, m) | labels | columns)
-    return out
+            continue  # a stat's quantities sit side by side (counts last): one view
+        diffs = draws[chosen[0] : chosen[-1] + 1].reshape(-1, draws.shape[2])
+        width = np.full(len(diffs), rope_experts if stat == "median" else rope)
+        sorted_diffs = SortedDraws(diffs, overwrite=True, draws_last=True)
+        numbers = _contrast_numbers(sorted_diffs, width, level, stat)
+        for j, i in enumerate(chosen):
+            rows = slice(j * n_rows, (j + 1) * n_rows)
+            columns[quantities[i]] = {key: value[rows].tolist() for key, value in numbers.items()}
+    return columns
+
+
+def _contrast_numbers(
+    diff: SortedDraws, width: np.ndarray, level: float, stat: str
+) -> dict[str, np.ndarray]:
+    """Per column of sorted differences A - B: estimate and interval, and the probabilities
+    of A lower, of A lower by more than ``width`` (the ROPE), of equivalence within it, and of
+    B lower by more than it."""
+    within = diff.share_below(width, inclusive=True)  # -rope <= A - B <= rope: equivalent
+    beyond_lower = diff.share_below(-width)
+    return summarize(diff, level, stat) | {
+        "p_a_lower": diff.share_below(0.0),
+        "p_a_lower_beyond_rope": beyond_lower,
+        "p_equivalent": within - beyond_lower,
+        "p_b_lower_beyond_rope": diff.share_above(width),
+    }
 
 
 #: Contrasts where lower is not better: a curve's shape, not its loss. A smaller tail amplitude
@@ -188,13 +237,13 @@ def _contrast_rows(blocks: list[tuple], level: float) -> list[Block]:
 SHAPE_QUANTITIES = ("tail amplitude",)
 
 
-def _verdict(row, prob: float) -> str:
-    better = "lower" if row.quantity in SHAPE_QUANTITIES else "better"
-    if row.p_a_lower_beyond_rope >= prob:
+def _verdict(quantity: str, numbers: dict[str, float], prob: float) -> str:
+    better = "lower" if quantity in SHAPE_QUANTITIES else "better"
+    if numbers["p_a_lower_beyond_rope"] >= prob:
         return f"A {better}"
-    if row.p_b_lower_beyond_rope >= prob:
+    if numbers["p_b_lower_beyond_rope"] >= prob:
         return f"B {better}"
-    if row.p_equivalent >= prob:
+    if numbers["p_equivalent"] >= prob:
         return "practically equivalent"
     return "undecided"
 

@@ -20,10 +20,19 @@ import numpy as np
 import pandas as pd
 
 from mergelaw import law
-from mergelaw.answer import Answer, Block, check_level, frame, rows, value_rows
+from mergelaw.answer import (
+    Answer,
+    Block,
+    SortedDraws,
+    check_level,
+    frame,
+    rows,
+    value_rows,
+)
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.bayes.update import Points, condition, describe_update
 from mergelaw.errors import MergelawError
+from mergelaw.parallel import run_each, slices_for
 
 #: Largest k or base size (billions) the searches consider; beyond it, the answer is "never".
 K_CAP = 2.0**40
@@ -88,7 +97,10 @@ def smallest_whole_k(holds, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def size_for_floor(target: float, post: Posterior, index: np.ndarray) -> np.ndarray:
     """Base size (billions) from which the floor is below ``target``, per draw; inf if never."""
     p = post.law_at(index)
-    L_star, B, beta = p["L_star"], p["B"], p["beta"]
+    return _floor_size(target, p["L_star"], p["B"], p["beta"])
+
+
+def _floor_size(target: float, L_star: np.ndarray, B: np.ndarray, beta: np.ndarray) -> np.ndarray:
     gap = target - L_star
     ok = (gap > 0) & (B > 0) & (beta > 0)
     safe = np.where(ok, gap, 1.0)
@@ -115,6 +127,15 @@ def _log_or_minus_inf(coef: np.ndarray) -> np.ndarray:
         return np.log(np.where(coef > 0, coef, 0.0))
 
 
+def _excess(x: np.ndarray, t: dict[str, np.ndarray], target: float):
+    """L(x) - target and its slope in x = log N, for the draws whose curve terms are ``t``
+    (see size_for_target)."""
+    with np.errstate(over="ignore"):
+        e_floor = np.exp(t["log_B"] + t["minus_beta"] * x)
+        e_tail = np.exp(t["log_C"] + t["minus_gamma"] * x)
+    return t["L"] + e_floor + e_tail - target, t["minus_beta"] * e_floor - t["gamma"] * e_tail
+
+
 def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray) -> np.ndarray:
     """Smallest base size (billions) whose expected loss with ``k`` experts is at or below
     ``target``, per draw; inf if even N_RANGE_B's top misses it.
@@ -128,10 +149,26 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     """
     p = post.law_at(index)
     tail = p["A0"] * law.tail_shape(k, p["b"], p["alpha"])
+    out = np.empty(tail.shape)
+    # each draw's search is its own: slices of the draws go to the cores side by side
+    bounds = np.linspace(0, len(out), slices_for(out.size) + 1).astype(int)
+
+    def search(i: int) -> None:
+        rows = slice(bounds[i], bounds[i + 1])
+        law_rows = {name: p[name][rows] for name in ("L_star", "B", "beta", "gamma")}
+        out[rows] = _target_size(target, law_rows, tail[rows])
+
+    run_each(search, range(len(bounds) - 1), out.size)
+    return out
+
+
+def _target_size(target: float, p: dict[str, np.ndarray], tail: np.ndarray) -> np.ndarray:
+    """size_for_target on law draws ``p`` (L_star, B, beta, gamma) and the tail's coefficient
+    at that k, ``tail`` (A0 (k + b)^-alpha)."""
     shape = tail.shape
     lo_end, hi_end = np.log(N_RANGE_B[0]), np.log(N_RANGE_B[1])
     with np.errstate(divide="ignore"):  # a floor that does not fall with N: size 0, log -inf
-        start = np.log(size_for_floor(target, post, index))
+        start = np.log(_floor_size(target, p["L_star"], p["B"], p["beta"]))
     x = np.clip(np.where(np.isfinite(start), start, lo_end), lo_end, hi_end).ravel()
     q = {n: v.ravel() for n, v in (("L", p["L_star"]), ("B", p["B"]), ("beta", p["beta"]),
                                    ("C", tail), ("gamma", p["gamma"]))}  # fmt: skip
@@ -139,18 +176,10 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     terms = {"L": q["L"], "log_B": _log_or_minus_inf(q["B"]), "minus_beta": -q["beta"],
              "log_C": _log_or_minus_inf(q["C"]), "minus_gamma": -q["gamma"],
              "gamma": q["gamma"]}  # fmt: skip
-
-    def excess(x, t):
-        """L(x) - target and its slope, for the draws whose terms are ``t``."""
-        with np.errstate(over="ignore"):
-            e_floor = np.exp(t["log_B"] + t["minus_beta"] * x)
-            e_tail = np.exp(t["log_C"] + t["minus_gamma"] * x)
-        return t["L"] + e_floor + e_tail - target, t["minus_beta"] * e_floor - t["gamma"] * e_tail
-
     right = _falling_until(q, lo_end, hi_end)
     x = np.minimum(x, right)
-    never = excess(right, terms)[0] > 0
-    already = excess(np.full(x.size, lo_end), terms)[0] <= 0
+    never = _excess(right, terms, target)[0] > 0
+    already = _excess(np.full(x.size, lo_end), terms, target)[0] <= 0
     # Work on the draws still searching only, compacted as draws converge.
     todo = np.flatnonzero(~(never | already))
     active = {n: v[todo] for n, v in terms.items()}
@@ -158,7 +187,7 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     for _ in range(100):
         if todo.size == 0:
             break
-        f, slope = excess(xs, active)
+        f, slope = _excess(xs, active, target)
         hi = np.where(f <= 0, xs, hi)
         lo = np.where(f > 0, xs, lo)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -208,13 +237,14 @@ def experts_for_target(
     nothing = np.full_like(needed, np.nan)  # no size law (a fit of < 3 sizes): no size to name
     n_any = size_for_floor(target, source, index) if source.size_law else nothing
     n_pool = size_for_target(target, k_max, source, index) if source.size_law else nothing
+    needed, n_any, n_pool = (SortedDraws(n) for n in (needed, n_any, n_pool))
     decided = _quantile_inverted(needed, prob)
     context = {"family": curves.labels, "n_b": curves.n_b, "target": target}
-    reachable = np.mean(needed <= k_max, axis=0)
+    reachable = needed.share_below(k_max, inclusive=True)
     blocks = [
         rows(context, "experts for target", needed, level, "median"),
         value_rows(context, f"P(reachable, <= {k_max:g} experts)", reachable, "probability", level),
-        value_rows(context, "P(reachable, any k)", np.mean(np.isfinite(needed), axis=0),
+        value_rows(context, "P(reachable, any k)", needed.share_below(np.inf),
                    "probability", level),
         value_rows(context, f"smallest k: P(L(k) <= target) >= {prob:g}", decided, "decision",
                    level),
@@ -568,23 +598,32 @@ def forecast_rows(
     rng: np.random.Generator,
 ) -> list[Block]:
     """Expected loss and observed loss (mean of ``n_subsets`` merges: one count, or one per k)
-    at each k, per family."""
+    at each k, per family.
+
+    The observed loss of every family takes the same standard-normal noise draw per posterior
+    draw and k (common random numbers): each row is the marginal predictive of one (family, k),
+    which sharing leaves as it is, and drawing one number per draw and k instead of one per
+    draw, family and k is most of the cost a forecast of many families saves (plan_bench)."""
     ks = np.asarray(ks, dtype=float)
-    mean = curves.mean(ks)  # (S, F, K)
+    mean = curves.mean(ks, draws_last=True)  # (F, K, S): each row's draws contiguous
     counts = np.broadcast_to(np.asarray(n_subsets, dtype=float), ks.shape)
     if np.any(counts < 1):
         raise MergelawError(f"n_subsets {n_subsets} must be >= 1")
-    observed = mean + curves.noise_sd(ks, counts) * rng.standard_normal(mean.shape)
-    n_fam = mean.shape[1]
+    observed = curves.noise_sd(ks, counts, draws_last=True)
+    observed *= rng.standard_normal((curves.n_draws, 1, ks.size)).transpose(1, 2, 0)
+    observed += mean
     context = {
         "family": np.repeat(curves.labels, ks.size),
         "n_b": curves.n_b,
-        "k": np.tile(ks, n_fam),
+        "k": np.tile(ks, len(mean)),
     }
-    observed = observed.reshape(mean.shape[0], -1)
     what = f"mean of {counts[0]:g}" if np.all(counts == counts[0]) else "mean of n_subsets"
+    expected, observed = (  # both ours: sorted in place
+        SortedDraws(draws.reshape(-1, curves.n_draws), overwrite=True, draws_last=True)
+        for draws in (mean, observed)
+    )
     return [
-        rows(context, "expected loss", mean.reshape(mean.shape[0], -1), level),
+        rows(context, "expected loss", expected, level),
         rows(context, f"observed loss ({what})", observed, level),
     ]
 
@@ -592,9 +631,9 @@ def forecast_rows(
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def _quantile_inverted(draws: np.ndarray, prob: float) -> np.ndarray:
+def _quantile_inverted(draws: SortedDraws, prob: float) -> np.ndarray:
     """Smallest value v with P(draw <= v) >= prob (order statistic; inf allowed)."""
-    return np.quantile(np.asarray(draws, dtype=float), prob, axis=0, method="inverted_cdf")
+    return draws.quantiles([prob], "inverted_cdf")[0]
 
 
 def _threshold(epsilon: float, cost_per_expert: float | None) -> float:
