@@ -26,15 +26,25 @@ def plan_table():
 
 @pytest.fixture(scope="session")
 def plan_fit(plan_table):
-    """One short real fit of ``plan_table``, shared by the plan, compare and CLI tests."""
+    """One short real NUTS fit of ``plan_table``: the end-to-end tests that judge a posterior
+    (do its answers cover the truth?) use it."""
     from mergelaw.bayes.fit import fit
 
     return fit(plan_table, seed=5, draws=300, tune=300, chains=2)
 
 
 @pytest.fixture(scope="session")
-def plan_fit_path(plan_fit, tmp_path_factory):
-    """``plan_fit`` saved once, for the tests that read a fit file (CLI, report)."""
-    path = tmp_path_factory.mktemp("plan_fit") / "fit.nc"
-    plan_fit.save(path)
+def fake_fit(plan_table):
+    """A fit of ``plan_table`` made without sampling (``fakes.fake_fit``: the model's posterior
+    mode and draws around it), for the tests of what reads fits: CLI, report, queries."""
+    from fakes import fake_fit as make
+
+    return make(plan_table, seed=5)
+
+
+@pytest.fixture(scope="session")
+def fake_fit_path(fake_fit, tmp_path_factory):
+    """``fake_fit`` saved once, for the tests that read a fit file (CLI, report, API)."""
+    path = tmp_path_factory.mktemp("fake_fit") / "fit.nc"
+    fake_fit.save(path)
     return path

@@ -85,15 +85,15 @@ def test_measure_curves_without_torch_names_the_extra(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-def test_plan_compare_and_report_through_the_api(plan_fit_path, tmp_path):
+def test_plan_compare_and_report_through_the_api(fake_fit_path, tmp_path):
     """From a saved fit: load it, ask the planning queries (with the fit, its path or the
     posterior), compare two methods and write the report."""
-    fit = ml.load_fit(plan_fit_path)
+    fit = ml.load_fit(fake_fit_path)
     post = ml.posterior(fit)
     stop = ml.stopping(fit, n_b=3, epsilon=0.003)
     assert stop.flag == fit.flag and set(stop.decision) == set(fit.families["label"])
     assert ml.stopping(post, n_b=3, epsilon=0.003).to_dict() == stop.to_dict()
-    target = ml.experts_for_target(plan_fit_path, 0.3, n_b=3, family="average/code")
+    target = ml.experts_for_target(fake_fit_path, 0.3, n_b=3, family="average/code")
     assert target.decision["qwen2/average/code"]["status"] == "unreachable at this size"
     forecast = ml.forecast(post, n_b=72, family="ties/code", k=[1, 9])
     assert forecast.decision["k"] == [1, 9]

@@ -3,7 +3,7 @@ code, no traceback, no numpy repr, no library chatter, nothing left in the worki
 
 Each case is (category, command line, exit code, fragment of the message). Paths in a command
 line: {d} is a folder of small input files built once (tables, specs, sweep and pipeline files),
-{fit} a real saved fit (the session's ``plan_fit_path``, only for the few cases that must load
+{fit} a real saved fit (the session's ``fake_fit_path``, only for the few cases that must load
 one), {nofit} a file that is not a fit. Outputs are written relative to the case's own empty
 working folder, which must still be empty afterwards. Nearly every case fails before any
 loading or sampling, so the suite runs in seconds.
@@ -452,7 +452,7 @@ def _tiny_mismatched_checkpoints(d: Path) -> None:
 def paths(request, inputs) -> dict[str, str]:
     values = {"d": str(inputs), "nofit": str(inputs / "fit.nc"), "fit": "{fit}"}
     if "{fit}" in request.node.callspec.params["args"]:
-        values["fit"] = str(request.getfixturevalue("plan_fit_path"))
+        values["fit"] = str(request.getfixturevalue("fake_fit_path"))
     if "mismatch" in request.node.callspec.params["args"] and not (inputs / "mismatch").exists():
         _tiny_mismatched_checkpoints(inputs)
     return values

@@ -37,26 +37,26 @@ def test_folds_leave_out_whole_curves_and_keep_every_family():
         assign_folds(table, folds=6)
 
 
-def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan_fit, plan_table):
+def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(fake_fit, plan_table):
     """Rows of a fitted curve, scored by hand: the law bent with the curve's own b, its floor
     and drop deviations and its membership offset; the finite-pool spread, the method's nugget
     and the curve's noise factor."""
     rows = plan_table[(plan_table["n_params"] == 3_000_000_000)].head(40)
-    got = heldout_log_density(plan_fit, rows, draws=10_000)
-    labels = list(plan_fit.families["label"])
-    curves = list(zip(plan_fit.meta.curves["family"], plan_fit.meta.curves["n_params"]))
-    methods = sorted(plan_fit.families["method"].unique())
+    got = heldout_log_density(fake_fit, rows, draws=10_000)
+    labels = list(fake_fit.families["label"])
+    curves = list(zip(fake_fit.meta.curves["family"], fake_fit.meta.curves["n_params"]))
+    methods = sorted(fake_fit.families["method"].unique())
     expected = []
     for _, row in rows.iterrows():
         f = labels.index(f"{row.arch}/{row.method}/{row.eval_domain}")
         c = curves.index((f, row.n_params))
-        own = {n: plan_fit.draws(n)[:, c] for n in ("b_dev", "floor_dev", "tail_dev", "gap")}
-        p = {n: plan_fit.draws(n)[:, f] for n in ("L_star", "B", "beta", "A0", "gamma", "b")}
+        own = {n: fake_fit.draws(n)[:, c] for n in ("b_dev", "floor_dev", "tail_dev", "gap")}
+        p = {n: fake_fit.draws(n)[:, f] for n in ("L_star", "B", "beta", "A0", "gamma", "b")}
         n_b, k, m = row.n_params / 1e9, row.k, row.pool_size
         floor = p["L_star"] + p["B"] * n_b ** -p["beta"]
         amplitude, b = p["A0"] * n_b ** -p["gamma"], p["b"]
         # the curve bends with its own b, keeping its loss at k_anchor and its drop from k = 1
-        big_k, curve_b = plan_fit.meta.k_anchor, (1 + b) * np.exp(own["b_dev"]) - 1
+        big_k, curve_b = fake_fit.meta.k_anchor, (1 + b) * np.exp(own["b_dev"]) - 1
         bent = (
             amplitude
             * (1 / (1 + b) - 1 / (big_k + b))
@@ -64,14 +64,14 @@ def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(plan
         )
         floor = floor + amplitude / (big_k + b) - bent / (big_k + curve_b)
         mu = floor + own["floor_dev"] + (bent + own["tail_dev"]) / (k + curve_b)
-        decay = plan_fit.draws("decay")[:, methods.index(row.method)]
+        decay = fake_fit.draws("decay")[:, methods.index(row.method)]
         mu = mu + (row.in_domain - k / m) * own["gap"] * k**-decay
-        sigma = plan_fit.draws("sigma")[:, f] * (n_b / plan_fit.meta.n_ref) ** -plan_fit.draws(
+        sigma = fake_fit.draws("sigma")[:, f] * (n_b / fake_fit.meta.n_ref) ** -fake_fit.draws(
             "sigma_slope"
         )
-        nugget = plan_fit.draws("nugget")[:, methods.index(row.method)]
+        nugget = fake_fit.draws("nugget")[:, methods.index(row.method)]
         sd = np.sqrt(sigma**2 * (m - k) / (k * (m - 1)) + nugget**2)
-        sd = sd * np.exp(plan_fit.draws("noise_dev")[:, c])  # the curve's noise factor
+        sd = sd * np.exp(fake_fit.draws("noise_dev")[:, c])  # the curve's noise factor
         expected.append(np.log(np.mean(stats.norm.pdf(row.loss, mu, sd))))
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 

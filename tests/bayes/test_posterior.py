@@ -194,10 +194,10 @@ def test_refuses_a_spec_with_a_law_per_curve():
         Posterior.from_fit(naive)
 
 
-def test_from_fit_holds_the_fits_draws(plan_fit):
-    result = plan_fit
+def test_from_fit_holds_the_fits_draws(fake_fit):
+    result = fake_fit
     post = Posterior.from_fit(result, pool_size=9)
-    assert post.labels == list(result.families["label"]) and post.n_draws == 600
+    assert post.labels == list(result.families["label"]) and post.n_draws == result.n_draws
     assert post.sizes_b == (0.5, 3.0, 14.0) and post.flag == result.flag
     assert post.provenance["data_hash"] == result.meta.data_hash
     pooled = [n for n in result.spec.required_params() if result.spec.is_pooled(n)]
@@ -232,13 +232,14 @@ def test_from_fit_holds_the_fits_draws(plan_fit):
 
 @pytest.fixture(scope="module")
 def one_size_fit():
-    """A short real fit of a table with one base size (what most teams have): no size law."""
-    from mergelaw.bayes.fit import fit
+    """A fit, made without sampling (fakes.fake_fit), of a table with one base size (what most
+    teams have): no size law."""
+    from fakes import fake_fit
     from mergelaw.simulate import simulate_curves
 
     table = simulate_curves(sizes_b=(3.0,), domains=("code", "biology"),
                             methods=("average", "ties"), seed=2)  # fmt: skip
-    return fit(table, seed=1, draws=150, tune=200, chains=2)
+    return fake_fit(table, seed=1)
 
 
 def test_one_size_fit_answers_at_its_size_and_refuses_size_laws(one_size_fit):

@@ -28,10 +28,10 @@ def _run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def test_plan_target_prints_and_writes_json(plan_fit_path, tmp_path):
+def test_plan_target_prints_and_writes_json(fake_fit_path, tmp_path):
     out = tmp_path / "target.json"
     result = _run(
-        "plan", plan_fit_path, "target", "--loss", 0.3, "--size", 3, "--family", "average/code",
+        "plan", fake_fit_path, "target", "--loss", 0.3, "--size", 3, "--family", "average/code",
         "--json", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -43,38 +43,38 @@ def test_plan_target_prints_and_writes_json(plan_fit_path, tmp_path):
     assert decision["status"] == "unreachable at this size" and decision["k"] == "inf"
 
 
-def test_plan_stop_budget_forecast(plan_fit_path, points_path):
-    result = _run("plan", plan_fit_path, "stop", "--size", 3, "--epsilon", 0.003)
+def test_plan_stop_budget_forecast(fake_fit_path, points_path):
+    result = _run("plan", fake_fit_path, "stop", "--size", 3, "--epsilon", 0.003)
     assert result.exit_code == 0, result.output
     assert "k80 (to k=9)" in result.output and "stop at k =" in result.output
     result = _run(
-        "plan", plan_fit_path, "stop", "--size", 3, "--epsilon", 0.003, "--losses", points_path
+        "plan", fake_fit_path, "stop", "--size", 3, "--epsilon", 0.003, "--losses", points_path
     )
     assert result.exit_code == 0, result.output
     assert "CONTINUE" in result.output or "STOP" in result.output
     result = _run(
-        "plan", plan_fit_path, "budget", "--budget", 30, "--base-costs", "0.5=1,3=5,14=20",
+        "plan", fake_fit_path, "budget", "--budget", 30, "--base-costs", "0.5=1,3=5,14=20",
         "--expert-cost", 2,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "best within 30: N = " in result.output
     result = _run(
-        "plan", plan_fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", "1,9"
+        "plan", fake_fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", "1,9"
     )
     assert result.exit_code == 0, result.output
     assert "expected loss" in result.output and "observed loss" in result.output
-    result = _run("plan", plan_fit_path, "forecast", "--size", 3, "--points", points_path)
+    result = _run("plan", fake_fit_path, "forecast", "--size", 3, "--points", points_path)
     assert result.exit_code == 0, result.output
     assert "few-point forecast" in result.output
     assert "NUTS, the population as prior" in result.output
     assert "divergences" in result.output and "R-hat" in result.output
 
 
-def test_compare_prints_contrasts_and_verdicts(plan_fit_path, tmp_path):
+def test_compare_prints_contrasts_and_verdicts(fake_fit_path, tmp_path):
     out = tmp_path / "compare.json"
     result = _run(
         "compare",
-        plan_fit_path,
+        fake_fit_path,
         "--methods",
         "average,ties",
         "--k",
@@ -89,15 +89,15 @@ def test_compare_prints_contrasts_and_verdicts(plan_fit_path, tmp_path):
     assert {row["quantity"] for row in table} == {"floor", "tail amplitude", "loss at k=9"}
 
 
-def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
+def test_errors_are_one_line_with_exit_code_2(fake_fit_path, tmp_path):
     cases = [
         (["plan", tmp_path / "none.nc", "forecast", "--size", 3], "no such fit file"),
-        (["plan", plan_fit_path, "forecast", "--size", 3, "--family", "physics"], "not a family"),
-        (["plan", plan_fit_path, "target", "--loss", 0.5, "--size", -2], "--size -2: expected"),
+        (["plan", fake_fit_path, "forecast", "--size", 3, "--family", "physics"], "not a family"),
+        (["plan", fake_fit_path, "target", "--loss", 0.5, "--size", -2], "--size -2: expected"),
         (
             [
                 "plan",
-                plan_fit_path,
+                fake_fit_path,
                 "budget",
                 "--budget",
                 1,
@@ -108,7 +108,7 @@ def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
             ],
             "expected SIZE=COST",
         ),
-        (["compare", plan_fit_path, "--methods", "average"], "expected two different methods"),
+        (["compare", fake_fit_path, "--methods", "average"], "expected two different methods"),
     ]
     for args, message in cases:
         result = _run(*args)
@@ -116,12 +116,12 @@ def test_errors_are_one_line_with_exit_code_2(plan_fit_path, tmp_path):
         assert message in result.output and "Traceback" not in result.output
 
 
-def test_json_dash_writes_the_answer_alone_to_stdout(plan_fit_path, tmp_path, monkeypatch):
+def test_json_dash_writes_the_answer_alone_to_stdout(fake_fit_path, tmp_path, monkeypatch):
     """`--json -`: stdout is the JSON answer and nothing else (the table, flag and provenance
     go to stderr); list options take repeats as well as commas."""
     monkeypatch.chdir(tmp_path)
     result = _run(
-        "plan", plan_fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", 1,
+        "plan", fake_fit_path, "forecast", "--size", 72, "--family", "ties/code", "--k", 1,
         "--k", 9, "--json", "-",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -129,7 +129,7 @@ def test_json_dash_writes_the_answer_alone_to_stdout(plan_fit_path, tmp_path, mo
     assert answer["query"] == "forecast" and answer["decision"]["k"] == [1.0, 9.0]
     assert "flag: " in result.stderr and "provenance: data_hash" in result.stderr
     result = _run(
-        "compare", plan_fit_path, "--methods", "average", "--methods", "ties", "--k", 9,
+        "compare", fake_fit_path, "--methods", "average", "--methods", "ties", "--k", 9,
         "--pooled-only", "--json", "-",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -232,13 +232,13 @@ def _assert_mergekit_is_ours(config_path, sweep, family_row, chosen, tmp_path):
     assert moved > 1e-3, "the merge left the base unchanged: the comparison would prove nothing"
 
 
-def _family_row(plan_fit, label):
-    families = plan_fit.families
+def _family_row(fake_fit, label):
+    families = fake_fit.families
     return families[families["label"] == label].iloc[0]
 
 
 def test_emit_mergekit_from_stop_and_target_is_the_merge_mergekit_makes(
-    plan_fit, plan_fit_path, pool_sweep, tmp_path
+    fake_fit, fake_fit_path, pool_sweep, tmp_path
 ):
     """plan stop and plan target write the answer's k experts (the family's own expert first)
     as a mergekit config; mergekit's merge of that file equals mergelaw's merge of those
@@ -247,11 +247,11 @@ def test_emit_mergekit_from_stop_and_target_is_the_merge_mergekit_makes(
     import yaml
 
     label = "qwen2/average/code"
-    row = _family_row(plan_fit, label)
+    row = _family_row(fake_fit, label)
     # stop: k from the answer (capped at the pool's 4 experts, said in a note)
     out, answer = tmp_path / "stop.yaml", tmp_path / "stop.json"
     result = _run(
-        "plan", plan_fit_path, "stop", "--size", 3, "--epsilon", 0.003, "--family", "average/code",
+        "plan", fake_fit_path, "stop", "--size", 3, "--epsilon", 0.003, "--family", "average/code",
         "--json", answer, "--emit-mergekit", out, "--sweep", pool_sweep,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -263,21 +263,21 @@ def test_emit_mergekit_from_stop_and_target_is_the_merge_mergekit_makes(
         result.output
     )
     text = out.read_text()
-    assert f"# {label} @ 3B: stop at k = " in text and f"# fit: {plan_fit_path} (data " in text
+    assert f"# {label} @ 3B: stop at k = " in text and f"# fit: {fake_fit_path} (data " in text
     assert yaml.safe_load(text)["merge_method"] == "linear"  # average, c = 1
     _assert_mergekit_is_ours(out, pool_sweep, row, chosen, tmp_path / "stop")
 
     # target: a loss reached by 2 or 3 experts (the forecast's upper bound at k = 3), with
     # the experts named: biology (LoRA) and law first
     result = _run(
-        "plan", plan_fit_path, "forecast", "--size", 3, "--family", "average/code", "--k", 3,
+        "plan", fake_fit_path, "forecast", "--size", 3, "--family", "average/code", "--k", 3,
         "--json", "-",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["table"]
     loss = next(r["upper"] for r in rows if r["quantity"].startswith("expected loss"))
     out, answer = tmp_path / "target.yaml", tmp_path / "target.json"
-    args = ["plan", plan_fit_path, "target", "--loss", loss, "--size", 3, "--family",
+    args = ["plan", fake_fit_path, "target", "--loss", loss, "--size", 3, "--family",
             "average/code", "--json", answer]  # fmt: skip
     result = _run(*args)
     assert result.exit_code == 0, result.output
@@ -294,10 +294,10 @@ def test_emit_mergekit_from_stop_and_target_is_the_merge_mergekit_makes(
     _assert_mergekit_is_ours(out, pool_sweep, row, named, tmp_path / "target")
 
 
-def test_emit_mergekit_refusals_are_one_line_and_write_nothing(plan_fit_path, pool_sweep, tmp_path):
+def test_emit_mergekit_refusals_are_one_line_and_write_nothing(fake_fit_path, pool_sweep, tmp_path):
     out = tmp_path / "work" / "merge.yaml"
     (tmp_path / "work").mkdir()
-    stop = ["plan", plan_fit_path, "stop", "--size", 3, "--epsilon", 0.003]
+    stop = ["plan", fake_fit_path, "stop", "--size", 3, "--epsilon", 0.003]
     emit = ["--emit-mergekit", out, "--sweep", pool_sweep]
     code = ["--family", "average/code"]
     cases = [
@@ -319,7 +319,7 @@ def test_emit_mergekit_refusals_are_one_line_and_write_nothing(plan_fit_path, po
         ([*stop, *code, "--emit-mergekit", tmp_path, "--sweep", pool_sweep], "is a folder"),
         ([*stop, *code, "--emit-mergekit", "-", "--sweep", pool_sweep], "expected a file path"),
         (
-            ["plan", plan_fit_path, "target", "--loss", 0.3, "--size", 3, *code, *emit],
+            ["plan", fake_fit_path, "target", "--loss", 0.3, "--size", 3, *code, *emit],
             "--emit-mergekit: qwen2/average/code @ 3B: the target loss 0.3 is unreachable at "
             "this size (P >= 0.9); there is no planned merge to write",
         ),
@@ -343,8 +343,8 @@ def test_emit_mergekit_refusals_are_one_line_and_write_nothing(plan_fit_path, po
     assert not out.exists()
 
 
-def test_size_defaults_to_the_fits_one_size_only(plan_fit_path):
-    result = _run("plan", plan_fit_path, "forecast", "--family", "average/code")
+def test_size_defaults_to_the_fits_one_size_only(fake_fit_path):
+    result = _run("plan", fake_fit_path, "forecast", "--family", "average/code")
     assert result.exit_code == 2
     assert "--size: this fit has 3 base sizes (0.5B, 3B, 14B); give the one to plan for" in (
         result.stderr

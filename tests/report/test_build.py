@@ -20,18 +20,18 @@ SECTIONS = ("data", "diagnostics", "curves", "parameters", "size", "spread", "ch
 
 
 @pytest.fixture(scope="module")
-def report_path(plan_fit_path, tmp_path_factory):
+def report_path(fake_fit_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report.html"
-    write_report(plan_fit_path, out, targets=[2.2], epsilon=0.01)
+    write_report(fake_fit_path, out, targets=[2.2], epsilon=0.01)
     return out
 
 
-def test_every_section_is_there_and_nothing_is_fetched(report_path, plan_fit):
+def test_every_section_is_there_and_nothing_is_fetched(report_path, fake_fit):
     text = report_path.read_text()
     for anchor in SECTIONS:
         assert f'id="{anchor}"' in text
     # fitted-curve figures: one per (arch, method); then forest, size, spread, p-values, Pareto k
-    groups = plan_fit.families.groupby(["arch", "method"]).ngroups
+    groups = fake_fit.families.groupby(["arch", "method"]).ngroups
     images = re.findall(r"<img src='([^']*)'", text)
     assert len(images) == groups + 5
     assert all(src.startswith("data:image/png;base64,") for src in images)
@@ -39,13 +39,13 @@ def test_every_section_is_there_and_nothing_is_fetched(report_path, plan_fit):
     assert "<link" not in text
 
 
-def test_numbers_shown_are_the_fits(report_path, plan_fit):
+def test_numbers_shown_are_the_fits(report_path, fake_fit):
     text = report_path.read_text()
-    d = plan_fit.diagnostics
+    d = fake_fit.diagnostics
     assert f"{d.divergences} of {d.n_draws}" in text
     assert f"{d.max_rhat:.4f}" in text
     # the stopping table's decision for a family is the plan module's answer at the largest size
-    post = Posterior.from_fit(plan_fit)
+    post = Posterior.from_fit(fake_fit)
     answer = stopping(post, n_b=max(post.sizes_b), epsilon=0.01)
     rows = answer.table[answer.table["quantity"] == "stop at k (expected gain < threshold)"]
     for estimate in rows["estimate"]:
@@ -53,26 +53,26 @@ def test_numbers_shown_are_the_fits(report_path, plan_fit):
     assert "experts for a loss of 2.2" in text
 
 
-def test_failed_diagnostics_are_highlighted(plan_fit):
+def test_failed_diagnostics_are_highlighted(fake_fit):
     failing = dataclasses.replace(
-        plan_fit.diagnostics, divergences=7, failures=["7 divergent transitions"]
+        fake_fit.diagnostics, divergences=7, failures=["7 divergent transitions"]
     )
-    broken = Fit(plan_fit.idata, plan_fit.spec, plan_fit.meta, failing)
+    broken = Fit(fake_fit.idata, fake_fit.spec, fake_fit.meta, failing)
     text = build_report(broken, targets=[2.2])
     assert 'class="flag failed">FAILED: 7 divergent transitions' in text
     assert re.search(r"<tr class='fail'><td>divergent transitions</td><td>7 of", text)
     assert '<section id="diagnostics" class="failed">' in text
-    ok_text = build_report(plan_fit, targets=[2.2])
-    assert '<section id="diagnostics" class="">' in ok_text or not plan_fit.diagnostics.ok
+    ok_text = build_report(fake_fit, targets=[2.2])
+    assert '<section id="diagnostics" class="">' in ok_text or not fake_fit.diagnostics.ok
 
 
-def test_cli_writes_the_report_atomically(plan_fit_path, tmp_path):
+def test_cli_writes_the_report_atomically(fake_fit_path, tmp_path):
     from typer.testing import CliRunner
 
     from mergelaw.cli import app
 
     out = tmp_path / "r.html"
-    result = CliRunner().invoke(app, ["report", str(plan_fit_path), "--out", str(out)])
+    result = CliRunner().invoke(app, ["report", str(fake_fit_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and f"report: {out.resolve()}" in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary left behind
@@ -80,13 +80,13 @@ def test_cli_writes_the_report_atomically(plan_fit_path, tmp_path):
     assert missing.exit_code != 0 and "no such fit file" in missing.output
 
 
-def test_two_reports_of_one_fit_are_byte_identical(report_path, plan_fit_path, tmp_path):
+def test_two_reports_of_one_fit_are_byte_identical(report_path, fake_fit_path, tmp_path):
     """No timestamp, no random table ids, no PNG metadata: the same fit gives the same bytes.
     A temporary left by an earlier, killed write of the same target is removed."""
     again = tmp_path / "report.html"
     stale = tmp_path / ".report.html.999999999.deadbeef.tmp"
     stale.write_text("half a report")
-    write_report(plan_fit_path, again, targets=[2.2], epsilon=0.01)
+    write_report(fake_fit_path, again, targets=[2.2], epsilon=0.01)
     assert again.read_bytes() == report_path.read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 

@@ -405,14 +405,30 @@ def fit(
         idata, wall_time, sampler = run.idata, run.wall_time, f"pymc ({sampler})"
     else:
         raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
+    return fit_of_draws(idata, spec, data, backend, sampler, settings, wall_time)
+
+
+def fit_of_draws(
+    idata,
+    spec: ModelSpec,
+    data: ModelData,
+    backend: str,
+    sampler: str,
+    settings: dict,
+    wall_time: float,
+) -> Fit:
+    """The Fit of posterior draws of ``spec`` on ``data`` (``idata``: the sampler's posterior
+    and sample_stats, named as the model's sites): the integrated-out deviations drawn, the
+    diagnostics, the pointwise log-likelihood, the table's structure and the per-curve checks
+    added. ``settings``: the sampler's (SamplerSettings' fields; 'progress' is dropped)."""
     obs = predictive.Observations.from_data(data)
     source_path = str(Path(spec.source).resolve()) if spec.source else ""
     result = Fit(idata, spec, _meta(data, backend, sampler, settings, wall_time, source_path), None)
     if has_floor_deviations(spec, data):
         labels = list(data.curves["label"])
-        for name, values in _deviation_draws(result, data, seed).items():
+        for name, values in _deviation_draws(result, data, settings["seed"]).items():
             diag.with_posterior_variable(result.idata, name, values, "curve", labels)
-    result.diagnostics = diag.diagnose(idata, max_tree_depth)
+    result.diagnostics = diag.diagnose(idata, settings["max_tree_depth"])
     idata = diag.with_observations(idata, data.y, _pointwise_log_likelihood(result, obs))
     result.idata = diag.with_constant_data(idata, obs.arrays())
     return _with_curve_checks(result, obs, list(data.curves["label"]))
