@@ -76,7 +76,16 @@ def test_heldout_log_density_is_the_posterior_average_of_the_normal_density(fake
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
-def test_grouped_kfold_scores_every_row_once(plan_table):
+@pytest.fixture
+def refit_without_sampling(monkeypatch):
+    """k-fold's refits made by fakes.fake_fit: these tests check the folds and the scores'
+    bookkeeping, not a posterior (the held-out density is checked against the law above)."""
+    from fakes import fit_without_sampling
+
+    monkeypatch.setattr("mergelaw.bayes.kfold.fit", fit_without_sampling)
+
+
+def test_grouped_kfold_scores_every_row_once(plan_table, refit_without_sampling):
     result = grouped_kfold(plan_table, folds=3, draws=80, tune=80, chains=2, seed=1)
     assert result.pointwise.shape == (len(plan_table),) and np.isfinite(result.pointwise).all()
     assert result.elpd == pytest.approx(result.pointwise.sum())
@@ -87,7 +96,7 @@ def test_grouped_kfold_scores_every_row_once(plan_table):
         grouped_kfold(plan_table, "naive", folds=3)
 
 
-def test_cli_kfold_prints_the_ranking(plan_table, tmp_path):
+def test_cli_kfold_prints_the_ranking(plan_table, tmp_path, refit_without_sampling):
     from typer.testing import CliRunner
 
     from mergelaw.cli import app
