@@ -91,7 +91,7 @@ class StreamingMerger:
         n = merged_extent(pool.layout, spec)
         psis = [_Psi(self, pool.index(e), e, spec, seed, n) for e in subset]
         tie = 1.0
-        if spec.combine not in ("sum", "mean") and spec.sign_tie == "global":
+        if spec.elects and spec.sign_tie == "global":
             total = torch.zeros((), dtype=torch.float64, device=pool.device)
             for seg in pool.layout:
                 if seg.stop <= n:
