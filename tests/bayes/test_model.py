@@ -468,3 +468,10 @@ def test_an_auto_floor_spread_is_learnt_only_beyond_the_floor_laws_parameters(si
     assert ("floor_dev_scale" in sites) is learnt
     fixed = dataclasses.replace(spec, floor_deviation_scale="fixed")
     assert "floor_dev_scale" not in model_fn(fixed, prepare(table))[1]
+    # another arch at three sizes of its own: the table has more sizes, but its families have
+    # three each, and every family must over-determine its floor law for the spread to be learnt
+    other = simulate_curves(sizes_b=(0.7, 2.0, 9.0), domains=("code",), methods=("average",),
+                            subsets_per_k=2, seed=1).assign(arch="llama")  # fmt: skip
+    both = prepare(pd.concat([table, other], ignore_index=True))
+    assert both.n_sizes == len(sizes) + 3 > FLOOR_LAW_PARAMETERS
+    assert "floor_dev_scale" not in model_fn(spec, both)[1]
