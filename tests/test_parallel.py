@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from mergelaw.parallel import MIN_PARALLEL_VALUES, run_each, slices_for, usable_cores
+from mergelaw.parallel import (
+    MIN_PARALLEL_VALUES,
+    run_each,
+    run_on_row_slices,
+    slices_for,
+    usable_cores,
+)
 
 
 def test_every_task_runs_once_and_writes_its_own_slice():
@@ -28,3 +34,14 @@ def test_a_tasks_error_reaches_the_caller():
 
     with pytest.raises(ValueError, match="task 3"):
         run_each(task, range(6), MIN_PARALLEL_VALUES)
+
+
+def test_row_slices_cover_every_row_once():
+    seen = np.zeros(1003)
+
+    def task(rows):
+        seen[rows] += 1
+
+    run_on_row_slices(task, len(seen), MIN_PARALLEL_VALUES)
+    run_on_row_slices(task, len(seen), 1)  # small work: one slice
+    np.testing.assert_array_equal(seen, 2.0)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mergelaw.errors import MergelawError
 from mergelaw.io import write_json
-from mergelaw.parallel import run_each, slices_for
+from mergelaw.parallel import run_on_row_slices
 
 #: Columns every answer table ends with, in this order.
 VALUE_COLUMNS = ("quantity", "stat", "estimate", "lower", "upper", "level")
@@ -168,11 +168,9 @@ class SortedDraws:
 
 def sort_rows(rows: np.ndarray) -> np.ndarray:
     """Sort each row of (m, S) ``rows`` in place, the rows shared out over the cores
-    (parallel.run_each; each row is sorted alone, so the result is the same whatever the
+    (parallel.run_on_row_slices; each row is sorted alone, so the result is the same whatever the
     split)."""
-    parts = slices_for(rows.size)
-    bounds = np.linspace(0, len(rows), parts + 1).astype(int)
-    run_each(lambda i: rows[bounds[i] : bounds[i + 1]].sort(axis=1), range(parts), rows.size)
+    run_on_row_slices(lambda part: rows[part].sort(axis=1), len(rows), rows.size)
     return rows
 
 

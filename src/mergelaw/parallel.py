@@ -42,3 +42,11 @@ def run_each(task: Callable[[int], object], items: Iterable[int], n_values: int)
     with ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(task, items):  # re-raises a task's error here
             pass
+
+
+def run_on_row_slices(task: Callable[[slice], object], n_rows: int, n_values: int) -> None:
+    """``task(rows)`` for slices of ``range(n_rows)`` that together cover it, one slice per
+    thread ``run_each`` would use for ``n_values`` values of work (one slice where it is small)."""
+    parts = slices_for(n_values)
+    bounds = [n_rows * i // parts for i in range(parts + 1)]
+    run_each(lambda i: task(slice(bounds[i], bounds[i + 1])), range(parts), n_values)

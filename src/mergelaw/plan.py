@@ -32,7 +32,7 @@ from mergelaw.answer import (
 from mergelaw.bayes.posterior import NEW_FAMILY, CurveDraws, Posterior
 from mergelaw.bayes.update import Points, condition, describe_update
 from mergelaw.errors import MergelawError
-from mergelaw.parallel import run_each, slices_for
+from mergelaw.parallel import run_on_row_slices
 
 #: Largest k or base size (billions) the searches consider; beyond it, the answer is "never".
 K_CAP = 2.0**40
@@ -150,15 +150,12 @@ def size_for_target(target: float, k: float, post: Posterior, index: np.ndarray)
     p = post.law_at(index)
     tail = p["A0"] * law.tail_shape(k, p["b"], p["alpha"])
     out = np.empty(tail.shape)
-    # each draw's search is its own: slices of the draws go to the cores side by side
-    bounds = np.linspace(0, len(out), slices_for(out.size) + 1).astype(int)
 
-    def search(i: int) -> None:
-        rows = slice(bounds[i], bounds[i + 1])
+    def search(rows: slice) -> None:  # each draw's search is its own: slices of draws side by side
         law_rows = {name: p[name][rows] for name in ("L_star", "B", "beta", "gamma")}
         out[rows] = _target_size(target, law_rows, tail[rows])
 
-    run_each(search, range(len(bounds) - 1), out.size)
+    run_on_row_slices(search, len(out), out.size)
     return out
 
 
