@@ -182,13 +182,18 @@ def test_functions_keep_jax_arrays():
 )
 def test_stratum_offsets_average_to_zero_over_every_k_subset(pool_size, data, gap, decay):
     """Over all C(M, k) subsets of a pool, the offsets of the two strata cancel: the curve the
-    planner uses stays the average over subsets, by enumeration."""
+    planner uses stays the average over subsets, and their spread is membership_variance, by
+    enumeration."""
     k = data.draw(st.integers(min_value=1, max_value=pool_size))
     subsets = list(itertools.combinations(range(pool_size), k))
     in_domain = np.array([0 in s for s in subsets], dtype=float)  # expert 0 is the domain's own
     offsets = law.stratum_offset(k, in_domain, pool_size, gap, decay)
     assert offsets.mean() == pytest.approx(0.0, abs=1e-12)
     assert in_domain.mean() == pytest.approx(law.in_domain_share(k, pool_size))
+    # ... and their variance over the subsets is the membership variance a random merge adds
+    assert offsets.var() == pytest.approx(
+        law.membership_variance(k, pool_size, gap, decay), rel=1e-9, abs=1e-15
+    )
 
 
 def test_membership_terms_by_hand():

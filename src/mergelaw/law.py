@@ -186,6 +186,16 @@ def stratum_offset(
     return (in_domain - in_domain_share(k, pool_size)) * own_expert_gap(k, gap, decay)
 
 
+def membership_variance(
+    k: ArrayLike, pool_size: ArrayLike, gap: ArrayLike, decay: ArrayLike = 1.0
+) -> ArrayLike:
+    """Variance of ``stratum_offset`` over all k-subsets of a pool holding the evaluated domain's
+    own expert: share (1 - share) gap(k)², share = k/M. A random merge's loss scatters about the
+    curve by this as well as by the fit's noise model, which is about the subset's stratum."""
+    share = np.clip(in_domain_share(k, pool_size), 0.0, 1.0)
+    return share * (1.0 - share) * own_expert_gap(k, gap, decay) ** 2
+
+
 def spread_factor(spread: str, k: np.ndarray, pool_size: np.ndarray) -> np.ndarray:
     """How the across-subset variance scales with k (numpy, on the table's structure): the
     finite-pool form (M - k) / (k (M - 1)), 1/k, or constant."""

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mergelaw import law
-from mergelaw.bayes.posterior import Posterior
+from mergelaw.bayes.posterior import Posterior, fitted_groups_population
 from mergelaw.bayes.spec import load_spec
 from mergelaw.errors import MergelawError
 
@@ -177,6 +177,63 @@ def test_new_family_takes_its_methods_population_mean_where_the_spec_has_one():
     assert 0.45 < np.isclose(either, 9.0).mean() < 0.55
 
 
+def test_unpooled_parameters_population_is_each_methods_fitted_groups():
+    """A parameter the spec leaves unpooled has no fitted population: a new group comes from its
+    merge method's fitted groups (their mean and sd per draw, raw scale), the spec's prior where
+    a method has fewer than three, and a per-method parameter is its method's value."""
+    families = pd.DataFrame({"method": ["ties", "average", "ties", "ties", "average"]})
+    curves = pd.DataFrame({"family": [0, 1, 2, 3, 4, 0, 2]})
+    prior = load_spec("default").params["b"]
+    rng = np.random.default_rng(0)
+    b = np.expm1(rng.normal(2.0, 0.3, size=(6, 5)))  # (S, families)
+    mean, scale = fitted_groups_population(prior, b, "family", families, curves)
+    ties = np.log1p(b[:, [0, 2, 3]])
+    np.testing.assert_allclose(mean[:, 1], ties.mean(axis=1))  # methods sorted: average, ties
+    np.testing.assert_allclose(scale[:, 1], ties.std(axis=1, ddof=1))
+    np.testing.assert_array_equal(mean[:, 0], prior.prior_mean)  # two averages: the prior
+    np.testing.assert_array_equal(scale[:, 0], prior.prior_sd)
+    per_curve = np.expm1(rng.normal(size=(6, 7)))
+    mean, scale = fitted_groups_population(prior, per_curve, "curve", families, curves)
+    ties_curves = np.log1p(per_curve[:, [0, 2, 3, 5, 6]])
+    np.testing.assert_allclose(mean[:, 1], ties_curves.mean(axis=1))
+    decay = load_spec("default").params["decay"]
+    per_method = np.exp(rng.normal(size=(6, 2)))
+    mean, scale = fitted_groups_population(decay, per_method, "merge_method", families, curves)
+    np.testing.assert_allclose(mean, np.log(per_method))
+    np.testing.assert_array_equal(scale, 0.0)
+
+
+def test_new_family_draws_its_methods_spread_where_the_population_has_one():
+    """With a scale per merge method (an unpooled parameter's fitted groups), a new family of a
+    fitted method spreads by that method's scale; one of an unseen method draws from the spec's
+    prior (once, not a prior mean and then a prior spread); one of no named method takes one
+    method per draw for every parameter."""
+    n = 4000
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=n)
+    t = {name: value[0] for name, value in TRUTH.items()}
+    spec = load_spec("default")
+    population = {name: (spec.params[name].to_raw(v), 1e-9)
+                  for name, v in _anchored(post, t).items()}  # fmt: skip
+    population["b"] = (np.tile(np.log1p([0.5, 9.0]), (n, 1)), np.tile([0.1, 0.4], (n, 1)))
+    population["drop"] = (np.tile([0.2, -0.3], (n, 1)), np.tile([1e-9, 1e-9], (n, 1)))
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=n,
+                                population=population)  # fmt: skip
+    values, _ = post.population_draws(rng=np.random.default_rng(1), method="ties")
+    raw_b = np.log1p(values["b"])
+    assert abs(raw_b.mean() - np.log1p(9.0)) < 0.03 and abs(raw_b.std() - 0.4) < 0.03
+    np.testing.assert_allclose(values["drop"], -0.3)
+    values, _ = post.population_draws(rng=np.random.default_rng(1), method="dare")
+    prior = spec.params["b"]
+    raw_b = np.log1p(values["b"])
+    assert abs(raw_b.mean() - prior.prior_mean) < 0.05
+    assert abs(raw_b.std() - prior.prior_sd) < 0.05
+    values, _ = post.population_draws(rng=np.random.default_rng(1))
+    ties = np.isclose(values["drop"], -0.3)
+    assert 0.45 < ties.mean() < 0.55
+    assert np.log1p(values["b"][ties]).min() > np.log1p(9.0) - 5 * 0.4  # ties' b, not average's
+    assert np.log1p(values["b"][~ties]).max() < np.log1p(0.5) + 5 * 0.1
+
+
 def test_family_lookup_by_label_or_unique_part():
     post = Posterior.point_mass(FAMILIES, TRUTH)
     assert post.family_index("qwen2/ties/biology") == 1
@@ -217,13 +274,29 @@ def test_from_fit_holds_the_fits_draws(fake_fit):
         rtol=1e-10,
     )
     np.testing.assert_allclose(post.population["gap"][1], result.draws("gap_scale"))
+    # unpooled: decay is its method's value; b, two families per method, the spec's prior
+    np.testing.assert_allclose(post.population["decay"][0], np.log(result.draws("decay")))
+    np.testing.assert_array_equal(post.population["b"][1], result.spec.params["b"].prior_sd)
     gap = post.curves(3.0).gap
     np.testing.assert_allclose(gap, result.draws("gap")[:, at_3])
     # ... and its noise the fit's noise model times that curve's noise factor
     obs = result.observations()
     rows = [int(np.flatnonzero((obs.curve == c) & (obs.k == 2.0))[0]) for c in at_3]
     _, scale = result.predictive_draws(obs=obs, keep=np.arange(post.n_draws))
-    np.testing.assert_allclose(post.curves(3.0).noise_sd(2.0), scale[:, rows], rtol=1e-10)
+    within = post.curves(3.0).in_stratum("with_own")  # the fit's scale is about a stratum
+    np.testing.assert_allclose(within.noise_sd(2.0), scale[:, rows], rtol=1e-10)
+    # a random merge also varies by whether it holds the own expert
+    at_3 = post.curves(3.0)
+    membership = law.membership_variance(2.0, post.pool_size, at_3.gap, at_3.decay)
+    np.testing.assert_allclose(at_3.noise_sd(2.0) ** 2, scale[:, rows] ** 2 + membership)
+    # at a size the fit has not seen, each curve's gap is drawn from the gap's population, the
+    # same whichever families are asked with it
+    at_new = post.curves(1.7)
+    assert at_new.gap.shape == (post.n_draws, len(post.labels))
+    gap = post.population["gap"]
+    z = (at_new.gap - gap[0][:, None]) / gap[1][:, None]
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
+    np.testing.assert_array_equal(post.curves(1.7, [post.labels[1]]).gap[:, 0], at_new.gap[:, 1])
     assert np.ptp(result.draws("noise_dev")) > 0
     # the default's noise factors spread by a fixed 0.3: a new curve's are drawn at that spread
     assert "noise_dev_scale" not in result.idata.posterior

@@ -11,6 +11,7 @@ from scipy import stats
 
 from mergelaw import law
 from mergelaw.bayes.posterior import Posterior
+from mergelaw.bayes.spec import load_spec
 from mergelaw.bayes.update import (
     CHAINS,
     DRAWS,
@@ -239,3 +240,23 @@ def test_a_larger_pool_and_k_beyond_it_enter_the_spread():
     truth = law.mean_loss(3.0, 14.0, *TRUTH.values())
     lower, upper = np.quantile(result.curves.mean(14.0)[:, 0], [0.05, 0.95])
     assert lower <= truth <= upper
+
+
+def test_the_update_keeps_the_own_expert_gap_its_points_say_nothing_of():
+    """Points averaged over subsets do not inform the membership gap: the updated curve keeps
+    the population's gap draws, so a random merge's forecast spread still counts whether it
+    holds the own expert."""
+    spec = load_spec("default")
+    population = {name: (spec.params[name].prior_mean, 0.1) for name in POPULATION}
+    population |= {"level": (np.log(0.45), 0.15), "drop": (0.05, 0.4), "gap": (-0.2, 0.05)}
+    post = Posterior.point_mass(FAMILIES, TRUTH, n_draws=1000, sigma=0.03, nugget=0.003,
+                                population=population, sizes_b=(0.5, 3.0, 14.0), pool_size=9,
+                                spec=spec)  # fmt: skip
+    result = condition(post, _points((1, 2, 4)), n_b=3.0, seed=1)
+    gap = result.curves.gap[:, 0]
+    assert abs(gap.mean() + 0.2) < 0.01 and abs(gap.std() - 0.05) < 0.01
+    random, within = result.curves.noise_sd(4.0), result.curves.in_stratum("with_own").noise_sd(4.0)
+    np.testing.assert_allclose(
+        random**2 - within**2,
+        law.membership_variance(4.0, 9.0, result.curves.gap, result.curves.decay),
+    )

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from mergelaw import law as law_math
-from mergelaw.bayes.data import merge_methods
+from mergelaw.bayes.data import merge_methods, method_index
 from mergelaw.bayes.model import param_scope
-from mergelaw.bayes.spec import ModelSpec, load_spec
+from mergelaw.bayes.spec import SIZE_LAW_PARAMS, ModelSpec, ParamPrior, load_spec
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
 
@@ -118,12 +118,18 @@ class CurveDraws:
     def noise_sd(self, k, n_subsets=1, draws_last: bool = False) -> np.ndarray:
         """Sd of the mean loss of ``n_subsets`` random k-subsets around the curve (the fit's
         noise model: sigma²·spread(k, M) + nugget², divided by the number of subsets; a count
-        per k broadcasts along k). Shapes as ``mean``'s."""
+        per k broadcasts along k). Shapes as ``mean``'s. About the average over subsets (no
+        stratum), a random subset's holding the own expert or not adds its variance
+        (law.membership_variance); about a stratum's curve, it does not."""
         if _is_k_grid(k):
             counts = np.broadcast_to(np.asarray(n_subsets, dtype=float), np.shape(k))
             return self._over_grid(k, lambda kk, j: self.noise_sd(kk, counts[j]), draws_last)
         factor = law_math.spread_factor(self.spread, k, self.pool_size)
         scale = law_math.noise_scale(self.sigma, factor, self.nugget)
+        if self.stratum is None and self.gap is not None:
+            k_arr, _, _ = self._k_axis(k)
+            membership = law_math.membership_variance(k_arr, self.pool_size, self.gap, self.decay)
+            scale = np.sqrt(scale**2 + membership)
         if np.all(np.asarray(n_subsets) == 1):
             return scale  # one merge per k: nothing to average (and no pass to divide by 1)
         return scale / np.sqrt(n_subsets)
@@ -192,7 +198,8 @@ class Posterior:
     sigma: np.ndarray  # (S, F): spread of single-expert losses at n_ref
     sigma_slope: np.ndarray  # (S,)
     nugget: np.ndarray  # (S,)
-    population: dict[str, tuple[np.ndarray, np.ndarray]]  # group param -> raw mean, scale (S,)
+    # group param -> raw mean and scale (S,), or per merge method (S, methods)
+    population: dict[str, tuple[np.ndarray, np.ndarray]]
     spec: ModelSpec
     n_ref: float
     k_anchor: float
@@ -294,13 +301,15 @@ class Posterior:
             per_size[float(n_params) / 1e9] = extras
         population = {}
         for name in spec.required_params(size_law=size_law, form=meta.data_form):
+            prior = spec.params[name]
             if spec.is_pooled(name):
                 population[name] = (fit.draws(f"{name}_mean"), fit.draws(f"{name}_scale"))
+            elif name in SIZE_LAW_PARAMS:  # see fitted_groups_population
+                population[name] = (np.full(n_draws, prior.prior_mean),
+                                    np.full(n_draws, prior.prior_sd))  # fmt: skip
             else:
-                prior = spec.params[name]
-                population[name] = (
-                    np.full(n_draws, prior.prior_mean),
-                    np.full(n_draws, prior.prior_sd),
+                population[name] = fitted_groups_population(
+                    prior, fit.draws(name), param_scope(spec, name, size_law), families, curves
                 )
         sizes = sorted(per_size)
         if not size_law:  # no size law: the family's law is its curve at the largest fitted size
@@ -355,8 +364,8 @@ class Posterior:
         provenance: Mapping | None = None,
     ) -> Posterior:
         """A posterior from arrays of draws: law values (S, F) (b, alpha optional), noise, and the
-        population's raw mean and scale per group parameter (scalars or (S,); a mean (S, methods)
-        for one per merge method, in sorted method order). The anchors (n_ref, x_lo, x_hi)
+        population's raw mean and scale per group parameter (scalars or (S,); (S, methods) for
+        one per merge method, in sorted method order). The anchors (n_ref, x_lo, x_hi)
         follow from ``sizes_b`` as in ``bayes.data.prepare``."""
         spec = load_spec(spec) if isinstance(spec, str) else spec
         families = _family_frame(families)
@@ -370,11 +379,11 @@ class Posterior:
         sizes = np.asarray(sorted(sizes_b), dtype=float)
         n_ref = float(np.exp(np.mean(np.log(sizes))))
         pop = {}
-        for name, (mean, scale) in (population or {}).items():
-            mean = np.asarray(mean, dtype=float)  # (S, methods): one mean per merge method
-            pop[name] = (
-                mean.copy() if mean.ndim == 2 else np.broadcast_to(mean, (n_draws,)).copy(),
-                np.broadcast_to(np.asarray(scale, dtype=float), (n_draws,)).copy(),
+        for name, pair in (population or {}).items():
+            mean, scale = (np.asarray(a, dtype=float) for a in pair)  # (S, methods): per method
+            pop[name] = tuple(
+                a.copy() if a.ndim == 2 else np.broadcast_to(a, (n_draws,)).copy()
+                for a in (mean, scale)
             )
         return cls(
             families=families,
@@ -493,6 +502,8 @@ class Posterior:
         curve_factor = self.curve_noise_factor(extras.get("noise_dev"), index)
         sigma, nugget = sigma * curve_factor, nugget * curve_factor
         gap = extras.get("gap")
+        if gap is None and "gap" in self.population:
+            gap = self._new_curve_gap(index)
         return CurveDraws(
             labels=[self.labels[i] for i in index],
             n_b=n_b,
@@ -520,10 +531,26 @@ class Posterior:
             return 1.0
         return np.exp(self.noise_dev_scale[:, None] * self.family_normals(index, 3))
 
+    def _new_curve_gap(self, index: np.ndarray) -> np.ndarray:
+        """Own-expert gaps (S, len(index)) of curves at a size the fit has not seen: drawn from
+        the gap's population (its method's, where it has one per method), each family's from its
+        own stream, so that a random merge's spread there counts whether it holds the own expert
+        (CurveDraws.noise_sd)."""
+        mean, scale = self.population["gap"]
+        if mean.ndim == 2 or scale.ndim == 2:
+            fitted = merge_methods(self.families)
+            column = [fitted.index(m) for m in self.families["method"].iloc[index]]
+            mean = mean[:, column] if mean.ndim == 2 else mean[:, None]
+            scale = scale[:, column] if scale.ndim == 2 else scale[:, None]
+        else:
+            mean, scale = mean[:, None], scale[:, None]
+        return self.spec.params["gap"].to_value(mean + scale * self.family_normals(index, 4))
+
     def family_normals(self, index: np.ndarray, stream: int) -> np.ndarray:
         """Standard normal draws (S, len(index)) for the families at ``index``, each family's
-        seeded by its label and ``stream``: a family's deviations at a new size are the same
-        whichever families a query asks about with it (and at every new size)."""
+        seeded by its label and ``stream`` (0 bend, 1 floor, 2 drop, 3 noise factor, 4 gap): a
+        family's deviations at a new size are the same whichever families a query asks about
+        with it (and at every new size)."""
         columns = [
             np.random.default_rng([stream, zlib.crc32(self.labels[i].encode())]).standard_normal(
                 self.n_draws
@@ -563,8 +590,9 @@ class Posterior:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Group parameters of new families, ``per_draw`` for each posterior draw: value arrays
         (S·per_draw,), and the posterior draw each came from. A parameter with one population
-        mean per merge method takes ``method``'s; a method the fit has not seen draws its mean
-        from the spec's prior, and no method (None) one of the fitted methods at random."""
+        per merge method (pooled by method, or not pooled: its method's fitted groups) takes
+        ``method``'s; a method the fit has not seen draws from the spec's prior, and no method
+        (None) takes one fitted method at random per new family, for all its parameters."""
         if not self.population:
             raise MergelawError(
                 "this posterior has no population distribution (a new family cannot be drawn)"
@@ -572,18 +600,26 @@ class Posterior:
         rng = np.random.default_rng(0) if rng is None else rng
         source = np.repeat(np.arange(self.n_draws), per_draw)
         fitted = merge_methods(self.families)
+        if method in fitted:
+            chosen = np.full(source.size, fitted.index(method))
+        elif method is None:  # one method per new family, for all its parameters
+            chosen = rng.integers(len(fitted), size=source.size)
         values = {}
         for name, (mean, scale) in self.population.items():
             prior = self.spec.params[name]
-            mean = mean[source]
-            if mean.ndim == 2:  # one mean per fitted merge method
-                if method in fitted:
-                    mean = mean[:, fitted.index(method)]
-                elif method is None:
-                    mean = mean[np.arange(source.size), rng.integers(len(fitted), size=source.size)]
-                else:
+            mean, scale = mean[source], scale[source]
+            if mean.ndim == 2:  # one mean (and maybe scale) per fitted merge method
+                if method in fitted or method is None:
+                    column = chosen
+                elif scale.ndim == 2:  # an unseen method, a parameter not pooled: its prior
+                    column, mean = None, np.full(source.size, prior.prior_mean)
+                    scale = np.full(source.size, prior.prior_sd)
+                else:  # an unseen method: its mean from the prior, the pooled spread around it
+                    column = None
                     mean = prior.prior_mean + prior.prior_sd * rng.standard_normal(source.size)
-            values[name] = prior.sample(mean, scale[source], rng)
+                if column is not None:
+                    mean, scale = _take_method(mean, column), _take_method(scale, column)
+            values[name] = prior.sample(mean, scale, rng)
         return values, source
 
     def law_of(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -612,6 +648,16 @@ class Posterior:
             name: np.broadcast_to(values[name] if name in values else _DEFAULT[name], n)
             for name in LAW_NAMES
         }
+
+    def _new_family_gap_population(self, source: np.ndarray, method: str | None) -> dict:
+        """The gap's population for a new family's curves at sizes the fit has not seen: its
+        merge method's where the population has one per method (for no or an unseen method, the
+        first fitted method's: the default gap has one population for all)."""
+        if "gap" not in self.population:
+            return {}
+        fitted = merge_methods(self.families)
+        column = np.full(source.size, fitted.index(method) if method in fitted else 0)
+        return {"gap": tuple(_take_method(a[source], column) for a in self.population["gap"])}
 
     def _new_family_scale(
         self, values: np.ndarray | None, source: np.ndarray, method: str | None = None
@@ -657,7 +703,7 @@ class Posterior:
             sigma=sigma[:, None],
             sigma_slope=self.sigma_slope[source],
             nugget=self._new_family_scale(self.nugget, source, method),
-            population={},
+            population=self._new_family_gap_population(source, method),
             spec=self.spec,
             n_ref=self.n_ref,
             k_anchor=self.k_anchor,
@@ -674,6 +720,55 @@ class Posterior:
             b_dev_scale=self._new_family_scale(self.b_dev_scale, source, method),
             noise_dev_scale=self._new_family_scale(self.noise_dev_scale, source),
         )
+
+
+#: Fewest fitted groups of a merge method whose spread stands for a new group's; with fewer, a
+#: new group of that method draws from the spec's prior.
+MIN_GROUPS_PER_METHOD = 3
+
+
+def group_methods(scope: str, families: pd.DataFrame, curves: pd.DataFrame) -> np.ndarray:
+    """The merge method (index into ``merge_methods``) of each group of a parameter's scope."""
+    family_method = method_index(families)
+    if scope == "curve":
+        return family_method[curves["family"].to_numpy(int)]
+    if scope == "merge_method":
+        return np.arange(len(merge_methods(families)))
+    return family_method
+
+
+def fitted_groups_population(
+    prior: ParamPrior, draws: np.ndarray, scope: str, families: pd.DataFrame, curves: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a new group of a parameter the spec leaves unpooled comes from: per posterior draw
+    and merge method, the mean and sd (raw scale) of the method's fitted groups, (S, methods)
+    each; a method with fewer than MIN_GROUPS_PER_METHOD takes the spec's prior. The fit has no
+    population for such a parameter, and the prior knows nothing of merge methods: drawn from it,
+    a new TIES curve's offset b sat near 0 (log1p b ~ N(0, 1)) where every fitted TIES family's
+    is 3-12, and a forecast from its first points bent too early (predictive coverage of TIES
+    0.67-0.87 in benchmarks/results/transfer*.txt, the other methods' 0.98-1.00). A parameter of
+    one value per merge method (scope 'merge_method') is its method's value, exactly.
+
+    Not for the size laws' parameters: three sizes leave a family's exponents to the prior (the
+    spec's notes), so their spread across families is a mixture of unidentified posteriors, and
+    drawn from it, gpt2's betas overflowed N^-beta at the llama bases' sizes."""
+    raw = prior.to_raw(draws)
+    if scope == "merge_method":
+        return raw, np.zeros_like(raw)
+    methods = group_methods(scope, families, curves)
+    mean = np.full((raw.shape[0], len(merge_methods(families))), prior.prior_mean)
+    scale = np.full_like(mean, prior.prior_sd)
+    for m in range(mean.shape[1]):
+        groups = raw[:, methods == m]
+        if groups.shape[1] >= MIN_GROUPS_PER_METHOD:
+            mean[:, m], scale[:, m] = groups.mean(axis=1), groups.std(axis=1, ddof=1)
+    return mean, scale
+
+
+def _take_method(values: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Each row's value of its merge method ``column`` from values per method (S, methods);
+    values for all methods (S,) as they are."""
+    return values[np.arange(len(column)), column] if values.ndim == 2 else values
 
 
 def _columns(values: np.ndarray, index: np.ndarray) -> np.ndarray:

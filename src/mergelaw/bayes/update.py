@@ -252,8 +252,10 @@ def _sample(
                            k_anchor, k_low, seed)  # fmt: skip
     value = fixed | {n: samples[:, i] for i, n in enumerate(names)}
     n = samples.shape[0]
-    if points.se is not None:  # the means say nothing of the nugget: its prior draws stay
-        pick = np.random.default_rng(seed).integers(coords["log_nugget"].size, size=n)
+    # what the points say nothing of keeps its prior draws: the own-expert gap (the points are
+    # averages over subsets), and the nugget where they are per-k means with their se
+    pick = np.random.default_rng(seed).integers(coords["log_nugget"].size, size=n)
+    if points.se is not None:
         value["log_nugget"] = coords["log_nugget"][pick]
     b, alpha = np.expm1(value["log1p_b"]) * np.ones(n), np.exp(value["log_alpha"]) * np.ones(n)
     p = law.anchored_law(value["level"], value["drop"], k_anchor=k_anchor, k_low=k_low, b=b,
@@ -267,8 +269,8 @@ def _sample(
         alpha=column(alpha),
         sigma=column(np.exp(value["log_sigma"])),
         nugget=column(np.exp(value["log_nugget"])),
-        gap=None,
-        decay=None,
+        gap=None if draws.gap is None else draws.gap[pick],
+        decay=None if draws.decay is None else draws.decay[pick],
     )
     z_mean = np.linalg.solve(tril, samples.mean(axis=0) - loc)
     return Conditioned(
