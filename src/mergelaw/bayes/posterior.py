@@ -536,14 +536,14 @@ class Posterior:
         the gap's population (its method's, where it has one per method), each family's from its
         own stream, so that a random merge's spread there counts whether it holds the own expert
         (CurveDraws.noise_sd)."""
-        mean, scale = self.population["gap"]
-        if mean.ndim == 2 or scale.ndim == 2:
+
+        def per_family(values: np.ndarray) -> np.ndarray:
+            if values.ndim == 1:
+                return values[:, None]
             fitted = merge_methods(self.families)
-            column = [fitted.index(m) for m in self.families["method"].iloc[index]]
-            mean = mean[:, column] if mean.ndim == 2 else mean[:, None]
-            scale = scale[:, column] if scale.ndim == 2 else scale[:, None]
-        else:
-            mean, scale = mean[:, None], scale[:, None]
+            return values[:, [fitted.index(m) for m in self.families["method"].iloc[index]]]
+
+        mean, scale = (per_family(a) for a in self.population["gap"])
         return self.spec.params["gap"].to_value(mean + scale * self.family_normals(index, 4))
 
     def family_normals(self, index: np.ndarray, stream: int) -> np.ndarray:
