@@ -27,6 +27,11 @@ Transform = Literal["log", "identity", "log1p"]
 Population = Literal["all", "method"]
 #: Group parameters of the floor's and tail's size laws: dropped on a table of < 3 base sizes.
 SIZE_LAW_PARAMS = ("floor_drop", "beta", "gamma", "B")
+#: log(1 + b) is held smoothly below this (b < e^10 - 1, about 22,000). Past a few hundred, b only
+#: makes a straight line straighter, while the law's floor and amplitude grow like b and b^2 and
+#: cancel in float64: on the whole lab table one chain of four stalled at b = 1.4e8 (gpt2 TIES
+#: code), every draw at the maximum tree depth (benchmarks/transfer.py, lab -> smollm2).
+LOG1P_B_CAP = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class ParamPrior:
         if self.transform == "log":
             return math.exp(raw)
         if self.transform == "log1p":
-            return math.exp(raw) - 1.0
+            return math.exp(LOG1P_B_CAP - math.logaddexp(0.0, LOG1P_B_CAP - raw)) - 1.0
         return raw
 
     def to_raw(self, value):
@@ -63,7 +68,8 @@ class ParamPrior:
         if self.transform == "log":
             return np.log(value)
         if self.transform == "log1p":
-            return np.log1p(value)
+            headroom = LOG1P_B_CAP - np.log1p(value)  # softplus(cap - raw)
+            return LOG1P_B_CAP - np.log(np.expm1(np.maximum(headroom, 1e-12)))
         return value
 
     def sample(self, mean, scale, rng: np.random.Generator):
@@ -75,12 +81,18 @@ class ParamPrior:
         """Log density of values under the population Normal(mean, scale) of the raw scale, with
         the Jacobian of the transform (-inf where a log-transformed value is not positive)."""
         value = np.asarray(value, dtype=float)
-        if self.transform in ("log", "log1p"):
-            shifted = value + (1.0 if self.transform == "log1p" else 0.0)
-            positive = shifted > 0
-            raw = np.log(np.where(positive, shifted, 1.0))
+        if self.transform == "log":
+            positive = value > 0
+            raw = np.log(np.where(positive, value, 1.0))
             density = _normal_log_density(raw, mean, scale) - raw
             return np.where(positive, density, -np.inf)
+        if self.transform == "log1p":
+            inside = (value > -1) & (np.log1p(np.maximum(value, -0.5)) < LOG1P_B_CAP)
+            safe = np.where(inside, value, 0.0)
+            held = np.log1p(safe)  # d raw / d held = 1 / (1 - e^(held - cap))
+            jacobian = -held - np.log1p(-np.exp(held - LOG1P_B_CAP))
+            density = _normal_log_density(self.to_raw(safe), mean, scale) + jacobian
+            return np.where(inside, density, -np.inf)
         return _normal_log_density(value, mean, scale)
 
 
