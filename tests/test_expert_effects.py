@@ -17,14 +17,16 @@ from mergelaw.measure.samplers import balanced
 EXPERTS = [f"e{i}" for i in range(9)]
 
 
-def _pool(seed: int, noise: float, m: int = 9):
-    """Every subset of an m-expert pool: loss = mu_k + mean of its experts' effects + eps."""
+def _pool(seed: int, noise: float, m: int = 9, power: float = 0.0):
+    """Every subset of an m-expert pool: loss = mu_k + mean of its experts' effects + eps, eps's
+    sd noise * k^(-power / 2)."""
     rng = np.random.default_rng(seed)
     effects = dict(zip(EXPERTS[:m], rng.normal(0, 0.2, m)))
     rows = []
     for k in range(1, m + 1):
         for subset in itertools.combinations(EXPERTS[:m], k):
-            loss = 3.0 + 0.5 / k + sum(effects[e] for e in subset) / k + rng.normal(0, noise)
+            loss = 3.0 + 0.5 / k + sum(effects[e] for e in subset) / k
+            loss += rng.normal(0, noise * k ** (-power / 2))
             rows.append({"k": k, "subset": format_subset(subset), "loss": loss, "pool_size": m})
     return pd.DataFrame(rows)
 
@@ -59,6 +61,24 @@ def test_intervals_cover_the_whole_pool_mean():
         z = (means.loc[interior, "mean"] - truth.loc[interior]) / means.loc[interior, "se"]
         inside.extend(np.abs(z) <= 1.645)
     assert 0.85 <= np.mean(inside) <= 0.95
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_intervals_follow_a_spread_that_shrinks_with_k(power):
+    """Where the residual's variance falls like k^-power (the law's spread across subsets), the
+    intervals cover about 90% at small and at large k alike: one variance pooled over k would
+    be too narrow at k = 2 and too wide at k = 7."""
+    inside = {"small k": [], "large k": []}
+    for seed in range(200):
+        pool = _pool(seed, noise=0.04, power=power)
+        truth = pool.groupby("k")["loss"].mean()
+        sample = _measured(pool, per_k=5, rng=np.random.default_rng(seed + 1000))
+        means = per_k_means(sample).set_index("k")
+        for name, ks in {"small k": [2, 3], "large k": [6, 7]}.items():
+            z = (means.loc[ks, "mean"] - truth.loc[ks]) / means.loc[ks, "se"]
+            inside[name].extend(np.abs(z) <= 1.645)
+    for name, hits in inside.items():
+        assert 0.8 <= np.mean(hits) <= 0.97, (name, np.mean(hits))
 
 
 @settings(max_examples=25, deadline=None)
