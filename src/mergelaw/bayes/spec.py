@@ -20,8 +20,9 @@ from pydantic import Field
 from mergelaw.config import TABLES, Config, validated
 from mergelaw.errors import MergelawError
 
-#: raw -> value: exp (positive), identity, or exp(raw) - 1 (> -1: the offset b, which the law
-#: needs above -1 only, so b = 0 is inside the support rather than at a log scale's far end).
+#: raw -> value: exp (positive), identity, or about exp(raw) - 1 (> -1: the offset b, which the law
+#: needs above -1 only, so b = 0 is inside the support rather than at a log scale's far end;
+#: held below LOG1P_B_CAP).
 Transform = Literal["log", "identity", "log1p"]
 #: A pooled parameter's population: one across all groups, or one mean per merge method.
 Population = Literal["all", "method"]
