@@ -164,12 +164,12 @@ def test_new_family_takes_its_methods_population_mean_where_the_spec_has_one():
     prior_b = load_spec("default").params["b"]
     population = {name: (load_spec("default").params[name].to_raw(v), 1e-9)
                   for name, v in _anchored(post, t).items()}  # fmt: skip
-    population["b"] = (np.tile(np.log1p([0.5, 9.0]), (post.n_draws, 1)), 1e-9)
+    population["b"] = (np.tile(prior_b.to_raw([0.5, 9.0]), (post.n_draws, 1)), 1e-9)
     post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=4000,
                                 population=population)  # fmt: skip
     np.testing.assert_allclose(post.new_family(method="average").law["b"], 0.5)
     np.testing.assert_allclose(post.new_family(method="ties").law["b"], 9.0)
-    unseen = np.log1p(post.new_family(method="dare").law["b"])
+    unseen = prior_b.to_raw(post.new_family(method="dare").law["b"])
     assert abs(unseen.mean() - prior_b.prior_mean) < 0.05
     assert abs(unseen.std() - prior_b.prior_sd) < 0.05
     either = post.new_family().law["b"]
@@ -187,14 +187,14 @@ def test_unpooled_parameters_population_is_each_methods_fitted_groups():
     rng = np.random.default_rng(0)
     b = np.expm1(rng.normal(2.0, 0.3, size=(6, 5)))  # (S, families)
     mean, scale = fitted_groups_population(prior, b, "family", families, curves)
-    ties = np.log1p(b[:, [0, 2, 3]])
+    ties = prior.to_raw(b[:, [0, 2, 3]])
     np.testing.assert_allclose(mean[:, 1], ties.mean(axis=1))  # methods sorted: average, ties
     np.testing.assert_allclose(scale[:, 1], ties.std(axis=1, ddof=1))
     np.testing.assert_array_equal(mean[:, 0], prior.prior_mean)  # two averages: the prior
     np.testing.assert_array_equal(scale[:, 0], prior.prior_sd)
     per_curve = np.expm1(rng.normal(size=(6, 7)))
     mean, scale = fitted_groups_population(prior, per_curve, "curve", families, curves)
-    ties_curves = np.log1p(per_curve[:, [0, 2, 3, 5, 6]])
+    ties_curves = prior.to_raw(per_curve[:, [0, 2, 3, 5, 6]])
     np.testing.assert_allclose(mean[:, 1], ties_curves.mean(axis=1))
     decay = load_spec("default").params["decay"]
     per_method = np.exp(rng.normal(size=(6, 2)))

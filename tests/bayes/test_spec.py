@@ -166,8 +166,6 @@ def test_the_offset_is_held_below_its_cap(raw):
     """b = transform(raw) is increasing, below e^cap - 1 (where the law's floor and amplitude
     would cancel in float64), the identity's e^raw - 1 well below the cap, and to_raw inverts it
     wherever b is not yet at the cap in float64."""
-    import numpy as np
-
     from mergelaw.bayes.spec import LOG1P_B_CAP, ParamPrior
 
     log1p = ParamPrior("log1p", 0.0, 1.0, 0.5)
