@@ -23,9 +23,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import pandas as pd
 
 from mergelaw import law
-from mergelaw.bayes.data import ModelData, merge_methods
+from mergelaw.bayes.data import ModelData, merge_methods, method_index
 from mergelaw.bayes.spec import ModelSpec
 from mergelaw.errors import MergelawError
 
@@ -82,13 +83,14 @@ def check_spec_fits_data(spec: ModelSpec, data: ModelData) -> None:
             )
 
 
-def group_method(scope: str, data: ModelData) -> np.ndarray:
-    """The merge method (index into coords['merge_method']) of each group of a scope."""
-    if scope == "family":
-        return data.family_method
+def group_method(scope: str, families: pd.DataFrame, curves: pd.DataFrame) -> np.ndarray:
+    """The merge method (index into ``merge_methods(families)``) of each group of a scope, for
+    the model and for a fitted population's groups alike."""
     if scope == "curve":
-        return data.family_method[data.curves["family"].to_numpy(int)]
-    return np.arange(len(merge_methods(data.families)))
+        return method_index(families)[curves["family"].to_numpy(int)]
+    if scope == "merge_method":
+        return np.arange(len(merge_methods(families)))
+    return method_index(families)
 
 
 def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
             )
             scale = backend.half_normal(f"{name}_scale", prior.pool_scale)
             if by_method:
-                mean = mean[group_method(dims[0], data)]
+                mean = mean[group_method(dims[0], data.families, data.curves)]
         else:
             mean, scale = prior.prior_mean, prior.prior_sd
         if prior.centred:
@@ -125,7 +127,7 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
             scale = backend.half_normal(
                 "b_dev_scale", spec.offset_deviation_prior_sd, dims=("merge_method",)
             )
-            deviation = scale[group_method("curve", data)] * z
+            deviation = scale[group_method("curve", data.families, data.curves)] * z
         values["b_dev"] = backend.deterministic("b_dev", deviation, dims=("curve",))
     return values
 

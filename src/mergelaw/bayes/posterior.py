@@ -21,7 +21,7 @@ import pandas as pd
 
 from mergelaw import law as law_math
 from mergelaw.bayes.data import merge_methods, method_index
-from mergelaw.bayes.model import param_scope
+from mergelaw.bayes.model import group_method, param_scope
 from mergelaw.bayes.spec import SIZE_LAW_PARAMS, ModelSpec, ParamPrior, load_spec
 from mergelaw.curves import FAMILY_COLUMNS
 from mergelaw.errors import MergelawError
@@ -540,8 +540,7 @@ class Posterior:
         def per_family(values: np.ndarray) -> np.ndarray:
             if values.ndim == 1:
                 return values[:, None]
-            fitted = merge_methods(self.families)
-            return values[:, [fitted.index(m) for m in self.families["method"].iloc[index]]]
+            return values[:, method_index(self.families)[index]]
 
         mean, scale = (per_family(a) for a in self.population["gap"])
         return self.spec.params["gap"].to_value(mean + scale * self.family_normals(index, 4))
@@ -727,16 +726,6 @@ class Posterior:
 MIN_GROUPS_PER_METHOD = 3
 
 
-def group_methods(scope: str, families: pd.DataFrame, curves: pd.DataFrame) -> np.ndarray:
-    """The merge method (index into ``merge_methods``) of each group of a parameter's scope."""
-    family_method = method_index(families)
-    if scope == "curve":
-        return family_method[curves["family"].to_numpy(int)]
-    if scope == "merge_method":
-        return np.arange(len(merge_methods(families)))
-    return family_method
-
-
 def fitted_groups_population(
     prior: ParamPrior, draws: np.ndarray, scope: str, families: pd.DataFrame, curves: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -755,7 +744,7 @@ def fitted_groups_population(
     raw = prior.to_raw(draws)
     if scope == "merge_method":
         return raw, np.zeros_like(raw)
-    methods = group_methods(scope, families, curves)
+    methods = group_method(scope, families, curves)
     mean = np.full((raw.shape[0], len(merge_methods(families))), prior.prior_mean)
     scale = np.full_like(mean, prior.prior_sd)
     for m in range(mean.shape[1]):
