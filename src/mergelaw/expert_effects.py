@@ -98,19 +98,19 @@ def residual_power(levels, level, y, x) -> float:
     within-k effects model (REML: it counts what the level means and the effects take, and the
     effects are pinned mostly by k = 1, whose design is k times larger; a per-level mean square
     read a true p of 2 as 0.75)."""
-    rank = np.linalg.matrix_rank(x)
     best, best_power = -np.inf, 0.0
     for power in RESIDUAL_POWERS:
         weight = levels[level] ** -power
         root = np.sqrt(weight)
         xw, yw = x / root[:, None], y / root
-        fitted = xw @ np.linalg.lstsq(xw, yw, rcond=None)[0]
-        rss = float(np.sum((yw - fitted) ** 2))
+        u, singular, _ = np.linalg.svd(xw, full_matrices=False)  # the fit, its rank and det
+        kept = singular > singular[0] * max(xw.shape) * np.finfo(float).eps
+        residual = yw - u[:, kept] @ (u[:, kept].T @ yw)
+        rss = float(residual @ residual)
         if rss <= 1e-300:  # an exact fit: nothing to tell powers apart
             return 0.0
-        gram = np.linalg.svd(xw, compute_uv=False)[:rank]
-        restricted = -0.5 * ((len(y) - rank) * np.log(rss) + np.sum(np.log(weight))
-                             + 2.0 * np.sum(np.log(gram)))  # fmt: skip
+        restricted = -0.5 * ((len(y) - kept.sum()) * np.log(rss) + np.sum(np.log(weight))
+                             + 2.0 * np.sum(np.log(singular[kept])))  # fmt: skip
         if restricted > best:
             best, best_power = restricted, float(power)
     return best_power
