@@ -9,23 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mergelaw import expert_effects
 from mergelaw.curves import format_subset
 from mergelaw.errors import MergelawError
-from mergelaw.expert_effects import per_k_means
+from mergelaw.expert_effects import EFFECT_DECAYS, per_k_means
 from mergelaw.measure.samplers import balanced
 
 EXPERTS = [f"e{i}" for i in range(9)]
 
 
-def _pool(seed: int, noise: float, m: int = 9, power: float = 0.0):
-    """Every subset of an m-expert pool: loss = mu_k + mean of its experts' effects + eps, eps's
-    sd noise * k^(-power / 2)."""
+def _pool(seed: int, noise: float, m: int = 9, power: float = 0.0, decay: float = 1.0):
+    """Every subset of an m-expert pool: loss = mu_k + sum of its experts' effects / k^decay +
+    eps, eps's sd noise * k^(-power / 2)."""
     rng = np.random.default_rng(seed)
     effects = dict(zip(EXPERTS[:m], rng.normal(0, 0.2, m)))
     rows = []
     for k in range(1, m + 1):
         for subset in itertools.combinations(EXPERTS[:m], k):
-            loss = 3.0 + 0.5 / k + sum(effects[e] for e in subset) / k
+            loss = 3.0 + 0.5 / k + sum(effects[e] for e in subset) / k**decay
             loss += rng.normal(0, noise * k ** (-power / 2))
             rows.append({"k": k, "subset": format_subset(subset), "loss": loss, "pool_size": m})
     return pd.DataFrame(rows)
@@ -79,6 +80,29 @@ def test_intervals_follow_a_spread_that_shrinks_with_k(power):
             inside[name].extend(np.abs(z) <= 1.645)
     for name, hits in inside.items():
         assert 0.8 <= np.mean(hits) <= 0.97, (name, np.mean(hits))
+
+
+def test_effects_that_thin_slower_than_one_over_k():
+    """TIES keeps much of each expert's weight (an effect over k^0.3, not k): the decay is
+    fitted, and the intervals cover about 90% with errors a fraction of those the 1/k of an
+    equal merge leaves (its tilt's correction is off by a share of the experts' spread)."""
+    inside, errors = [], {"fitted": [], "held at 1/k": []}
+    for seed in range(60):
+        pool = _pool(seed, noise=0.02, decay=0.3)
+        truth = pool.groupby("k")["loss"].mean()
+        sample = _measured(pool, per_k=5, rng=np.random.default_rng(seed + 1000))
+        for name, decays in {"fitted": EFFECT_DECAYS, "held at 1/k": np.array([1.0])}.items():
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(expert_effects, "EFFECT_DECAYS", decays)
+                means = per_k_means(sample).set_index("k")
+            interior = means.index[(means.index > 1) & (means.index < 8)]
+            error = means.loc[interior, "mean"] - truth.loc[interior]
+            errors[name].extend(error)
+            if name == "fitted":
+                inside.extend(np.abs(error / means.loc[interior, "se"]) <= 1.645)
+    assert 0.85 <= np.mean(inside) <= 0.95
+    rms = {name: np.sqrt(np.mean(np.square(e))) for name, e in errors.items()}
+    assert rms["fitted"] < 0.4 * rms["held at 1/k"], rms
 
 
 @settings(max_examples=25, deadline=None)
