@@ -16,7 +16,9 @@ the MAE's targets are the same means at every larger measured k). Printed per di
 design:
 
   predictive   coverage of the 90% predictive intervals of the per-k means (target 85-95%): the
-               expected loss plus each mean's own error, its se (see forecast_curves)
+               expected loss plus each mean's own error (its se) and the law's misfit of a
+               per-k mean of its merge method, measured on the population's table
+               (mergelaw.law_misfit; see forecast_curves)
   credible     coverage of the 90% credible intervals of the expected loss against the curve's
                own full-data mean (floor + A/(k+b) fitted by weighted least squares to all of its
                per-k means, the paper's recipe)
@@ -40,13 +42,14 @@ design:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mergelaw import expert_effects, law
+from mergelaw import expert_effects, law, law_misfit
 from mergelaw.bayes.fit import Fit, fit  # its NumPyro backend gives each chain a host device
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.bayes.update import Points, condition
@@ -89,7 +92,8 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
     draws). The per-k means it is judged against are corrected means of a fixed design (the
     lab's nine subsets per k hold the evaluated domain's own expert in 2 of 9 at k = 5, where
     random subsets would in 5 of 9), so their predictive is the expected loss plus each mean's
-    own error (its se), not the answer's 'observed loss' of n random merges."""
+    own error (its se) and the law's misfit of a per-k mean (the update's, measured on the
+    population's table), not the answer's 'observed loss' of n random merges."""
     records = []
     rng = np.random.default_rng(seed + 1)
     for key, rows in targets.groupby(CURVE_KEYS, sort=True):
@@ -107,7 +111,8 @@ def forecast_curves(post: Posterior, targets: pd.DataFrame, seed: int) -> pd.Dat
             updated = condition(post, given, n_b=n_b, seed=seed)
             seconds = time.perf_counter() - start
             expected = updated.curves.mean(ahead)[:, 0, :]  # (S, K)
-            observed = expected + later["se"].to_numpy(float) * rng.standard_normal(expected.shape)
+            error = np.hypot(later["se"].to_numpy(float), updated.misfit)
+            observed = expected + error * rng.standard_normal(expected.shape)
             tail = (1 - LEVEL) / 2
             (e_low, e_high), (o_low, o_high) = (
                 np.quantile(d, [tail, 1 - tail], axis=0) for d in (expected, observed)
@@ -188,15 +193,19 @@ def population(name: str, table: pd.DataFrame, args) -> tuple[Posterior, str]:
     if saved is not None and saved.exists():
         result, how = Fit.load(saved, table=table), f"read from {saved.name} (made in"
         how += f" {result.meta.wall_time_s:.0f} s)"
+        if result.meta.means_misfit is None:  # saved before fits measured it
+            misfit = law_misfit.per_method(table)
+            result.meta = dataclasses.replace(result.meta, means_misfit=misfit)
     else:
         result = fit(table, args.spec, seed=args.seed, chains=args.chains, tune=args.draws,
                      draws=args.draws)  # fmt: skip
         how = f"fit in {time.perf_counter() - start:.0f} s"
         if saved is not None:
             result.save(saved)
+    misfit = ", ".join(f"{m} {v:.4f}" for m, v in sorted(result.meta.means_misfit.items()))
     line = (
         f"population {name}: {table.groupby(CURVE_KEYS).ngroups} curves, {len(table)} rows, "
-        f"{how}, flag {result.flag}"
+        f"{how}, flag {result.flag}; the law's misfit of a per-k mean: {misfit}"
     )
     print(line, flush=True)
     return Posterior.from_fit(result), line

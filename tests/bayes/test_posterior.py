@@ -155,6 +155,16 @@ def test_new_family_takes_its_methods_nugget_where_the_fit_has_it():
         np.testing.assert_allclose(post.new_family(method=method).nugget, nugget)
 
 
+def test_the_laws_misfit_of_per_k_means_is_its_methods_and_survives_a_selection():
+    post = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0))
+    assert post.misfit_of("average") is None  # a fit that did not measure it
+    post = dataclasses.replace(post, means_misfit={"average": 0.0003, "ties": 0.003})
+    mixture = np.sqrt((0.0003**2 + 0.003**2) / 2)
+    for method, misfit in (("average", 0.0003), ("ties", 0.003), ("dare", mixture)):
+        np.testing.assert_allclose(post.misfit_of(method), misfit)
+    assert post.select(["average/code"]).misfit_of("ties") == 0.003
+
+
 def test_new_family_takes_its_methods_population_mean_where_the_spec_has_one():
     """b's population has one mean per merge method (sorted: average, ties): a new family of a
     fitted method gets that method's, one of an unseen method the spec's prior, and one of no

@@ -78,7 +78,7 @@ def _brute_force(post, points, n_b, per_draw=200, k_eval=9.0):
     return float(np.sum(w * value)), quantiles, 1.0 / np.sum(w**2)
 
 
-def _prior_reference(post, points, n_b, size=200_000, k_eval=9.0, seed=4):
+def _prior_reference(post, points, n_b, size=200_000, k_eval=9.0, seed=4, misfit=MEANS_MISFIT):
     """Draws of the Student-t prior the update summarises the population by (scipy), weighted by
     the likelihood of the points: the posterior NUTS must reproduce."""
     new = post.new_family(per_draw=10, seed=0).curves(n_b)
@@ -95,7 +95,7 @@ def _prior_reference(post, points, n_b, size=200_000, k_eval=9.0, seed=4):
         var = np.exp(value["log_sigma"])[:, None] ** 2 * (9 - p.k) / (p.k * 8)
         var = var + np.exp(value["log_nugget"])[:, None] ** 2
     else:  # per-k means: their se and the law's misfit
-        var = p.se**2 + MEANS_MISFIT**2
+        var = p.se**2 + misfit**2
     log_w = -0.5 * np.sum(np.log(var) + (p.y - mu) ** 2 / var, axis=1)
     w = np.exp(log_w - log_w.max())
     w /= w.sum()
@@ -127,15 +127,22 @@ def _means(ks, n_b=3.0, seed=0):
     return pd.DataFrame({"k": k, "mean": law.mean_loss(n_b, k, *TRUTH.values()) + noise, "se": se})
 
 
-@pytest.mark.parametrize("ks", [(1, 2, 4), (2, 4, 6)])
-def test_nuts_on_per_k_means_reproduces_the_posterior_of_its_prior(ks):
+@pytest.mark.parametrize(
+    ("ks", "measured"),
+    [((1, 2, 4), None), ((2, 4, 6), None), ((1, 2, 4), {"average": 0.004, "ties": 0.02})],
+    ids=["1, 2, 4", "2, 4, 6", "1, 2, 4, the fit's misfit"],
+)
+def test_nuts_on_per_k_means_reproduces_the_posterior_of_its_prior(ks, measured):
     """Per-k means (one exact, at k = 1) read at their own smallest and largest k: NUTS matches
-    importance sampling of the same prior with the se² + misfit² likelihood, without a funnel,
-    and the nugget, which means cannot inform, keeps its prior."""
-    post = _posterior()
-    means = _means(ks)
-    reference = _prior_reference(post, means, 3.0)
+    importance sampling of the same prior with the se² + misfit² likelihood (the misfit the fit
+    measured for the points' merge method, else MEANS_MISFIT), without a funnel, and the nugget,
+    which means cannot inform, keeps its prior."""
+    post = dataclasses.replace(_posterior(), means_misfit=measured)
+    means = _means(ks).assign(method="average")
+    misfit = MEANS_MISFIT if measured is None else measured["average"]
+    reference = _prior_reference(post, means, 3.0, misfit=misfit)
     result = condition(post, means, n_b=3.0, seed=3)
+    assert result.misfit == misfit
     assert result.ess > 400 and result.rhat < 1.01 and result.divergences == 0
     value = result.curves.mean(9.0)[:, 0]
     spread = reference[2] - reference[0]

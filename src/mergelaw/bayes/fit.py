@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mergelaw import law
+from mergelaw import law, law_misfit
 from mergelaw.bayes import diagnostics as diag
 from mergelaw.bayes import predictive
 from mergelaw.bayes.data import ModelData, merge_methods, method_index, prepare, size_law_note
@@ -405,7 +405,9 @@ def fit(
         idata, wall_time, sampler = run.idata, run.wall_time, f"pymc ({sampler})"
     else:
         raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
-    return fit_of_draws(idata, spec, data, backend, sampler, settings, wall_time)
+    result = fit_of_draws(idata, spec, data, backend, sampler, settings, wall_time)
+    result.meta = replace(result.meta, means_misfit=law_misfit.per_method(table))
+    return result
 
 
 def fit_of_draws(

@@ -51,6 +51,7 @@ class FitMeta:
     notes: tuple[str, ...] = ()
     spec_source: str = ""  # the spec file's resolved path ('' for a spec built in code)
     curve_checks: dict[str, list] | None = None  # per-curve predictive checks, once run
+    means_misfit: dict[str, float] | None = None  # per merge method, mergelaw.law_misfit
 
     @property
     def family_table(self) -> pd.DataFrame:

@@ -215,6 +215,7 @@ class Posterior:
     tail_dev_scale: np.ndarray | None = None  # (S, F): and its drop by this (nats, its method's)
     b_dev_scale: np.ndarray | None = None  # (S, F) or (S,): and its log(1 + b) by this
     noise_dev_scale: np.ndarray | None = None  # (S,): a new curve's log noise factor's spread
+    means_misfit: dict[str, float] | None = None  # per merge method (nats), mergelaw.law_misfit
 
     @property
     def n_draws(self) -> int:
@@ -344,6 +345,7 @@ class Posterior:
             tail_dev_scale=(fit.per_family(fit.tail_drop_scale()) if "tail_dev" in names else None),
             b_dev_scale=bend if bend is None or bend.ndim == 1 else fit.per_family(bend),
             noise_dev_scale=fit.deviation_scale("noise_dev"),
+            means_misfit=meta.means_misfit,
         )
 
     @classmethod
@@ -648,6 +650,16 @@ class Posterior:
             for name in LAW_NAMES
         }
 
+    def misfit_of(self, method: str | None) -> float | None:
+        """How far the law misses a per-k mean of a ``method`` curve beyond its se, as measured
+        on the fitted table (mergelaw.law_misfit); for a method the fit has not seen, the root
+        mean square over the fitted methods'. None: a fit that did not measure it."""
+        if not self.means_misfit:
+            return None
+        if method in self.means_misfit:
+            return self.means_misfit[method]
+        return float(np.sqrt(np.mean(np.square(list(self.means_misfit.values())))))
+
     def _new_family_gap_population(self, source: np.ndarray, method: str | None) -> dict:
         """The gap's population for a new family's curves at sizes the fit has not seen: its
         merge method's where the population has one per method (for no or an unseen method, the
@@ -718,6 +730,7 @@ class Posterior:
             tail_dev_scale=self._new_family_scale(self.tail_dev_scale, source, method),
             b_dev_scale=self._new_family_scale(self.b_dev_scale, source, method),
             noise_dev_scale=self._new_family_scale(self.noise_dev_scale, source),
+            means_misfit=self.means_misfit,
         )
 
 

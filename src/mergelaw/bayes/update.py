@@ -9,8 +9,9 @@ location, scales and correlations), and NUTS samples u given the points. The t's
 robustness: points that disagree with the population (another model family, another pool) pull
 the curve to them and widen it, where reweighting the population's own draws stayed narrow and
 wrong (benchmarks/results/transfer.txt). The noise model is the fit's: sigma²·spread(k, M) + nugget²
-per merged model (M the new pool's size), or se² + MEANS_MISFIT² per per-k mean (whose se already
-counts the spread and the nugget).
+per merged model (M the new pool's size), or se² + misfit² per per-k mean (whose se already counts
+the spread and the nugget; the misfit is the law's own on the fitted table's curves of the
+points' merge method, Posterior.misfit_of, else MEANS_MISFIT).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Conditioned:
     divergences: int
     conflict: float  # posterior mean of u, in prior scale units (Mahalanobis)
     seconds: float
+    misfit: float | None = None  # the law's misfit given per-k means (nats); None: merged models
 
     def summary(self) -> dict:
         """How the update went, for an answer's decision."""
@@ -158,11 +160,10 @@ def describe_update(summary: dict) -> str:
 
 
 #: How far the law itself misses a curve's per-k means (nats), added to their se in the update's
-#: likelihood. The fit's nugget is per merged model, and a per-k mean's se already counts it
-#: (with it added, a lab TIES nugget of 0.03 let the prior outvote SmolLM2's TIES points: Bayes
-#: 3.5x the least-squares error in benchmarks/transfer.py); without a misfit, a mean over every
-#: subset (se 0) makes the curve exact there. SmolLM2-135M's per-curve residual rms from the law
-#: is 0.0008-0.0027 (benchmarks/results/lab_analysis.txt).
+#: likelihood, where the fit did not measure it per merge method (fits made before
+#: mergelaw.law_misfit). The fit's nugget is per merged model, and a per-k mean's se already
+#: counts it (with it added, a lab TIES nugget of 0.03 let the prior outvote SmolLM2's TIES
+#: points: Bayes 3.5x the least-squares error in benchmarks/transfer.py).
 MEANS_MISFIT = 0.001
 
 #: Distance of the posterior from the prior's centre (in its sd) worth a note.
@@ -190,7 +191,11 @@ def condition(
         method = f"NUTS, {draws.labels[0]} as prior"
     k_low, k_high = points.anchors(post.spec.drop_from_k, post.k_anchor)
     coords = curve_coordinates(draws, k_high, k_low)
-    return _sample(draws, coords, points, k_high, k_low, method, seed)
+    misfit = None
+    if points.se is not None:
+        measured = post.misfit_of(points.method)
+        misfit = MEANS_MISFIT if measured is None else measured
+    return _sample(draws, coords, points, k_high, k_low, method, seed, misfit)
 
 
 def curve_coordinates(curves: CurveDraws, k_anchor: float, k_low: float) -> dict[str, np.ndarray]:
@@ -238,15 +243,15 @@ def _sample(
     k_low: float,
     method: str,
     seed: int,
+    misfit: float | None,
 ) -> Conditioned:
     sampled = coords
-    if points.se is not None:  # per-k means: se and the law's own misfit, not the nugget
-        sampled = coords | {"log_nugget": np.full_like(coords["log_nugget"],
-                                                       np.log(MEANS_MISFIT))}  # fmt: skip
+    if misfit is not None:  # per-k means: se and the law's own misfit, not the nugget
+        sampled = coords | {"log_nugget": np.full_like(coords["log_nugget"], np.log(misfit))}
     names, fixed, loc, tril = prior_summary(sampled)
     if not names:  # a point mass: the points cannot move it
         return Conditioned(draws, "the prior is a point mass", float(draws.n_draws), 1.0, 0, 0.0,
-                           0.0)  # fmt: skip
+                           0.0, misfit)  # fmt: skip
     start = time.perf_counter()
     samples, stats = _nuts(names, fixed, loc, tril, points, draws.spread, draws.pool_size,
                            k_anchor, k_low, seed)  # fmt: skip
@@ -275,7 +280,7 @@ def _sample(
     z_mean = np.linalg.solve(tril, samples.mean(axis=0) - loc)
     return Conditioned(
         curves, method, stats["ess"], stats["rhat"], stats["divergences"],
-        float(np.sqrt(np.sum(z_mean**2))), time.perf_counter() - start,
+        float(np.sqrt(np.sum(z_mean**2))), time.perf_counter() - start, misfit,
     )  # fmt: skip
 
 
