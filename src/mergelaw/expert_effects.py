@@ -18,14 +18,15 @@ the residual's variance in k (var ~ k^-p, p in [0, 4]) are fitted to the curve's
 restricted likelihood: on the lab curves Average's residual sd falls 2.7x from k = 2 to 7 and p is
 3-4 (TIES's 0-3.5); one variance pooled over k put the se of a mean at k = 7 at 3-4x its error
 (benchmarks/transfer.py, k = 7..9 from k = 2, 4, 6). With 5 of the 9 subsets at k = 8, the
-corrected mean's error against all 9 is 0.00025 nats (Average, DARE, TA; plain means 0.0008) and
-its se 0.0003; with 5 of the 9 single experts, 0.013 and 0.016 (p capped at 2: se 0.0009 at k = 8,
-0.006 at k = 1). The finite-pool shape ((M - k) / (k (M - 1)))^q was tried in the power's place: it
-weighed k = 2 less and the k = 1, 2, 4 forecasts' error rose by a third. A balanced design (each
-expert in exactly k of M subsets, ``samplers.balanced``) carries no tilt: its mean is unchanged,
-and its standard error is the residual's alone, which is much smaller than the plain standard error
-where experts differ (the plain one counts the experts' differences as if a fresh draw of subsets
-could change them; in a balanced design it cannot).
+corrected mean's error against all 9 is 0.00024 nats (Average, DARE, TA; the plain mean of the 5,
+0.007) and its se 0.0003 (benchmarks/results/per_k_means_holdout.txt); with 5 of the 9 single
+experts, 0.013 and 0.016 (p capped at 2: se 0.0009 at k = 8, 0.006 at k = 1). The finite-pool shape
+((M - k) / (k (M - 1)))^q was tried in the power's place: it weighed k = 2 less and the k = 1, 2, 4
+forecasts' error rose by a third. A balanced design (each expert in exactly k of M subsets,
+``samplers.balanced``) carries no tilt: its mean is unchanged, and its standard error is the
+residual's alone, which is much smaller than the plain standard error where experts differ (the
+plain one counts the experts' differences as if a fresh draw of subsets could change them; in a
+balanced design it cannot).
 Too few rows to estimate the effects (no residual degrees of freedom): the plain per-k means
 with finite-population standard errors.
 """
@@ -99,9 +100,9 @@ def per_k_means(rows: pd.DataFrame, source: str = "points") -> pd.DataFrame:
 #: The powers p of the residual's variance in k (var ~ k^-p) that are compared: constant, the
 #: 1/k² of a mean of k independent parts, up to the 1/k⁴ of what the effects leave of a loss
 #: second order in the averaged task vectors (each expert's own square thins like 1/k², not 1/k).
-#: On the lab curves REML picks 3.1-4 for Average, DARE and TA (median 3.9) and 1.9-4 for TIES;
-#: capped at 2, the se of a corrected mean at k = 8 (5 of its 9 subsets measured) was twice its
-#: error against all 9, and at k = 1 half of it (benchmarks/transfer.py's notes).
+#: On the lab curves REML picks 3.1-4 for Average, DARE and TA (median 3.9) and 0-3.5 for TIES;
+#: capped at 2, the se of a corrected mean at k = 8 (5 of its 9 subsets measured) was 1.8x its
+#: error against all 9, and at k = 1 half of it (benchmarks/results/per_k_means_holdout.txt).
 RESIDUAL_POWERS = np.linspace(0.0, 4.0, 33)
 
 #: The decays d of an expert's effect on a merge of k (a_e / k^d) that are compared: an equal
@@ -109,7 +110,7 @@ RESIDUAL_POWERS = np.linspace(0.0, 4.0, 33)
 #: curves), and TIES's sign election keeps much of an expert's weight (the spec's own-expert
 #: decay is ~0.3). Held at 1/k, TIES's corrected means missed the mean over all subsets by 0.063
 #: nats at k = 1 (5 of the 9 single experts measured) and 0.008 at k = 8; with its decay fitted,
-#: by 0.006 and 0.003, inside their se (see RESIDUAL_POWERS).
+#: by 0.005 and 0.003, inside their se (benchmarks/results/per_k_means_holdout.txt).
 EFFECT_DECAYS = np.linspace(0.0, 1.5, 16)
 #: How much more restricted log-likelihood another decay needs over d = 1 (half the chi-square's
 #: 95% point on one degree of freedom: a likelihood-ratio test).
