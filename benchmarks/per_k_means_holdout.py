@@ -9,7 +9,7 @@ interval covers. Side by side, in one run: the module's current settings, and th
 1/k with the residual's variance power capped at 2 (the settings before the effects' decay was
 fitted), and the plain mean of the 5.
 
-    python benchmarks/per_k_means_holdout.py              # every lab curve, 3 repeats (~10 min)
+    python benchmarks/per_k_means_holdout.py              # every lab curve, 3 repeats (~2 min)
     python benchmarks/per_k_means_holdout.py --repeats 1  # a quicker look
 """
 
@@ -31,23 +31,8 @@ RESULT = ROOT / "benchmarks" / "results" / "per_k_means_holdout.txt"
 CURVE_KEYS = ["arch", "n_params", "eval_domain", "method", "method_params"]
 SETTINGS = {
     "current": {},
-    "1/k, p <= 2": {
-        "EFFECT_DECAYS": np.array([1.0]),
-        "RESIDUAL_POWERS": np.linspace(0.0, 2.0, 17),
-    },
+    "1/k, p <= 2": {"decays": np.array([1.0]), "powers": np.linspace(0.0, 2.0, 17)},
 }
-
-
-def corrected(rows: pd.DataFrame, k: float, settings: dict) -> tuple[float, float]:
-    saved = {name: getattr(expert_effects, name) for name in settings}
-    try:
-        for name, value in settings.items():
-            setattr(expert_effects, name, value)
-        means = expert_effects.per_k_means(rows).set_index("k")
-    finally:
-        for name, value in saved.items():
-            setattr(expert_effects, name, value)
-    return float(means.loc[k, "mean"]), float(means.loc[k, "se"])
 
 
 def records(table: pd.DataFrame, repeats: int, seed: int) -> pd.DataFrame:
@@ -64,7 +49,8 @@ def records(table: pd.DataFrame, repeats: int, seed: int) -> pd.DataFrame:
                 base = {"method": key[3], "k": k}
                 out.append(base | {"settings": "plain mean", "error": plain - truth, "se": np.nan})
                 for name, settings in SETTINGS.items():
-                    mean, se = corrected(kept, k, settings)
+                    means = expert_effects.per_k_means(kept, **settings).set_index("k")
+                    mean, se = float(means.loc[k, "mean"]), float(means.loc[k, "se"])
                     out.append(base | {"settings": name, "error": mean - truth, "se": se})
     return pd.DataFrame(out)
 

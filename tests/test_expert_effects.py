@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mergelaw import expert_effects
 from mergelaw.curves import format_subset
 from mergelaw.errors import MergelawError
 from mergelaw.expert_effects import EFFECT_DECAYS, per_k_means
@@ -92,9 +91,7 @@ def test_effects_that_thin_slower_than_one_over_k():
         truth = pool.groupby("k")["loss"].mean()
         sample = _measured(pool, per_k=5, rng=np.random.default_rng(seed + 1000))
         for name, decays in {"fitted": EFFECT_DECAYS, "held at 1/k": np.array([1.0])}.items():
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(expert_effects, "EFFECT_DECAYS", decays)
-                means = per_k_means(sample).set_index("k")
+            means = per_k_means(sample, decays=decays).set_index("k")
             interior = means.index[(means.index > 1) & (means.index < 8)]
             error = means.loc[interior, "mean"] - truth.loc[interior]
             errors[name].extend(error)

@@ -43,10 +43,36 @@ from mergelaw.errors import MergelawError
 
 MEANS_COLUMNS: tuple[str, ...] = ("k", "mean", "se", "count")
 
+#: The powers p of the residual's variance in k (var ~ k^-p) that are compared: constant, the
+#: 1/k² of a mean of k independent parts, up to the 1/k⁴ of what the effects leave of a loss
+#: second order in the averaged task vectors (each expert's own square thins like 1/k², not 1/k).
+#: On the lab curves REML picks 3.1-4 for Average, DARE and TA (median 3.9) and 0-3.5 for TIES;
+#: capped at 2, the se of a corrected mean at k = 8 (5 of its 9 subsets measured) was 1.8x its
+#: error against all 9, and at k = 1 half of it (benchmarks/results/per_k_means_holdout.txt).
+RESIDUAL_POWERS = np.linspace(0.0, 4.0, 33)
 
-def per_k_means(rows: pd.DataFrame, source: str = "points") -> pd.DataFrame:
+#: The decays d of an expert's effect on a merge of k (a_e / k^d) that are compared: an equal
+#: merge thins each expert's weight like 1/k (d = 1: Average, DARE and TA pick 1.0 on the lab
+#: curves), and TIES's sign election keeps much of an expert's weight (the spec's own-expert
+#: decay is ~0.3). Held at 1/k, TIES's corrected means missed the mean over all subsets by 0.063
+#: nats at k = 1 (5 of the 9 single experts measured) and 0.008 at k = 8; with its decay fitted,
+#: by 0.005 and 0.003, inside their se (benchmarks/results/per_k_means_holdout.txt).
+EFFECT_DECAYS = np.linspace(0.0, 1.5, 16)
+#: How much more restricted log-likelihood another decay needs over d = 1 (half the chi-square's
+#: 95% point on one degree of freedom: a likelihood-ratio test).
+DECAY_EVIDENCE = 1.92
+
+
+def per_k_means(
+    rows: pd.DataFrame,
+    source: str = "points",
+    *,
+    decays: np.ndarray = EFFECT_DECAYS,
+    powers: np.ndarray = RESIDUAL_POWERS,
+) -> pd.DataFrame:
     """Columns k, mean, se, count for one curve's subset rows (columns k, loss, subset,
-    pool_size), the means corrected for the experts the measured subsets hold."""
+    pool_size), the means corrected for the experts the measured subsets hold; ``decays`` and
+    ``powers`` are the effect decays and residual variance powers compared."""
     missing = {"k", "loss", "subset", "pool_size"} - set(rows.columns)
     if missing:
         raise MergelawError(
@@ -80,7 +106,7 @@ def per_k_means(rows: pd.DataFrame, source: str = "points") -> pd.DataFrame:
         variance = np.array([np.var(y[level == i], ddof=1) if c > 1 else 0.0
                              for i, c in enumerate(count)])  # fmt: skip
         return _frame(levels, mean_y, np.sqrt(variance / count * fpc), count)
-    decay, power = effect_shape(levels, level, y, design)
+    decay, power = effect_shape(levels, level, y, design, decays, powers)
     x = design(decay)
     weight = levels**-power  # residual variance / sigma2
     root = np.sqrt(weight[level])
@@ -97,27 +123,9 @@ def per_k_means(rows: pd.DataFrame, source: str = "points") -> pd.DataFrame:
     return _frame(levels, mean_y - tilt @ coefficients[levels.size :], np.sqrt(variance), count)
 
 
-#: The powers p of the residual's variance in k (var ~ k^-p) that are compared: constant, the
-#: 1/k² of a mean of k independent parts, up to the 1/k⁴ of what the effects leave of a loss
-#: second order in the averaged task vectors (each expert's own square thins like 1/k², not 1/k).
-#: On the lab curves REML picks 3.1-4 for Average, DARE and TA (median 3.9) and 0-3.5 for TIES;
-#: capped at 2, the se of a corrected mean at k = 8 (5 of its 9 subsets measured) was 1.8x its
-#: error against all 9, and at k = 1 half of it (benchmarks/results/per_k_means_holdout.txt).
-RESIDUAL_POWERS = np.linspace(0.0, 4.0, 33)
-
-#: The decays d of an expert's effect on a merge of k (a_e / k^d) that are compared: an equal
-#: merge thins each expert's weight like 1/k (d = 1: Average, DARE and TA pick 1.0 on the lab
-#: curves), and TIES's sign election keeps much of an expert's weight (the spec's own-expert
-#: decay is ~0.3). Held at 1/k, TIES's corrected means missed the mean over all subsets by 0.063
-#: nats at k = 1 (5 of the 9 single experts measured) and 0.008 at k = 8; with its decay fitted,
-#: by 0.005 and 0.003, inside their se (benchmarks/results/per_k_means_holdout.txt).
-EFFECT_DECAYS = np.linspace(0.0, 1.5, 16)
-#: How much more restricted log-likelihood another decay needs over d = 1 (half the chi-square's
-#: 95% point on one degree of freedom: a likelihood-ratio test).
-DECAY_EVIDENCE = 1.92
-
-
-def effect_shape(levels, level, y, design) -> tuple[float, float]:
+def effect_shape(
+    levels, level, y, design, decays=EFFECT_DECAYS, powers=RESIDUAL_POWERS
+) -> tuple[float, float]:
     """The decay d of an expert's effect (a_e / k^d) and the power p of the residual's variance
     (k^-p) by restricted likelihood (REML: it counts what the level means and the effects take,
     and the effects are pinned mostly by k = 1, whose design is k times larger; a per-level mean
@@ -125,20 +133,20 @@ def effect_shape(levels, level, y, design) -> tuple[float, float]:
     it clearly (DECAY_EVIDENCE): a d picked freely follows the noise, and the se does not count
     that (tests/test_expert_effects.py's 90% intervals on pools of d = 1 cover 0.847 with d
     picked freely, 0.864 so, 0.869 with d held at 1). ``design(d)`` is the model's design matrix
-    at decay d."""
-    shapes = [(restricted_fit(levels, level, y, design(d)), d) for d in EFFECT_DECAYS]
+    at decay d (where ``decays`` lacks 1, its decay nearest 1 stands in for it)."""
+    shapes = [(restricted_fit(levels, level, y, design(d), powers), d) for d in decays]
     (best, power), decay = max(shapes, key=lambda shape: shape[0][0])
-    (at_one, power_at_one), _ = min(shapes, key=lambda shape: abs(shape[1] - 1.0))
+    (at_one, power_at_one), one = min(shapes, key=lambda shape: abs(shape[1] - 1.0))
     if np.isinf(at_one) or best - at_one < DECAY_EVIDENCE:  # inf: exact at d = 1
-        return 1.0, power_at_one
+        return float(one), power_at_one
     return float(decay), power
 
 
-def restricted_fit(levels, level, y, x) -> tuple[float, float]:
-    """The largest restricted log-likelihood over RESIDUAL_POWERS of the design ``x``, and its
+def restricted_fit(levels, level, y, x, powers=RESIDUAL_POWERS) -> tuple[float, float]:
+    """The largest restricted log-likelihood over ``powers`` of the design ``x``, and its
     power."""
     best, best_power = -np.inf, 0.0
-    for power in RESIDUAL_POWERS:
+    for power in powers:
         weight = levels[level] ** -power
         root = np.sqrt(weight)
         xw, yw = x / root[:, None], y / root
