@@ -8,7 +8,7 @@ import pandas as pd
 
 from mergelaw import law
 from mergelaw.curves import read_curves
-from mergelaw.law_misfit import MISFIT_FLOOR, curve_residual, per_method
+from mergelaw.law_misfit import MISFIT_FLOOR, curve_residual, per_method, signed_curve_fit
 
 KS = np.arange(1.0, 10.0)
 
@@ -34,6 +34,13 @@ def test_an_exact_law_fits_every_curve():
         for amplitude in (0.7, -0.3):
             y = law.curve_loss(KS, 3.0, amplitude, b)
             np.testing.assert_allclose(curve_residual(KS, y), 0.0, atol=1e-6)
+
+
+def test_the_signed_fit_recovers_rising_curves_and_negative_offsets():
+    """What the paper's bounds (A, b >= 0) cannot: a TIES-like rise and an early bend."""
+    for floor, amplitude, b in ((3.0, -0.3, 4.0), (2.5, 0.2, -0.2), (4.0, 0.5, 0.0)):
+        got = signed_curve_fit(KS, law.curve_loss(KS, floor, amplitude, b))
+        np.testing.assert_allclose(got, (floor, amplitude, b), rtol=1e-4, atol=1e-6)
 
 
 def test_misfits_are_recovered_per_method():

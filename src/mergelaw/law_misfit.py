@@ -46,8 +46,15 @@ def per_method(table: pd.DataFrame) -> dict[str, float]:
 
 
 def curve_residual(k: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Residuals of the law floor + A/(k+b) fitted to one curve's means by least squares, the
-    best of a few starts (A signed: TIES's curves rise)."""
+    """Residuals of the law fitted to one curve's means (``signed_curve_fit``)."""
+    floor, amplitude, b = signed_curve_fit(k, y)
+    return law.curve_loss(k, floor, amplitude, b) - y
+
+
+def signed_curve_fit(k: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(floor, A, b) of the law floor + A/(k+b) fitted to one curve's means by least squares, the
+    best of a few starts: A signed (TIES's curves rise) and b > -1, which the paper's bounds
+    (A, b >= 0; ``least_squares.fit_curve``) do not allow."""
     best = None
     for start in _B_STARTS:
         fit = least_squares(
@@ -57,4 +64,5 @@ def curve_residual(k: np.ndarray, y: np.ndarray) -> np.ndarray:
         )
         if best is None or fit.cost < best.cost:
             best = fit
-    return best.fun
+    floor, amplitude, log1p_b = best.x
+    return float(floor), float(amplitude), float(np.expm1(log1p_b))
