@@ -39,3 +39,46 @@ def test_default_model_samples_and_recovers_truth():
         lo, hi = np.quantile(draws, [0.005, 0.995], axis=0)
         true = np.array([truth.loc[("average", d), name] for d in data.families["eval_domain"]])
         assert np.all((lo <= true) & (true <= hi)), (name, lo, hi, true)
+
+
+def test_a_chain_far_above_the_others_in_energy_and_narrower_is_stuck():
+    rng = np.random.default_rng(0)
+    energy = rng.normal(0.0, 30.0, (4, 500))
+    steps = np.full((4, 500), 63.0)
+    assert numpyro_backend.stuck_chains(energy, steps) == []
+    energy[2] += 1845.0  # the paper table's seed-0 chain
+    assert numpyro_backend.stuck_chains(energy, steps) == []  # as wide: a real mode, kept
+    steps[2] = 1023.0
+    assert numpyro_backend.stuck_chains(energy, steps) == [2]
+    energy[2] -= 1845.0 - 10 * 30.0  # 10 sd above: within reach of a real mode, kept
+    assert numpyro_backend.stuck_chains(energy, steps) == []
+    two = numpyro_backend.stuck_chains(energy[[0, 2]] + [[0.0], [1845.0]], steps[[0, 2]])
+    assert two == [1]
+    assert numpyro_backend.stuck_chains(energy[[2, 2]], steps[[2, 2]]) == []
+
+
+def test_a_stuck_chain_restarts_from_a_healthy_chains_state(monkeypatch):
+    table = simulate_curves(
+        sizes_b=(0.5, 3.0, 14.0), domains=("code", "algebra"), methods=("average",), seed=2
+    )
+    data = prepare(table)
+    calls = []
+
+    def first_call_finds_chain_0(energy, steps):
+        calls.append(energy.shape)
+        return [0] if len(calls) == 1 else []
+
+    monkeypatch.setattr(numpyro_backend, "stuck_chains", first_call_finds_chain_0)
+    run = numpyro_backend.sample(
+        load_spec("default"), data, draws=100, tune=150, chains=2, seed=0,
+        target_accept=0.95, max_tree_depth=8, progress=False,
+    )  # fmt: skip
+    assert len(calls) == 1
+    assert len(run.restarts) == 1 and run.restarts[0].startswith("chain 0 ")
+    assert "from chain 1's last state" in run.restarts[0]
+    start = run.mcmc.post_warmup_state.z  # what the second run of draws started from
+    for name, value in start.items():
+        np.testing.assert_array_equal(value[0], value[1], err_msg=name)
+    draws = run.mcmc.get_samples(group_by_chain=True)["L_star"]
+    assert draws.shape[:2] == (2, 100)
+    assert not np.array_equal(draws[0], draws[1])  # each chain drew with its own key

@@ -398,15 +398,21 @@ def fit(
         run = numpyro_backend.sample(spec, data, **settings)
         idata = diag.from_numpyro(run.mcmc, data.coords, run.dims)
         wall_time, sampler = run.wall_time, f"numpyro NUTS ({run.chain_method} chains)"
+        restarts = run.restarts
     elif backend == "pymc":
         from mergelaw.bayes import pymc_backend
 
         run = pymc_backend.sample(spec, data, sampler=sampler, **settings)
         idata, wall_time, sampler = run.idata, run.wall_time, f"pymc ({sampler})"
+        restarts = ()
     else:
         raise MergelawError(f"unknown backend {backend!r} (expected 'numpyro' or 'pymc')")
     result = fit_of_draws(idata, spec, data, backend, sampler, settings, wall_time)
-    result.meta = replace(result.meta, means_misfit=law_misfit.per_method(table))
+    result.meta = replace(
+        result.meta,
+        means_misfit=law_misfit.per_method(table),
+        notes=result.meta.notes + tuple(restarts),
+    )
     return result
 
 
