@@ -8,8 +8,8 @@ size, the draws are summarised by a multivariate Student-t with few degrees of f
 location, scales and correlations), and NUTS samples u given the points. The t's tails are the
 robustness: points that disagree with the population (another model family, another pool) pull
 the curve to them and widen it, where reweighting the population's own draws stayed narrow and
-wrong (benchmarks/results/transfer.txt). The noise model is the fit's: sigma²·spread(k, M) + nugget²
-per merged model (M the new pool's size), or se² + misfit² per per-k mean (whose se already counts
+wrong (benchmarks/results/transfer_*.txt). The noise model is the fit's: sigma²·spread(k, M) +
+nugget² per merged model (M the new pool's size), or se² + misfit² per per-k mean (whose se counts
 the spread and the nugget; the misfit is the law's own on the fitted table's curves of the
 points' merge method, Posterior.misfit_of, else MEANS_MISFIT).
 """
