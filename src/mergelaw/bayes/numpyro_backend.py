@@ -100,8 +100,8 @@ class NumpyroRun:
 #: A chain is stuck where its draws' mean energy sits this many energy sds (the chains' median)
 #: above the lowest chain's while it takes more leapfrog steps a draw than twice that chain does
 #: (a smaller step: a narrower region, so neither its density nor its volume holds mass worth a
-#: draw). On the paper's table (seed 0) one chain of four sat 1,845 nats above the others (about
-#: 60 sd), 1,023 steps on every draw (the others 31-64), its average nugget at 6e-6 (13 prior sd
+#: draw). On the paper's table (seed 0) one chain of four sat 1,847 nats above the others (64
+#: sd), 1,023 steps on every draw (the others 31-64), its average nugget at 6e-6 (13 prior sd
 #: below the prior's mode) and its floor spread at 0.37 (the others 0.0008): R-hat 1.59, where
 #: seed 1's four chains all agreed.
 STUCK_ENERGY_SDS = 20.0
