@@ -235,17 +235,17 @@ def population(name: str, table: pd.DataFrame, args) -> tuple[Posterior, str]:
     if saved is not None and saved.exists():
         result, how = Fit.load(saved, table=table), f"read from {saved.name} (made in"
         how += f" {result.meta.wall_time_s:.0f} s)"
-        if result.meta.means_misfit is None:  # saved before fits measured it
-            misfit = law_misfit.per_method(table)
-            result.meta = dataclasses.replace(result.meta, means_misfit=misfit)
     else:
         result = fit(table, args.spec, seed=args.seed, chains=args.chains, tune=args.draws,
                      draws=args.draws)  # fmt: skip
         how = f"fit in {time.perf_counter() - start:.0f} s"
         if saved is not None:
             result.save(saved)
-    if name == "paper":  # simulated from the law: no misfit to measure (every method's 0)
-        result.meta = dataclasses.replace(result.meta, means_misfit=None)
+    # the paper's tables are simulated from the law: no misfit to measure (every method's 0); a
+    # fit saved before fits measured it gets it here
+    simulated = name == "paper"
+    misfit = None if simulated else result.meta.means_misfit or law_misfit.per_method(table)
+    result.meta = dataclasses.replace(result.meta, means_misfit=misfit)
     misfits = sorted((result.meta.means_misfit or {}).items())
     misfit = ", ".join(f"{m} {v:.4f}" for m, v in misfits) or f"none, the update's {MEANS_MISFIT}"
     line = (
