@@ -82,3 +82,22 @@ def test_a_stuck_chain_restarts_from_a_healthy_chains_state(monkeypatch):
     draws = run.mcmc.get_samples(group_by_chain=True)["L_star"]
     assert draws.shape[:2] == (2, 100)
     assert not np.array_equal(draws[0], draws[1])  # each chain drew with its own key
+
+
+def test_the_membership_decay_and_gaps_share_a_dense_mass_matrix():
+    """Rows at k > 1 measure gap * k^-decay, so NUTS adapts one dense mass matrix over each
+    method's decay and the curves' gaps (a ridge a diagonal one crossed slowly: R-hat 1.015 on
+    the paper's table); a spec without the power membership term has no such block."""
+    table = simulate_curves(sizes_b=(0.5, 3.0, 14.0), domains=("code", "biology"),
+                            methods=("average", "ties"), seed=1)  # fmt: skip
+    data = prepare(table)
+    default = load_spec("default")
+    _, dims = numpyro_backend.model_fn(default, data)
+    assert numpyro_backend.dense_blocks(default, dims) == [("decay_raw", "gap_raw")]
+    for other in ("default_v1", "naive"):
+        spec = load_spec(other)
+        _, dims = numpyro_backend.model_fn(spec, data)
+        assert "decay_raw" not in dims and numpyro_backend.dense_blocks(spec, dims) == []
+    settings = dict(draws=10, tune=10, chains=1, target_accept=0.9, max_tree_depth=5)
+    mcmc, _, _ = numpyro_backend.make_mcmc(default, data, progress=False, **settings)
+    assert mcmc.sampler._dense_mass == [("decay_raw", "gap_raw")]
