@@ -376,37 +376,51 @@ def _sampler(names: tuple[str, ...], per_model: bool, k_anchor: float, k_low: fl
 
 #: Least curvature of the energy (in prior sd units) that the whitening trusts: a direction the
 #: points leave to the prior keeps at most about sqrt(10) prior sd of width, where the t prior's
-#: own curvature at the mode is smaller or the Hessian there is not positive.
+#: own curvature at the mode is smaller.
 MIN_CURVATURE = 0.1
-#: Newton steps that finish the mode's search after BFGS.
-NEWTON_STEPS = 3
+#: Damped Newton steps of the mode's search from the prior's centre, each at most MAX_STEP prior
+#: sd long (the t prior's energy grows only logarithmically, so a free step can fly off to where
+#: the law degenerates: b -> infinity).
+NEWTON_STEPS, MAX_STEP = 40, 3.0
+#: A mode whose remaining Newton step is longer than this (in the posterior's sd) is not trusted:
+#: NUTS then runs in the prior's own coordinates, as unwhitened.
+MODE_TOLERANCE = 0.1
 
 
 def _laplace(energy, size: int):
     """The energy's mode and a square root of its inverse Hessian there, for NUTS to run in
-    coordinates where the posterior is about unit-scale. In the prior's scale units points pin
-    a curve's level ~1e-5 wide under a prior extrapolated to a base 1000x below the fitted ones
-    (paper -> lab); NumPyro regularises an adapted mass matrix towards 1e-3 of the identity,
-    far wider than that, so trees ran ~600 leapfrog steps a draw (5-13 s a query; now < 1 s)."""
+    coordinates where the posterior is about unit-scale (where the search fails: the prior's
+    centre and scale). In the prior's scale units points pin a curve's level ~1e-5 wide under a
+    prior extrapolated to a base 1000x below the fitted ones (paper -> lab); NumPyro regularises
+    an adapted mass matrix towards 1e-3 of the identity, far wider than that, so trees ran ~600
+    leapfrog steps a draw (5-13 s a query; now < 1 s)."""
     import jax
     import jax.numpy as jnp
-    from jax.scipy.optimize import minimize
+
+    halvings = 0.5 ** jnp.arange(20.0)
 
     def inverse_root(z):
         hessian = jax.hessian(energy)(z)
         hessian = jnp.where(jnp.all(jnp.isfinite(hessian)), 0.5 * (hessian + hessian.T),
                             jnp.eye(size))  # fmt: skip
-        values, vectors = jnp.linalg.eigh(hessian)
-        return vectors / jnp.sqrt(jnp.maximum(values, MIN_CURVATURE))
+        values, vectors = jnp.linalg.eigh(hessian)  # by its size, a saddle's negative curvature:
+        return vectors / jnp.sqrt(jnp.maximum(jnp.abs(values), MIN_CURVATURE))  # a step away
 
-    def newton(z, _):  # BFGS stops short along the stiffest directions (1e-3 off at 1e10)
+    def whitened_gradient(z):
         root = inverse_root(z)
-        step = root @ (root.T @ jax.grad(energy)(z))
-        moved = z - step
-        better = jnp.all(jnp.isfinite(moved)) & (energy(moved) <= energy(z))
-        return jnp.where(better, moved, z), None
+        return root, root.T @ jax.grad(energy)(z)
 
-    mode = minimize(energy, jnp.zeros(size), method="BFGS", options={"maxiter": 200}).x
-    mode = jnp.where(jnp.all(jnp.isfinite(mode)), mode, 0.0)
-    mode, _ = jax.lax.scan(newton, mode, None, length=NEWTON_STEPS)
-    return mode, inverse_root(mode)
+    def newton(z, _):  # the longest of step, step/2, step/4, ... that lowers the energy
+        root, gradient = whitened_gradient(z)
+        step = root @ gradient
+        step = step * jnp.minimum(1.0, MAX_STEP / jnp.linalg.norm(step))
+        trial = jax.vmap(lambda h: energy(z - h * step))(halvings)
+        lower = jnp.isfinite(trial) & (trial < energy(z))
+        moved = z - halvings[jnp.argmax(lower)] * step
+        return jnp.where(jnp.any(lower) & jnp.all(jnp.isfinite(moved)), moved, z), None
+
+    mode, _ = jax.lax.scan(newton, jnp.zeros(size), None, length=NEWTON_STEPS)
+    root, gradient = whitened_gradient(mode)
+    remaining = jnp.linalg.norm(gradient)  # the Newton step left, in the posterior's sd
+    found = jnp.isfinite(remaining) & (remaining < MODE_TOLERANCE) & jnp.all(jnp.isfinite(root))
+    return jnp.where(found, mode, 0.0), jnp.where(found, root, jnp.eye(size))
