@@ -308,3 +308,21 @@ def test_precise_points_under_a_far_extrapolated_prior_mix():
     assert result.ess > 0.75 * CHAINS * DRAWS
     np.testing.assert_allclose(result.curves.mean(k)[:, 0, :].mean(axis=0), means["mean"],
                                atol=2e-3)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "energy",
+    [lambda z: -z[0] + 0.5 * z[1] ** 2, lambda z: float("nan") * (z @ z)],
+    ids=["falls forever", "nowhere finite"],
+)
+def test_the_whitening_falls_back_to_the_prior_where_it_finds_no_mode(energy):
+    """No mode to find (the energy falls forever along a direction, as the t prior's tails can
+    where the points favour b -> infinity) or no finite energy: NUTS runs in the prior's own
+    coordinates, centre 0 and scale 1."""
+    import jax
+    import numpyro
+
+    numpyro.enable_x64()
+    centre, root = jax.jit(lambda: _laplace(energy, 2))()
+    np.testing.assert_array_equal(centre, 0.0)
+    np.testing.assert_array_equal(root, np.eye(2))
