@@ -22,7 +22,8 @@ design:
                from the law, whose curves cannot show how far a measured curve sits off it: their
                population takes the update's MEANS_MISFIT (0.001) instead of their own floor
                (0.0003: every query mixes with it too, but its intervals cover the lab's means
-               0.815 / 0.756 from k = 1, 2, 4 / 2, 4, 6, against 0.898 / 0.843 with 0.001)
+               0.815 / 0.756 from k = 1, 2, 4 / 2, 4, 6, against 0.898 / 0.843 with 0.001, in a
+               one-off run)
   credible     coverage of the 90% credible intervals of the expected loss against the curve's
                own full-data mean (floor + A/(k+b) fitted by least squares to all of its per-k
                means, A signed and b > -1 as in the Bayesian law: law_misfit.signed_curve_fit.
