@@ -182,16 +182,22 @@ def stuck_chains(energy: np.ndarray, steps: np.ndarray) -> list[int]:
     """Chains (rows of ``energy`` and ``steps``, (chains, draws)) that a warm-up left where the
     posterior has no mass worth a draw: far above the lowest chain's energy and in a narrower
     region (see STUCK_ENERGY_SDS). Empty where every chain would be (none is then healthy)."""
-    mean, sd = energy.mean(axis=1), float(np.median(energy.std(axis=1)))
-    high = mean - mean.min() > STUCK_ENERGY_SDS * sd
-    narrow = steps.mean(axis=1) > STUCK_STEPS_RATIO * steps[np.argmin(mean)].mean()
-    stuck = [c for c in range(len(mean)) if high[c] and narrow[c]]
-    return stuck if len(stuck) < len(mean) else []
+    above, sd = _energy_above_lowest(energy)
+    high = above > STUCK_ENERGY_SDS * sd
+    narrow = steps.mean(axis=1) > STUCK_STEPS_RATIO * steps[np.argmin(above)].mean()
+    stuck = [c for c in range(len(above)) if high[c] and narrow[c]]
+    return stuck if len(stuck) < len(above) else []
+
+
+def _energy_above_lowest(energy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each chain's mean energy above the lowest chain's, and the chains' median energy sd."""
+    mean = energy.mean(axis=1)
+    return mean - mean.min(), float(np.median(energy.std(axis=1)))
 
 
 def _restart_line(energy: np.ndarray, chain: int, donor: int, draws: int) -> str:
-    gap = energy[chain].mean() - energy.mean(axis=1).min()
-    sd = float(np.median(energy.std(axis=1)))
+    above, sd = _energy_above_lowest(energy)
+    gap = above[chain]
     return (
         f"chain {chain} sat {gap:.0f} nats of energy ({gap / sd:.0f} sd) above the lowest "
         f"chain, stuck where the posterior has no mass worth a draw; it was restarted from "
