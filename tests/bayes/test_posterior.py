@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 
 from mergelaw import law
-from mergelaw.bayes.posterior import Posterior, fitted_groups_population
+from mergelaw.bayes.posterior import (
+    Posterior,
+    fitted_curves_offset_population,
+    fitted_groups_population,
+)
 from mergelaw.bayes.spec import load_spec
 from mergelaw.errors import MergelawError
 
@@ -211,6 +215,49 @@ def test_unpooled_parameters_population_is_each_methods_fitted_groups():
     mean, scale = fitted_groups_population(decay, per_method, "merge_method", families, curves)
     np.testing.assert_allclose(mean, np.log(per_method))
     np.testing.assert_array_equal(scale, 0.0)
+
+
+def test_a_new_curves_offset_comes_from_the_fitted_curves_bends_included():
+    """A bent curve's log(1 + b) is its family's plus its bend, whichever way a draw splits the
+    two: a new curve's offset population is the spread of the fitted curves' sums per merge
+    method (the spec's prior for a method of fewer than three families)."""
+    families = pd.DataFrame({"method": ["ties", "average", "ties", "ties", "average"]})
+    curves = pd.DataFrame({"family": [0, 1, 2, 3, 4, 0, 2, 3, 1]})
+    prior = load_spec("default").params["b"]
+    rng = np.random.default_rng(1)
+    split = rng.normal(0.0, 0.5, size=(6, 1))  # a ridge: family up, its curves' bends down
+    family_b = np.expm1(rng.normal(2.0, 0.1, size=(6, 5)) + split)
+    own = rng.normal(0.0, 0.05, size=(6, 9))
+    bends = own - split
+    mean, scale = fitted_curves_offset_population(prior, family_b, bends, families, curves)
+    ties = [0, 2, 3, 5, 6, 7]  # curves of TIES families
+    # closed form: log(1 + b) is the sum (on the prior's raw scale, soft-capped near 10)
+    curve_raw = prior.to_raw(np.expm1(np.log1p(family_b[:, curves["family"]]) + bends))
+    np.testing.assert_allclose(mean[:, 1], curve_raw[:, ties].mean(axis=1))
+    np.testing.assert_allclose(scale[:, 1], curve_raw[:, ties].std(axis=1, ddof=1))
+    assert np.all(scale[:, 1] < 0.3)  # the ridge's 0.5 cancels; the families' spread does not
+    np.testing.assert_array_equal(mean[:, 0], prior.prior_mean)  # two Average families
+    np.testing.assert_array_equal(scale[:, 0], prior.prior_sd)
+
+
+def test_a_new_family_takes_no_bend_on_top_of_the_curves_offsets():
+    """Where the offset's population already holds the fitted curves' bends, a new family's
+    curve at any size spreads by that population alone; otherwise a fresh bend adds its own."""
+    n = 4000
+    spec = load_spec("default")
+    base = Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=n)
+    t = {name: value[0] for name, value in TRUTH.items()}
+    population = {name: (spec.params[name].to_raw(v), 1e-9)
+                  for name, v in _anchored(base, t).items()}  # fmt: skip
+    population["b"] = (np.full(n, 0.1), np.full(n, 0.05))
+    for curves_hold_bends, expected in ((True, 0.05), (False, np.hypot(0.05, 0.3))):
+        post = dataclasses.replace(
+            Posterior.point_mass(FAMILIES, TRUTH, sizes_b=(0.5, 3.0, 14.0), n_draws=n,
+                                 population=population),
+            b_dev_scale=np.full(n, 0.3), offsets_of_curves=curves_hold_bends,
+        )  # fmt: skip
+        b = post.new_family(method="average").curves(1.7).b[:, 0]
+        assert abs(np.log1p(b).std() - expected) < 0.1 * expected
 
 
 def test_new_family_draws_its_methods_spread_where_the_population_has_one():

@@ -216,6 +216,9 @@ class Posterior:
     b_dev_scale: np.ndarray | None = None  # (S, F) or (S,): and its log(1 + b) by this
     noise_dev_scale: np.ndarray | None = None  # (S,): a new curve's log noise factor's spread
     means_misfit: dict[str, float] | None = None  # per merge method (nats), mergelaw.law_misfit
+    # the offset b's population is its fitted curves' (bends included): a new family's curves
+    # take no bend of their own on top (fitted_curves_offset_population)
+    offsets_of_curves: bool = False
 
     @property
     def n_draws(self) -> int:
@@ -301,6 +304,7 @@ class Posterior:
                     extras[name] = values
             per_size[float(n_params) / 1e9] = extras
         population = {}
+        offsets_of_curves = False
         for name in spec.required_params(size_law=size_law, form=meta.data_form):
             prior = spec.params[name]
             if spec.is_pooled(name):
@@ -308,6 +312,11 @@ class Posterior:
             elif name in SIZE_LAW_PARAMS:  # see fitted_groups_population
                 population[name] = (np.full(n_draws, prior.prior_mean),
                                     np.full(n_draws, prior.prior_sd))  # fmt: skip
+            elif name == "b" and "b_dev" in names:  # bent curves: see the function
+                population[name] = fitted_curves_offset_population(
+                    prior, fit.draws("b"), fit.draws("b_dev"), families, curves
+                )
+                offsets_of_curves = True
             else:
                 population[name] = fitted_groups_population(
                     prior, fit.draws(name), param_scope(spec, name, size_law), families, curves
@@ -346,6 +355,7 @@ class Posterior:
             b_dev_scale=bend if bend is None or bend.ndim == 1 else fit.per_family(bend),
             noise_dev_scale=fit.deviation_scale("noise_dev"),
             means_misfit=meta.means_misfit,
+            offsets_of_curves=offsets_of_curves,
         )
 
     @classmethod
@@ -728,7 +738,9 @@ class Posterior:
             per_size=per_size,
             floor_dev_scale=self._new_family_scale(self.floor_dev_scale, source),
             tail_dev_scale=self._new_family_scale(self.tail_dev_scale, source, method),
-            b_dev_scale=self._new_family_scale(self.b_dev_scale, source, method),
+            b_dev_scale=None
+            if self.offsets_of_curves
+            else self._new_family_scale(self.b_dev_scale, source, method),
             noise_dev_scale=self._new_family_scale(self.noise_dev_scale, source),
             means_misfit=self.means_misfit,
         )
@@ -764,6 +776,29 @@ def fitted_groups_population(
         groups = raw[:, methods == m]
         if groups.shape[1] >= MIN_GROUPS_PER_METHOD:
             mean[:, m], scale[:, m] = groups.mean(axis=1), groups.std(axis=1, ddof=1)
+    return mean, scale
+
+
+def fitted_curves_offset_population(
+    prior: ParamPrior,
+    family_b: np.ndarray,
+    bends: np.ndarray,
+    families: pd.DataFrame,
+    curves: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a new curve's offset b comes from: per posterior draw and merge method, the mean and
+    sd of log(1 + b) over the method's fitted curves, each its family's b bent by the curve's own
+    deviation (fitted_groups_population of the curves' offsets); a method with fewer than
+    MIN_GROUPS_PER_METHOD families takes the spec's prior. A curve's rows pin the sum, not how
+    it splits between family and bend (across draws the two trade off), and the bends are the
+    fitted curves' spread within their families: the families' spread plus a fresh bend at the
+    spec's fixed 0.3 counted it twice, about 0.42 for a new Average, DARE or TA curve of the
+    lab's gpt2 and llama fits, where their fitted curves spread 0.25-0.35 per draw (forecasts:
+    benchmarks/results/transfer_*.txt)."""
+    curve_b = law_math.offset_off_family(family_b[:, curves["family"].to_numpy(int)], bends)
+    mean, scale = fitted_groups_population(prior, curve_b, "curve", families, curves)
+    few = np.bincount(method_index(families), minlength=mean.shape[1]) < MIN_GROUPS_PER_METHOD
+    mean[:, few], scale[:, few] = prior.prior_mean, prior.prior_sd
     return mean, scale
 
 
