@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mergelaw.bayes import numpyro_backend
+from mergelaw.bayes import model, numpyro_backend
 from mergelaw.bayes.data import prepare
 from mergelaw.bayes.spec import load_spec
 from mergelaw.paper import paper_law_params
@@ -93,11 +93,28 @@ def test_the_membership_decay_and_gaps_share_a_dense_mass_matrix():
     data = prepare(table)
     default = load_spec("default")
     _, dims = numpyro_backend.model_fn(default, data)
-    assert numpyro_backend.dense_blocks(default, dims) == [("decay_raw", "gap_raw")]
+    assert numpyro_backend.dense_blocks(dims) == [("decay_raw", "gap_raw")]
     for other in ("default_v1", "naive"):
         spec = load_spec(other)
         _, dims = numpyro_backend.model_fn(spec, data)
-        assert "decay_raw" not in dims and numpyro_backend.dense_blocks(spec, dims) == []
+        assert "decay_raw" not in dims and numpyro_backend.dense_blocks(dims) == []
     settings = dict(draws=10, tune=10, chains=1, target_accept=0.9, max_tree_depth=5)
     mcmc, _, _ = numpyro_backend.make_mcmc(default, data, progress=False, **settings)
     assert mcmc.sampler._dense_mass == [("decay_raw", "gap_raw")]
+
+
+def test_gaps_are_centred_where_the_curves_hold_their_own_expert_often():
+    """'auto' samples the membership gaps centred where the median curve holds its own expert
+    in at least CENTRED_GAP_MIN_OWN_ROWS merged models, non-centred where fewer rows pin them
+    (k = 1, 2, 4 alone: a funnel with their population's scale); the decay and gap block
+    follows whichever the table made."""
+    table = simulate_curves(sizes_b=(0.5, 3.0, 14.0), domains=("code", "biology"),
+                            methods=("average", "ties"), subsets_per_k=5, seed=1)  # fmt: skip
+    default = load_spec("default")
+    few = table[table["k"].isin([1, 2, 4])]
+    for rows, site in ((table, "gap_raw"), (few, "gap_z")):
+        data = prepare(rows)
+        own = np.bincount(data.curve, weights=data.in_domain)
+        assert (np.median(own) >= model.CENTRED_GAP_MIN_OWN_ROWS) == (site == "gap_raw")
+        _, dims = numpyro_backend.model_fn(default, data)
+        assert site in dims and numpyro_backend.dense_blocks(dims) == [("decay_raw", site)]

@@ -21,6 +21,7 @@ def test_shipped_specs_load_with_the_params_their_mean_needs():
     default = load_spec("default")
     assert default.parameterisation == "anchored" and default.tail_exponent == "fixed"
     assert default.params["level"].centred and not default.is_pooled("decay")
+    assert default.params["gap"].centred == "auto"
     assert default.membership == "power" and default.nugget == "method"
     assert not default.is_pooled("b") and not default.is_pooled("drop")
     assert default.tail_deviation_prior_sd > 0 and default.offset_deviation_prior_sd > 0
@@ -84,6 +85,14 @@ def test_digest_ignores_comments_but_not_content(tmp_path):
         (
             ("[params.beta]", '[params.beta]\npopulation = "method"'),
             "[params.beta].population = 'method' needs pooled = true",
+        ),
+        (
+            ("[params.level]\ncentred = true", '[params.level]\ncentred = "auto"'),
+            "[params.level].centred = 'auto' is for the membership gap only",
+        ),
+        (
+            ('centred = "auto"', 'centred = "maybe"'),
+            "[params.gap].centred = 'maybe'",
         ),
         (("[mean]", "[mean"), "not valid TOML"),
     ],

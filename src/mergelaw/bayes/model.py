@@ -27,7 +27,7 @@ import pandas as pd
 
 from mergelaw import law
 from mergelaw.bayes.data import ModelData, merge_methods, method_index
-from mergelaw.bayes.spec import ModelSpec
+from mergelaw.bayes.spec import ModelSpec, ParamPrior
 from mergelaw.errors import MergelawError
 
 #: Law parameters reported per family in the paper's units (N in billions), whatever the spec.
@@ -94,8 +94,9 @@ def group_method(scope: str, families: pd.DataFrame, curves: pd.DataFrame) -> np
 
 
 def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict[str, Any]:
-    """Each group parameter: transform(raw), raw centred or not, partially pooled or not
-    (the population distribution is ``ParamPrior``'s, in the spec module)."""
+    """Each group parameter: transform(raw), raw centred or not (``is_centred``: 'auto' counts
+    the table's rows, so ``data`` is the rows, not their cells), partially pooled or not (the
+    population distribution is ``ParamPrior``'s, in the spec module)."""
     values = {}
     for name in required_params(spec, data):
         prior = spec.params[name]
@@ -113,7 +114,7 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
                 mean = mean[group_method(dims[0], data.families, data.curves)]
         else:
             mean, scale = prior.prior_mean, prior.prior_sd
-        if prior.centred:
+        if is_centred(prior, data):
             raw = backend.normal(f"{name}_raw", mean, scale, dims=dims)
         else:
             raw = mean + scale * backend.normal(f"{name}_z", 0.0, 1.0, dims=dims)
@@ -130,6 +131,23 @@ def group_parameters(spec: ModelSpec, data: ModelData, backend: Backend) -> dict
             deviation = scale[group_method("curve", data.families, data.curves)] * z
         values["b_dev"] = backend.deterministic("b_dev", deviation, dims=("curve",))
     return values
+
+
+#: Fewest merged models holding a curve's own expert (median over curves) for 'auto' to sample
+#: the membership gaps centred. Each curve's gap is pinned by those rows: at 4 a curve (the
+#: paper's tables at k = 1, 2, 4, 5 subsets each: benchmarks/plan_holdout.py's k check) centred
+#: gaps made a funnel with their population's scale (R-hat 1.025, ESS 243; non-centred: flag ok,
+#: 257 s); at 21 (the paper's tables, k = 1..9) and 37 (the lab's) centred ones mix, and on the lab
+#: table non-centred ones took 4x as long (881 s against 217 s).
+CENTRED_GAP_MIN_OWN_ROWS = 10
+
+
+def is_centred(prior: ParamPrior, data: ModelData) -> bool:
+    """Whether a group parameter's raw values are sampled directly (see ParamPrior.centred)."""
+    if prior.centred != "auto":
+        return bool(prior.centred)
+    own = np.bincount(data.curve, weights=data.in_domain, minlength=len(data.curves))
+    return bool(np.median(own) >= CENTRED_GAP_MIN_OWN_ROWS)
 
 
 def has_offset_deviations(spec: ModelSpec, data: ModelData) -> bool:
@@ -384,7 +402,7 @@ def merging_law(spec: ModelSpec, data: ModelData, backend: Backend, y=None):
     are made after sampling (``mergelaw.bayes.fit``)."""
     check_spec_fits_data(spec, data)
     cells, at = data.cells, data.at_cells()
-    p = group_parameters(spec, at, backend)
+    p = group_parameters(spec, data, backend)
     mu = mean_curve(spec, at, p, backend)
     scale = _noise(spec, at, p, backend)
     deviates = has_floor_deviations(spec, data)

@@ -44,14 +44,15 @@ class ParamPrior:
     b ~ 0), pools within a method rather than across a bimodal mixture of methods.
 
     ``centred`` samples raw directly (right for parameters the data pin down tightly); otherwise
-    raw = mean + scale * z with z ~ N(0, 1) (right for weakly identified ones, avoiding funnels).
+    raw = mean + scale * z with z ~ N(0, 1) (right for weakly identified ones, avoiding funnels);
+    'auto' (the membership gap only) decides by the table (``model.is_centred``).
     """
 
     transform: str
     prior_mean: float
     prior_sd: float
     pool_scale: float
-    centred: bool = False
+    centred: bool | Literal["auto"] = False
     pooled: bool = True  # False: raw ~ Normal(prior_mean, prior_sd) in a pooled spec too
     population: str = "all"  # "all": one population; "method": one mean per merge method
 
@@ -254,7 +255,7 @@ class PriorTable(Config):
     prior_mean: Number
     prior_sd: Scale
     pool_scale: Scale
-    centred: bool = False
+    centred: Literal[True, False, "auto"] = False
     pooled: bool = True
     population: Population = "all"
 
@@ -274,6 +275,12 @@ class SpecFile(Config):
 def _parse(raw: dict[str, Any], source: str) -> ModelSpec:
     file = validated(SpecFile, raw, source, TABLES)
     for name, table in file.params.items():
+        if table.centred == "auto" and name != "gap":
+            raise MergelawError(
+                f"{source}: [params.{name}].centred = 'auto' is for the membership gap only "
+                "(decided by how many merged models hold each curve's own expert); expected "
+                "true or false"
+            )
         if table.population == "method" and not table.pooled:
             raise MergelawError(
                 f"{source}: [params.{name}].population = 'method' needs pooled = true (an "
