@@ -10,7 +10,7 @@ transfer.py does), and scores the forecasts of the curves' measured per-k means 
 of the posterior mean, of the three-point curve and of least squares, and Bayes / the better of
 the two; then how many designs Bayes wins and the ratios' median.
 
-    python benchmarks/transfer_designs.py --fits DIR       # 8 designs, the three lab directions
+    python benchmarks/transfer_designs.py --fits DIR       # 8 designs, transfer.py's directions
     python benchmarks/transfer_designs.py --designs 3 --only "gpt2 -> llama"
 """
 
@@ -28,6 +28,7 @@ from mergelaw import expert_effects
 from mergelaw.bayes.update import Points, condition
 from mergelaw.curves import read_curves
 from mergelaw.io import atomic_path
+from mergelaw.simulate import simulate_curves
 
 RESULT = ROOT / "benchmarks" / "results" / "transfer_designs.txt"
 KS = (1, 2, 4)
@@ -78,6 +79,7 @@ def main() -> None:
     start = time.perf_counter()
     lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
     directions = [
+        ("paper -> lab", simulate_curves(seed=args.seed), lab),
         ("gpt2 -> llama", lab[lab["arch"] == "gpt2"], lab[lab["arch"] == "llama"]),
         ("llama -> gpt2", lab[lab["arch"] == "llama"], lab[lab["arch"] == "gpt2"]),
     ]
