@@ -265,6 +265,28 @@ def sample_curves(table: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame
     return table.merge(keys, on=CURVE_KEYS)
 
 
+def transfer_directions(
+    seed: int, only: str | None, parser: argparse.ArgumentParser
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """(name, the population's table, the table forecast) of every direction, or of ``only``
+    (an unknown name is the parser's error); lab -> smollm2 once its curves exist."""
+    lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
+    directions = [
+        ("paper -> lab", simulate_curves(seed=seed), lab),
+        ("gpt2 -> llama", lab[lab["arch"] == "gpt2"], lab[lab["arch"] == "llama"]),
+        ("llama -> gpt2", lab[lab["arch"] == "llama"], lab[lab["arch"] == "gpt2"]),
+    ]
+    smollm2 = ROOT / "data" / "curves" / "smollm2.parquet"
+    if smollm2.exists():
+        directions.append(("lab -> smollm2", lab, read_curves(smollm2)))
+    if only is None:
+        return directions
+    names = [name for name, _, _ in directions]
+    if only not in names:
+        parser.error(f"--only {only!r}: expected one of {names}")
+    return [d for d in directions if d[0] == only]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=1000, help="tune = draws, per chain")
@@ -295,21 +317,8 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
+    directions = transfer_directions(args.seed, args.only, parser)
     smollm2 = ROOT / "data" / "curves" / "smollm2.parquet"
-    paper = simulate_curves(seed=args.seed)
-    directions = [
-        ("paper -> lab", paper, lab),
-        ("gpt2 -> llama", lab[lab["arch"] == "gpt2"], lab[lab["arch"] == "llama"]),
-        ("llama -> gpt2", lab[lab["arch"] == "llama"], lab[lab["arch"] == "gpt2"]),
-    ]
-    if smollm2.exists():
-        directions.append(("lab -> smollm2", lab, read_curves(smollm2)))
-    if args.only is not None:
-        names = [name for name, _, _ in directions]
-        if args.only not in names:
-            parser.error(f"--only {args.only!r}: expected one of {names}")
-        directions = [d for d in directions if d[0] == args.only]
     out = args.out
     if out is None:
         slug = "" if args.only is None else "_" + args.only.split(" -> ")[1]

@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from transfer import CURVE_KEYS, ROOT, baselines, population
+from transfer import CURVE_KEYS, ROOT, baselines, population, transfer_directions
 
 from mergelaw import expert_effects
 from mergelaw.bayes.update import Points, condition
-from mergelaw.curves import read_curves
 from mergelaw.io import atomic_path
-from mergelaw.simulate import simulate_curves
 
 RESULT = ROOT / "benchmarks" / "results" / "transfer_designs.txt"
 KS = (1, 2, 4)
@@ -77,19 +75,7 @@ def main() -> None:
     args.spec, args.chains, args.draws = "default", 4, 1000  # transfer.py's populations
 
     start = time.perf_counter()
-    lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
-    directions = [
-        ("paper -> lab", simulate_curves(seed=args.seed), lab),
-        ("gpt2 -> llama", lab[lab["arch"] == "gpt2"], lab[lab["arch"] == "llama"]),
-        ("llama -> gpt2", lab[lab["arch"] == "llama"], lab[lab["arch"] == "gpt2"]),
-    ]
-    smollm2 = ROOT / "data" / "curves" / "smollm2.parquet"
-    if smollm2.exists():
-        directions.append(("lab -> smollm2", lab, read_curves(smollm2)))
-    if args.only is not None:
-        directions = [d for d in directions if d[0] == args.only]
-        if not directions:
-            parser.error(f"--only {args.only!r}: not one of this script's directions")
+    directions = transfer_directions(args.seed, args.only, parser)
     lines = [
         f"transfer_designs: {args.designs} designs of {KEPT} subsets at each k = 1, 2, 4 (the "
         f"same for every curve); forecasts of every larger measured per-k mean; seed {args.seed}",
