@@ -54,6 +54,21 @@ def test_balanced_rounds_draw_other_orders():
     assert samplers.balanced(ids, [3], n=1, seed=1)[3] != one
 
 
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(2, 12), n=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_each_balanced_round_is_a_balanced_design_and_their_union_the_sample(m, n, seed):
+    ids = [f"e{i}" for i in range(m)]
+    ks = range(1, m + 1)
+    rounds = samplers.balanced_rounds(ids, ks, n=n, seed=seed)
+    assert len(rounds) == n
+    for windows in rounds:
+        for k in ks:
+            assert len(windows[k]) == m
+            assert {sum(i in w for w in windows[k]) for i in ids} == {k}
+    union = {k: {w for r in rounds for w in r[k]} for k in ks}
+    assert {k: set(s) for k, s in samplers.balanced(ids, ks, n=n, seed=seed).items()} == union
+
+
 def test_exhaustive_is_all_combinations():
     ids = ["c", "a", "b", "d"]
     out = samplers.exhaustive(ids, [2])

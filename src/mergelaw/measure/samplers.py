@@ -142,23 +142,32 @@ def diverse(
     return prefixes(ids, diverse_permutations(len(ids), n, seed, candidates), ks)
 
 
+def balanced_rounds(
+    ids: Sequence[str], ks: Sequence[int], n: int, seed: int
+) -> list[dict[int, list[Subset]]]:
+    """Each round's M cyclic k-windows of its own seeded order of the pool, for every k: one
+    round is a balanced design by itself (every expert in exactly k of its M windows; at k = M
+    the M windows are the one full pool)."""
+    ids = sorted(_check(ids, ks))
+    m = len(ids)
+    rounds = []
+    for round_ in range(n):
+        windows: dict[int, list[Subset]] = {}
+        for k in map(int, ks):
+            order = _rng(seed, 2, round_, k).permutation(m)
+            windows[k] = [
+                tuple(sorted(ids[order[(start + j) % m]] for j in range(k))) for start in range(m)
+            ]
+        rounds.append(windows)
+    return rounds
+
+
 def balanced(ids: Sequence[str], ks: Sequence[int], n: int, seed: int) -> dict[int, list[Subset]]:
     """Cyclic k-windows of ``n`` seeded orders of the pool (one order per round and k), distinct
     subsets in order of first appearance: each round's M windows hold every expert exactly k
     times (a window another round already drew is not repeated)."""
-    ids = sorted(_check(ids, ks))
-    m = len(ids)
-    out: dict[int, list[Subset]] = {}
-    for k in ks:
-        k = int(k)
-        seen: dict[Subset, None] = {}
-        for round_ in range(n):
-            order = _rng(seed, 2, round_, k).permutation(m)
-            for start in range(m):
-                window = (order[(start + j) % m] for j in range(k))
-                seen.setdefault(tuple(sorted(ids[i] for i in window)), None)
-        out[k] = list(seen)
-    return out
+    rounds = balanced_rounds(ids, ks, n, seed)
+    return {int(k): list(dict.fromkeys(w for r in rounds for w in r[int(k)])) for k in ks}
 
 
 def sample_subsets(
