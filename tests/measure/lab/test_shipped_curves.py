@@ -83,3 +83,38 @@ def test_the_real_lm_row_says_where_its_base_came_from(smollm2):
     own = solo[solo["in_domain"]].set_index("eval_domain")["loss"]
     others = solo[~solo["in_domain"]].groupby("eval_domain")["loss"].mean()
     assert (own < others).all(), (own - others).to_dict()
+
+
+BALANCED = CURVES.with_name("lab_balanced.parquet")
+
+
+def test_the_balanced_remeasure_is_two_balanced_rounds_of_the_lab_recipe():
+    """lab_balanced.parquet: bases of lab.parquet's recipe (same names, sizes and token budgets),
+    and at every k each of its sampler's rounds holds every domain's own expert in exactly k of
+    its nine subsets, in every curve."""
+    import tomllib
+
+    from mergelaw.measure.samplers import balanced_rounds
+
+    table = read_curves(BALANCED)
+    prov = json.loads(BALANCED.with_name("lab_balanced.provenance.json").read_text())
+    lab = json.loads(CURVES.with_name("lab.provenance.json").read_text())
+    pipeline = tomllib.loads(
+        CURVES.parents[1].joinpath("lab", "pipeline_balanced.toml").read_text()
+    )
+    assert prov["pipeline"]["settings"]["sweep"]["sampler"] == pipeline["sweep"]["sampler"]
+    assert prov["pipeline"]["settings"]["pretrain"] == lab["pipeline"]["settings"]["pretrain"]
+    assert set(prov["bases"]) == set(table["base_model"])
+    assert set(prov["bases"]) <= set(lab["bases"])
+    for name, record in prov["bases"].items():
+        assert record["base"]["n_params"] == lab["bases"][name]["base"]["n_params"]
+        assert record["base"]["tokens_seen"] == lab["bases"][name]["base"]["tokens_seen"]
+    pool = sorted(table["eval_domain"].unique())
+    rounds = balanced_rounds(pool, range(1, 10), n=pipeline["sweep"]["sampler"]["n"], seed=0)
+    for _, curve in table.groupby(["base_model", "method", "eval_domain"]):
+        assert set(curve["k"]) == set(range(1, 10))
+        by_subset = curve.set_index("subset")["in_domain"]
+        for windows in rounds:
+            for k in range(1, 9):
+                held = [by_subset["|".join(w)] for w in windows[k]]
+                assert sum(held) == k
