@@ -9,6 +9,11 @@ table is forecast from a few of its per-k means, with the population as prior
   gpt2 -> llama     the lab's gpt2 curves -> its llama curves
   llama -> gpt2     and back
   lab -> smollm2    once data/curves/smollm2.parquet exists
+  balanced          (--only balanced, its own file) the lab's gpt2 and llama populations ->
+                    the other arch's curves of data/curves/lab_balanced.parquet (the S and M
+                    bases re-measured with balanced subsets, two rounds of nine per k): from all
+                    of its subsets, from each round alone, and lab.parquet's curves of the same
+                    bases beside them
 
 Points: the per-k means of the measured subsets at k in {1, 2, 4} and at k in {2, 4, 6}, corrected
 for the experts the measured subsets hold, with their standard errors (mergelaw.expert_effects;
@@ -47,6 +52,7 @@ realisation; these lines give each curve its own.
                                                                    # forecasts 24 lab curves
     python benchmarks/transfer.py --curves 6 --draws 300           # a smoke run (minutes)
     python benchmarks/transfer.py --only "gpt2 -> llama" --independent-errors
+    python benchmarks/transfer.py --only balanced --independent-errors   # ~7 min with --fits
     python benchmarks/transfer.py --only "lab -> smollm2"          # one direction, its own file
                                                                    # (results/transfer_smollm2.txt)
     python benchmarks/transfer.py --spec method_offset --only "lab -> smollm2"
@@ -58,6 +64,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
 import time
 from pathlib import Path
 
@@ -71,6 +79,7 @@ from mergelaw.bayes.update import MEANS_MISFIT, Points, condition
 from mergelaw.curves import read_curves
 from mergelaw.io import atomic_path
 from mergelaw.least_squares import fit_curve
+from mergelaw.measure import samplers
 from mergelaw.simulate import simulate_curves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +199,14 @@ def summary_lines(name: str, scores: pd.DataFrame) -> list[str]:
         per_query = s.drop_duplicates(CURVE_KEYS)
         warm = per_query["seconds"].iloc[1:]  # a design's first query compiles its sampler
         better = min(three[has_three].mean(), wls[has_three].mean())
+        signed = {
+            name: 1000 * (forecast - s["measured"])[has_three].mean()
+            for name, forecast in (
+                ("Bayes", s["forecast"]),
+                ("three-point", s["three_point"]),
+                ("least squares", s["least_squares"]),
+            )
+        }
         head = [
             f"{name}, points at {design}: {len(per_query)} curves, {len(s)} forecast per-k means",
             f"  90% credible intervals cover {s['credible_covered'].mean():.3f} of the curves' "
@@ -199,6 +216,8 @@ def summary_lines(name: str, scores: pd.DataFrame) -> list[str]:
             f"three-point {three[has_three].mean():.4f}, least squares {wls[has_three].mean():.4f} "
             f"(Bayes / better baseline {err[has_three].mean() / better:.2f}); least squares "
             f"everywhere {wls.mean():.4f}",
+            "  there, the mean signed error (forecast - target, milli-nats): "
+            + ", ".join(f"{name} {v:+.2f}" for name, v in signed.items()),
         ]
         if design.endswith("(independent errors)"):  # judged against the full-data means
             lines += head
@@ -265,11 +284,53 @@ def sample_curves(table: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame
     return table.merge(keys, on=CURVE_KEYS)
 
 
+def balanced_directions(
+    lab: pd.DataFrame, path: Path
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """The lab's populations forecasting the other architecture's curves re-measured with the
+    balanced sampler (data/lab/pipeline_balanced.toml: the same recipe, its own run), from all
+    of its subsets and from each round's nine alone (a balanced design the size of the lab's);
+    first the same bases' curves in lab.parquet (nine uniform subsets per k), side by side."""
+    table = read_curves(path)
+    rounds = balanced_round_tables(table, path.with_suffix(".provenance.json"))
+    bases = table["base_model"].unique()
+    directions = []
+    for source, target in (("gpt2", "llama"), ("llama", "gpt2")):
+        population = lab[lab["arch"] == source]
+        designs = [
+            ("uniform: lab.parquet, same bases", lab[lab["base_model"].isin(bases)]),
+            ("balanced", table),
+            *((f"balanced round {i}", t) for i, t in enumerate(rounds)),
+        ]
+        directions += [
+            (f"{source} -> {target} ({label})", population, t[t["arch"] == target])
+            for label, t in designs
+        ]
+    return directions
+
+
+def balanced_round_tables(table: pd.DataFrame, provenance: Path) -> list[pd.DataFrame]:
+    """The rows of each round of a balanced sweep: that round's M windows at every k (its
+    sampler's settings from the table's provenance)."""
+    sweep = json.loads(provenance.read_text())["pipeline"]["settings"]["sweep"]
+    sampler, (seed,) = sweep["sampler"], sweep["seeds"]
+    if sampler["name"] != "balanced":
+        raise SystemExit(f"{provenance}: sampler {sampler['name']!r}, expected 'balanced'")
+    pool = sorted({e for s in table["subset"] for e in s.split("|")})
+    ks = sorted(int(k) for k in table["k"].unique())
+    rounds = samplers.balanced_rounds(pool, ks, int(sampler["n"]), int(seed))
+    return [
+        table[table["subset"].isin({"|".join(w) for k in ks for w in windows[k]})]
+        for windows in rounds
+    ]
+
+
 def transfer_directions(
     seed: int, only: str | None, parser: argparse.ArgumentParser
 ) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """(name, the population's table, the table forecast) of every direction, or of ``only``
-    (an unknown name is the parser's error); lab -> smollm2 once its curves exist."""
+    """(name, the population's table, the table forecast) of every direction, of ``only``, or,
+    for ``only = "balanced"``, of the directions on the balanced re-measure (an unknown name is
+    the parser's error); lab -> smollm2 once its curves exist."""
     lab = read_curves(ROOT / "data" / "curves" / "lab.parquet")
     directions = [
         ("paper -> lab", simulate_curves(seed=seed), lab),
@@ -281,10 +342,16 @@ def transfer_directions(
         directions.append(("lab -> smollm2", lab, read_curves(smollm2)))
     if only is None:
         return directions
-    names = [name for name, _, _ in directions]
+    balanced = ROOT / "data" / "curves" / "lab_balanced.parquet"
+    measured = balanced_directions(lab, balanced) if balanced.exists() else []
+    if only == "balanced" and measured:
+        return measured
+    names = [name for name, _, _ in directions + measured]
     if only not in names:
-        parser.error(f"--only {only!r}: expected one of {names}")
-    return [d for d in directions if d[0] == only]
+        parser.error(
+            f"--only {only!r}: expected one of {names}" + ", or 'balanced'" * bool(measured)
+        )
+    return [d for d in directions + measured if d[0] == only]
 
 
 def main() -> None:
@@ -302,7 +369,10 @@ def main() -> None:
         help="also forecast from points with each curve's own error (see forecast_curves)",
     )  # fmt: skip
     parser.add_argument(
-        "--only", default=None, help="one direction, e.g. 'lab -> smollm2' (default: all)"
+        "--only",
+        default=None,
+        help="one direction, e.g. 'lab -> smollm2', or 'balanced': the directions on "
+        "data/curves/lab_balanced.parquet (default: all but those)",
     )
     parser.add_argument("--spec", default="default", help="the populations' spec")
     parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULT}")
@@ -321,7 +391,8 @@ def main() -> None:
     smollm2 = ROOT / "data" / "curves" / "smollm2.parquet"
     out = args.out
     if out is None:
-        slug = "" if args.only is None else "_" + args.only.split(" -> ")[1]
+        slug = "" if args.only is None else "_" + re.sub(r"\W+", "_", args.only.split(" -> ")[-1])
+        slug = slug.rstrip("_")
         slug += "" if args.spec == "default" else f"_{Path(args.spec).stem}"
         out = RESULT.with_name(f"transfer{slug}.txt")
     lines = [
