@@ -402,8 +402,12 @@ def main() -> None:
         "",
     ]
     records = []
+    fitted: dict[str, tuple[Posterior, str]] = {}  # the balanced directions share populations
     for name, source, targets in directions:
-        post, line = population(name.split(" -> ")[0], source, args)
+        source_name = name.split(" -> ")[0]
+        if source_name not in fitted:
+            fitted[source_name] = population(source_name, source, args)
+        post, line = fitted[source_name]
         n = args.paper_curves if name.startswith("paper") and args.paper_curves else args.curves
         scores = forecast_curves(post, sample_curves(targets, n, args.seed), args.seed,
                                  args.independent_errors)  # fmt: skip
