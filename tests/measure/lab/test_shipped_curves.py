@@ -110,7 +110,8 @@ def test_the_balanced_remeasure_is_two_balanced_rounds_of_the_lab_recipe():
         assert record["base"]["n_params"] == lab["bases"][name]["base"]["n_params"]
         assert record["base"]["tokens_seen"] == lab["bases"][name]["base"]["tokens_seen"]
     pool = sorted(table["eval_domain"].unique())
-    rounds = balanced_rounds(pool, range(1, 10), n=pipeline["sweep"]["sampler"]["n"], seed=0)
+    (seed,) = pipeline["sweep"]["seeds"]
+    rounds = balanced_rounds(pool, range(1, 10), n=pipeline["sweep"]["sampler"]["n"], seed=seed)
     for _, curve in table.groupby(["base_model", "method", "eval_domain"]):
         assert set(curve["k"]) == set(range(1, 10))
         by_subset = curve.set_index("subset")["in_domain"]
