@@ -36,7 +36,9 @@ design:
                and miss the lab's Average curves, which bend at b ~ -0.2)
   MAE          of the posterior mean, beside the paper's three-point recipe (the curve through the
                three means; some have none) and a weighted least-squares fit of the same points
-               (target: not worse than the better of the two)
+               (target: not worse than the better of the two); and, to say how much is left to
+               gain, an oracle: the law through the same points with the offset b of the curve's
+               own full-data fit, which has seen the means it is judged on
   time         per query, on this machine (target <= 10 s on 2 cores); the first query of each
                design also compiles its sampler (the designs anchor the curve at other k)
 
@@ -103,11 +105,24 @@ def baselines(points: pd.DataFrame, ks: tuple, targets: np.ndarray) -> dict[str,
     }
 
 
-def full_data_mean(means: pd.DataFrame) -> pd.Series:
-    """The curve's own expected loss at each measured k: the law fitted to all its per-k means."""
+def full_data_fit(means: pd.DataFrame) -> tuple[pd.Series, float]:
+    """The curve's own expected loss at each measured k (the law fitted to all its per-k means)
+    and that fit's offset b."""
     k = means["k"].to_numpy(float)
     params = law_misfit.signed_curve_fit(k, means["mean"].to_numpy(float))
-    return pd.Series(law.curve_loss(k, *params), index=k)
+    return pd.Series(law.curve_loss(k, *params), index=k), params[2]
+
+
+def own_offset_forecast(points: pd.DataFrame, b: float, targets: np.ndarray) -> np.ndarray:
+    """An oracle beside the baselines: the law through the points with the offset b of the
+    curve's full-data fit (which has seen the targets), floor and amplitude by least squares
+    weighted by k as the least-squares baseline's. How near the baselines come to it says how
+    much a better estimate of b from three points could still gain."""
+    k, y = points["k"].to_numpy(float), points["mean"].to_numpy(float)
+    root = np.sqrt(k)
+    design = np.stack([np.ones_like(k), law.tail_shape(k, b)], axis=1)
+    floor, amplitude = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)[0]
+    return np.asarray(law.curve_loss(targets, floor, amplitude, b), dtype=float)
 
 
 def forecast_curves(
@@ -130,7 +145,7 @@ def forecast_curves(
     draw_errors = np.random.default_rng(seed + 2)
     for key, rows in targets.groupby(CURVE_KEYS, sort=True):
         means = expert_effects.per_k_means(rows)
-        truth = full_data_mean(means)  # one fit per curve, shared by both designs
+        truth, own_b = full_data_fit(means)  # one fit per curve, shared by both designs
         n_b = float(key[1]) / 1e9
         for design, ks in DESIGNS.items():
             points = means[means["k"].isin(ks)]
@@ -146,11 +161,11 @@ def forecast_curves(
                                  truth[later["k"]].to_numpy()))  # fmt: skip
             for label, given_points, measured in variants:
                 records += _scores(post, key, label, ks, given_points, later, measured, truth,
-                                   n_b, seed, rng)  # fmt: skip
+                                   own_b, n_b, seed, rng)  # fmt: skip
     return pd.DataFrame(records)
 
 
-def _scores(post, key, design, ks, points, later, measured, truth, n_b, seed, rng):
+def _scores(post, key, design, ks, points, later, measured, truth, own_b, n_b, seed, rng):
     """The records of one query: the curve ``key``'s forecast of the ``later`` per-k means
     (``measured``) from ``points``."""
     ahead = later["k"].to_numpy(float)
@@ -166,6 +181,7 @@ def _scores(post, key, design, ks, points, later, measured, truth, n_b, seed, rn
         np.quantile(d, [tail, 1 - tail], axis=0) for d in (expected, observed)
     )
     base = baselines(points, ks, ahead)
+    oracle = own_offset_forecast(points, own_b, ahead)
     d = updated.summary()
     return [
         dict(zip(CURVE_KEYS, key))
@@ -179,6 +195,7 @@ def _scores(post, key, design, ks, points, later, measured, truth, n_b, seed, rn
             "predictive_width": o_high[i] - o_low[i],
             "three_point": base["three-point"][i],
             "least_squares": base["least squares"][i],
+            "own_offset": oracle[i],
             "seconds": seconds,
             "ess": d["ess"],
             "rhat": d["rhat"],
@@ -196,6 +213,7 @@ def summary_lines(name: str, scores: pd.DataFrame) -> list[str]:
         three = (s["three_point"] - s["measured"]).abs()
         has_three = three.notna()
         wls = (s["least_squares"] - s["measured"]).abs()
+        oracle = (s["own_offset"] - s["measured"]).abs()
         per_query = s.drop_duplicates(CURVE_KEYS)
         warm = per_query["seconds"].iloc[1:]  # a design's first query compiles its sampler
         better = min(three[has_three].mean(), wls[has_three].mean())
@@ -216,6 +234,9 @@ def summary_lines(name: str, scores: pd.DataFrame) -> list[str]:
             f"three-point {three[has_three].mean():.4f}, least squares {wls[has_three].mean():.4f} "
             f"(Bayes / better baseline {err[has_three].mean() / better:.2f}); least squares "
             f"everywhere {wls.mean():.4f}",
+            f"  there, the law through the points with the curve's own full-data b (an oracle): "
+            f"{oracle[has_three].mean():.4f} (least squares / oracle "
+            f"{wls[has_three].mean() / oracle[has_three].mean():.2f})",
             "  there, the mean signed error (forecast - target, milli-nats): "
             + ", ".join(f"{name} {v:+.2f}" for name, v in signed.items()),
         ]
