@@ -78,7 +78,7 @@ from mergelaw import expert_effects, law, law_misfit
 from mergelaw.bayes.fit import Fit, fit  # its NumPyro backend gives each chain a host device
 from mergelaw.bayes.posterior import Posterior
 from mergelaw.bayes.update import MEANS_MISFIT, Points, condition
-from mergelaw.curves import read_curves
+from mergelaw.curves import format_subset, read_curves, subset_members
 from mergelaw.io import atomic_path
 from mergelaw.least_squares import fit_curve
 from mergelaw.measure import samplers
@@ -337,11 +337,11 @@ def balanced_round_tables(table: pd.DataFrame, provenance: Path) -> list[pd.Data
     sampler, (seed,) = sweep["sampler"], sweep["seeds"]
     if sampler["name"] != "balanced":
         raise SystemExit(f"{provenance}: sampler {sampler['name']!r}, expected 'balanced'")
-    pool = sorted({e for s in table["subset"] for e in s.split("|")})
+    pool = sorted({e for s in table["subset"] for e in subset_members(s)})
     ks = sorted(int(k) for k in table["k"].unique())
     rounds = samplers.balanced_rounds(pool, ks, int(sampler["n"]), int(seed))
     return [
-        table[table["subset"].isin({"|".join(w) for k in ks for w in windows[k]})]
+        table[table["subset"].isin({format_subset(w) for k in ks for w in windows[k]})]
         for windows in rounds
     ]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mergelaw.curves import read_curves
+from mergelaw.curves import format_subset, read_curves
 
 CURVES = Path(__file__).resolve().parents[3] / "data" / "curves" / "lab.parquet"
 
@@ -117,5 +117,5 @@ def test_the_balanced_remeasure_is_two_balanced_rounds_of_the_lab_recipe():
         by_subset = curve.set_index("subset")["in_domain"]
         for windows in rounds:
             for k in range(1, 9):
-                held = [by_subset["|".join(w)] for w in windows[k]]
+                held = [by_subset[format_subset(w)] for w in windows[k]]
                 assert sum(held) == k
